@@ -1,0 +1,71 @@
+"""The one settings object: every knob hexfleet reads from the environment (`HEXFLEET_` prefix).
+
+Read once at the edge (CLI, worker start-up) and passed down; nothing else in the code reads
+environment variables.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_data_dir() -> Path:
+    return Path.home() / ".local" / "share" / "hexfleet"
+
+
+class Settings(BaseSettings):
+    """Configuration for every hexfleet process. Unset URLs derive from `data_dir`."""
+
+    model_config = SettingsConfigDict(env_prefix="HEXFLEET_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    database_url: str | None = None
+    broker_url: str | None = None
+    api_url: str = "http://127.0.0.1:8400"
+    api_token: SecretStr | None = None
+    adb_host: str = "127.0.0.1"
+    adb_port: int = Field(default=5037, ge=1, le=65535)
+    require_services: bool = False
+
+    @field_validator("data_dir")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL; by default a SQLite file under the data directory."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'hexfleet.db'}"
+
+    @property
+    def resolved_broker_url(self) -> str:
+        """The Celery broker URL; by default kombu's server-less filesystem transport."""
+        return self.broker_url or "filesystem://"
+
+    @property
+    def broker_folder(self) -> Path:
+        """Where the embedded (filesystem) transport keeps its messages."""
+        return self.data_dir / "broker"
+
+    def broker_transport_options(self) -> dict[str, object]:
+        """Transport options for Celery; the filesystem transport needs its folders."""
+        if self.resolved_broker_url.startswith("filesystem://"):
+            folder = self.broker_folder
+            for sub in ("in", "processed"):
+                (folder / sub).mkdir(parents=True, exist_ok=True)
+            return {
+                "data_folder_in": str(folder / "in"),
+                "data_folder_out": str(folder / "in"),
+                "processed_folder": str(folder / "processed"),
+                "store_processed": False,
+            }
+        return {}
+
+    def ensure_data_dir(self) -> Path:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        return self.data_dir
