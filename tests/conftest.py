@@ -1,0 +1,79 @@
+"""Fixtures shared by the whole suite: settings in a temporary data dir, real Redis, real PostgreSQL.
+
+A test that needs a server which is not running is skipped, unless HEXFLEET_REQUIRE_SERVICES=1
+(as in CI), where it fails instead: CI must never pass by skipping.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis as redis_lib
+from psycopg import sql
+
+from hexfleet.settings import Settings
+
+REDIS_TEST_URL = "redis://127.0.0.1:6379/13"
+POSTGRES_ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=5"
+
+
+def _require_services() -> bool:
+    return Settings().require_services
+
+
+def _unavailable(what: str, exc: Exception) -> None:
+    message = f"{what} is not reachable: {exc}"
+    if _require_services():
+        pytest.fail(f"{message} (HEXFLEET_REQUIRE_SERVICES=1: a missing service is a failure)")
+    pytest.skip(message)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "hexfleet-data"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def settings(data_dir: Path) -> Settings:
+    """Settings isolated to this test: own data dir, embedded defaults."""
+    return Settings(data_dir=data_dir, database_url=None, broker_url=None)
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """URL of a dedicated database on the real Redis server, flushed before and after the test."""
+    client = redis_lib.Redis.from_url(REDIS_TEST_URL, socket_connect_timeout=3)
+    try:
+        client.ping()
+    except redis_lib.exceptions.ConnectionError as exc:
+        _unavailable("Redis at 127.0.0.1:6379", exc)
+    client.flushdb()
+    try:
+        yield REDIS_TEST_URL
+    finally:
+        client.flushdb()
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """SQLAlchemy URL of a fresh database on the real PostgreSQL server, dropped after the session."""
+    name = f"hexfleet_test_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = psycopg.connect(POSTGRES_ADMIN_DSN, autocommit=True)
+    except psycopg.OperationalError as exc:
+        _unavailable("PostgreSQL at 127.0.0.1:5432", exc)
+    with admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        try:
+            yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+        finally:
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
