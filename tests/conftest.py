@@ -1,4 +1,4 @@
-"""Fixtures shared by the whole suite: settings in a temporary data dir, real Redis, real PostgreSQL.
+"""Fixtures for the whole suite: settings in a temporary data dir, real Redis, real PostgreSQL.
 
 A test that needs a server which is not running is skipped, unless HEXFLEET_REQUIRE_SERVICES=1
 (as in CI), where it fails instead: CI must never pass by skipping.
@@ -63,7 +63,7 @@ def redis_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
-    """SQLAlchemy URL of a fresh database on the real PostgreSQL server, dropped after the session."""
+    """SQLAlchemy URL of a fresh database on the real PostgreSQL, dropped after the session."""
     name = f"hexfleet_test_{uuid.uuid4().hex[:12]}"
     try:
         admin = psycopg.connect(POSTGRES_ADMIN_DSN, autocommit=True)

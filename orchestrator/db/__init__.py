@@ -1,0 +1,1 @@
+"""The orchestrator's database: schema (SQLAlchemy 2 ORM), engine, and Alembic migrations."""
