@@ -1,0 +1,32 @@
+"""Numpy schedulers for diffusion sampling (DDIM, Euler, DPM-Solver++ 2M) and their registry.
+
+`make_scheduler(name, config)` is the one way in; the names are what users type.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from hexfleet.errors import InvalidRequest
+from models.schedulers.base import Scheduler
+from models.schedulers.ddim import DDIMScheduler
+from models.schedulers.dpm_solver import DPMSolverMultistepScheduler
+from models.schedulers.euler import EulerDiscreteScheduler
+from models.schedulers.noise_schedule import SchedulerConfig
+
+SCHEDULERS: dict[str, Callable[[SchedulerConfig], Scheduler]] = {
+    "ddim": DDIMScheduler,
+    "euler": EulerDiscreteScheduler,
+    "dpm++2m": DPMSolverMultistepScheduler,
+}
+
+
+def make_scheduler(name: str, config: SchedulerConfig) -> Scheduler:
+    """A fresh scheduler by name; an unknown name is the user's mistake (InvalidRequest)."""
+    factory = SCHEDULERS.get(name.lower())
+    if factory is None:
+        raise InvalidRequest(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
+    return factory(config)
+
+
+__all__ = ["SCHEDULERS", "Scheduler", "SchedulerConfig", "make_scheduler"]
