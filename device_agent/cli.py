@@ -1,4 +1,4 @@
-"""Command groups that run on a host with phones: `hexfleet agent` and `hexfleet virtual-devices`."""
+"""Command groups for a host with phones: `hexfleet agent` and `hexfleet virtual-devices`."""
 
 from __future__ import annotations
 

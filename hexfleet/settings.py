@@ -56,12 +56,13 @@ class Settings(BaseSettings):
         """Transport options for Celery; the filesystem transport needs its folders."""
         if self.resolved_broker_url.startswith("filesystem://"):
             folder = self.broker_folder
-            for sub in ("in", "processed"):
+            for sub in ("in", "processed", "control"):
                 (folder / sub).mkdir(parents=True, exist_ok=True)
             return {
                 "data_folder_in": str(folder / "in"),
                 "data_folder_out": str(folder / "in"),
                 "processed_folder": str(folder / "processed"),
+                "control_folder": str(folder / "control"),
                 "store_processed": False,
             }
         return {}

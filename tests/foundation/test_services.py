@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import psycopg
 import redis as redis_lib
 import sqlalchemy as sa
@@ -52,6 +54,7 @@ def test_embedded_broker_needs_no_server(settings: Settings) -> None:
     app = _celery(settings, settings.resolved_broker_url)
     assert _round_trip(app) == {"run": "r1", "n": 3}
     assert any(settings.broker_folder.rglob("*")), "messages should pass through the data dir"
+    assert not (Path.cwd() / "control").exists(), "no broker state outside the data dir"
 
 
 def test_redis_broker_carries_a_message(settings: Settings, redis_url: str) -> None:
