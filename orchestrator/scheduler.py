@@ -1,0 +1,113 @@
+"""Which run goes to which queue: expanding a job over the fleet into runs and routing them.
+
+Two modes. *Fan-out* (the default) gives every matching phone `repeat` runs, each on that phone's
+own queue `device.<serial>`. *Any N* (`count=N`) creates N runs that any matching phone may take:
+when the selector is exactly one capability (all / soc= / htp_arch=) they go to that capability's
+queue (`any`, `soc.<SoC>`, `arch.<N>`), where the first free phone takes them; otherwise they are
+spread over the matching phones' own queues, least-loaded first. A selector that matches no online
+phone is refused at submit time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from hexfleet.errors import InvalidRequest
+from orchestrator.selectors import Selector
+
+ANY_QUEUE = "any"
+INGEST_QUEUE = "ingest"
+RETRY_LIMIT = 2
+
+
+def device_queue(serial: str) -> str:
+    return f"device.{serial}"
+
+
+def soc_queue(soc: str) -> str:
+    return f"soc.{soc.upper()}"
+
+
+def arch_queue(htp_arch: int) -> str:
+    return f"arch.{htp_arch}"
+
+
+def queues_for_device(facts: Mapping[str, object]) -> list[str]:
+    """Every queue a phone's consumer listens to: its own first, then its capabilities."""
+    queues = [device_queue(str(facts["serial"]))]
+    if facts.get("soc"):
+        queues.append(soc_queue(str(facts["soc"])))
+    if facts.get("htp_arch") is not None:
+        queues.append(arch_queue(int(facts["htp_arch"])))  # type: ignore[call-overload]
+    queues.append(ANY_QUEUE)
+    return queues
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    slot: int
+    queue: str
+    serial: str | None
+
+
+def capability_queue(selector: Selector) -> str | None:
+    """The one capability queue equivalent to `selector`, if there is one."""
+    if selector.is_all:
+        return ANY_QUEUE
+    if len(selector.groups) != 1 or len(selector.groups[0]) != 1:
+        return None
+    term = selector.groups[0][0]
+    if term.op != "=":
+        return None
+    if term.field == "soc":
+        return soc_queue(term.value)
+    if term.field == "htp_arch" and float(term.value).is_integer():
+        return arch_queue(int(float(term.value)))
+    if term.field == "serial":
+        return device_queue(term.value)
+    return None
+
+
+def plan_runs(
+    selector: Selector,
+    devices: Sequence[Mapping[str, object]],
+    *,
+    repeat: int = 1,
+    count: int | None = None,
+    load: Mapping[str, int] | None = None,
+) -> list[PlannedRun]:
+    """Expand a job over the online `devices` (fact mappings with at least `serial`)."""
+    if repeat < 1 or (count is not None and count < 1):
+        raise InvalidRequest("repeat and count must be at least 1")
+    matching = sorted(selector.select(devices), key=lambda d: str(d["serial"]))
+    if not matching:
+        raise InvalidRequest(f"no online phone matches the selector {str(selector)!r}")
+    if count is None:
+        serials = [str(d["serial"]) for d in matching for _ in range(repeat)]
+        return [PlannedRun(i, device_queue(s), s) for i, s in enumerate(serials)]
+    shared = capability_queue(selector)
+    if shared is not None:
+        return [PlannedRun(i, shared, None) for i in range(count)]
+    pending = dict.fromkeys((str(d["serial"]) for d in matching), 0)
+    for serial, busy in (load or {}).items():
+        if serial in pending:
+            pending[serial] = busy
+    planned = []
+    for slot in range(count):
+        serial = min(pending, key=lambda s: (pending[s], s))
+        pending[serial] += 1
+        planned.append(PlannedRun(slot, device_queue(serial), serial))
+    return planned
+
+
+def retry_queue(
+    selector: Selector,
+    devices: Sequence[Mapping[str, object]],
+    lost_serials: set[str],
+) -> str | None:
+    """Where a lost run's next attempt goes: another matching phone's queue, never a lost one."""
+    candidates = [d for d in selector.select(devices) if str(d["serial"]) not in lost_serials]
+    if not candidates:
+        return None
+    return device_queue(str(sorted(candidates, key=lambda d: str(d["serial"]))[0]["serial"]))

@@ -1,0 +1,64 @@
+"""Scheduling: fan-out, any-N on capability queues, least-loaded spreading, retries elsewhere."""
+
+from __future__ import annotations
+
+import pytest
+
+from hexfleet.errors import InvalidRequest
+from orchestrator.scheduler import plan_runs, queues_for_device, retry_queue
+from orchestrator.selectors import parse_selector
+
+FLEET = [
+    {"serial": "a", "soc": "SM8550", "htp_arch": 73, "model": "Galaxy S23"},
+    {"serial": "b", "soc": "SM8550", "htp_arch": 73, "model": "Galaxy S23"},
+    {"serial": "c", "soc": "SM8650", "htp_arch": 75, "model": "Galaxy S24"},
+]
+
+
+def test_fan_out_gives_every_matching_phone_its_own_runs() -> None:
+    runs = plan_runs(parse_selector("soc=SM8550"), FLEET, repeat=2)
+    assert [(r.queue, r.serial) for r in runs] == [
+        ("device.a", "a"),
+        ("device.a", "a"),
+        ("device.b", "b"),
+        ("device.b", "b"),
+    ]
+    assert [r.slot for r in runs] == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    ("selector", "queue"),
+    [
+        ("all", "any"),
+        ("soc=SM8550", "soc.SM8550"),
+        ("htp_arch=75", "arch.75"),
+        ("serial=c", "device.c"),
+    ],
+)
+def test_any_n_uses_the_capability_queue(selector: str, queue: str) -> None:
+    runs = plan_runs(parse_selector(selector), FLEET, count=3)
+    assert {r.queue for r in runs} == {queue}
+    assert all(r.serial is None for r in runs)
+
+
+def test_any_n_with_a_compound_selector_spreads_least_loaded_first() -> None:
+    runs = plan_runs(parse_selector("model~Galaxy,htp_arch>=73"), FLEET, count=4, load={"a": 2})
+    assert [r.serial for r in runs] == ["b", "c", "b", "c"]
+
+
+def test_every_capability_queue_is_consumed_by_some_phone() -> None:
+    consumed = {q for d in FLEET for q in queues_for_device(d)}
+    for selector in ("all", "soc=SM8550", "htp_arch=75", "serial=a"):
+        for run in plan_runs(parse_selector(selector), FLEET, count=1):
+            assert run.queue in consumed
+
+
+def test_a_selector_matching_nothing_is_refused_at_submit() -> None:
+    with pytest.raises(InvalidRequest, match="no online phone matches"):
+        plan_runs(parse_selector("soc=SM8750"), FLEET)
+
+
+def test_retry_never_goes_back_to_a_lost_phone() -> None:
+    selector = parse_selector("soc=SM8550")
+    assert retry_queue(selector, FLEET, {"a"}) == "device.b"
+    assert retry_queue(selector, FLEET, {"a", "b"}) is None
