@@ -1,0 +1,106 @@
+"""Result ingestion: writing agents' messages into the database, idempotently.
+
+A result delivered twice (redelivery after a lost acknowledgement, a duplicate publish) is stored
+once: a run attempt that already has an outcome ignores later results, and images and metrics are
+unique per run. Heartbeats upsert the fleet table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from device_agent.messages import Heartbeat, RunResult
+from hexfleet.errors import NotFound
+from orchestrator.db.schema import Device, Host, Image, Job, JobState, Metric, Run, RunState
+
+FINAL_RUN_STATES = frozenset(
+    {RunState.SUCCEEDED, RunState.FAILED, RunState.LOST, RunState.CANCELLED}
+)
+
+
+def _metrics(result: RunResult) -> list[Metric]:
+    rows = []
+    for name, raw in sorted(result.metrics.items()):
+        value: Any = raw
+        series = None
+        unit = ""
+        if isinstance(raw, dict):
+            value, series, unit = raw.get("value"), raw.get("series"), raw.get("unit", "")
+        elif isinstance(raw, list):
+            value, series = None, raw
+        rows.append(Metric(name=name, value=value, series=series, unit=unit))
+    return rows
+
+
+def ingest_result(session: Session, result: RunResult) -> bool:
+    """Store `result`; returns False when that run attempt already had one (nothing written)."""
+    run = session.get(Run, result.run_id, with_for_update=True)
+    if run is None:
+        raise NotFound(f"run {result.run_id} is not known")
+    if run.attempt != result.attempt or run.state in FINAL_RUN_STATES:
+        return False
+    run.state = result.outcome
+    run.device_serial = result.serial
+    run.simulated = result.simulated
+    run.timings = result.timings
+    run.error = result.error
+    run.started_at = result.started_at
+    run.finished_at = result.finished_at
+    for image in result.images:
+        run.images.append(
+            Image(
+                index=image.index,
+                prompt=image.prompt,
+                seed=image.seed,
+                png=image.png,
+                sha256=hashlib.sha256(image.png).hexdigest(),
+            )
+        )
+    run.metrics.extend(_metrics(result))
+    session.flush()
+    _settle_job(session, run.job)
+    return True
+
+
+def _settle_job(session: Session, job: Job) -> None:
+    """A job is finished when the newest attempt of every slot is final."""
+    newest: dict[int, Run] = {}
+    for run in job.runs:
+        if run.slot not in newest or run.attempt > newest[run.slot].attempt:
+            newest[run.slot] = run
+    states = {run.state for run in newest.values()}
+    if not states <= FINAL_RUN_STATES:
+        job.state = JobState.RUNNING
+        return
+    if job.state == JobState.CANCELLED:
+        return
+    job.state = JobState.SUCCEEDED if states == {RunState.SUCCEEDED} else JobState.FAILED
+    job.finished_at = max(r.finished_at for r in newest.values() if r.finished_at)
+
+
+def ingest_heartbeat(session: Session, beat: Heartbeat) -> None:
+    """Upsert the phone (and its host) with the facts and health the agent reported."""
+    if session.get(Host, beat.host) is None:
+        session.add(Host(id=beat.host))
+        session.flush()
+    session.get_one(Host, beat.host).last_seen = beat.sent_at
+    device = session.get(Device, beat.facts.serial)
+    if device is None:
+        device = Device(serial=beat.facts.serial, host_id=beat.host)
+        session.add(device)
+    facts = beat.facts
+    device.host_id = beat.host
+    device.soc, device.htp_arch, device.model = facts.soc, facts.htp_arch, facts.model
+    device.manufacturer, device.abi = facts.manufacturer, facts.abi
+    device.android_release, device.sdk = facts.android_release, facts.sdk
+    device.storage_free_bytes, device.is_virtual = facts.storage_free_bytes, facts.is_virtual
+    device.state = beat.state
+    device.battery_level = beat.health.battery_level
+    device.temperature_c = beat.health.max_temp_c
+    device.throttled = beat.health.throttled
+    device.health = beat.health.model_dump(mode="json")
+    device.current_run_id = beat.current_run_id
+    device.last_seen = beat.sent_at
