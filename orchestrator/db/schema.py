@@ -168,6 +168,7 @@ class ModelArtifact(Base):
     sha256: Mapped[str] = mapped_column(ForeignKey("artifacts.sha256"), index=True)
 
     model: Mapped[Model] = relationship(back_populates="artifacts")
+    artifact: Mapped[Artifact] = relationship()
 
 
 class Job(Base):

@@ -48,8 +48,9 @@ def test_a_run_and_its_image_round_trip(db_engine: Engine) -> None:
         job = _job(session)
         run = Run(id=str(uuid.uuid4()), job=job, slot=0, queue="device.vphone-1", deadline_s=60)
         session.add(run)
-        session.add(Image(run=run, index=0, prompt="a red circle", seed=7, png=b"\x89PNG",
-                          sha256="0" * 64))
+        session.add(
+            Image(run=run, index=0, prompt="a red circle", seed=7, png=b"\x89PNG", sha256="0" * 64)
+        )
         session.commit()
         loaded = session.get(Run, run.id)
         assert loaded is not None

@@ -1,0 +1,241 @@
+"""Jobs: what a user may ask for (validated request bodies), and submitting, listing, cancelling.
+
+Submitting expands the request over the fleet (scheduler), stores the job and its runs, and hands
+each run to the dispatcher as a typed `RunTask`. Everything a user typed is validated here, before
+anything is stored or sent.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from device_agent.messages import ArtifactRef, RunTask
+from hexfleet.errors import InvalidRequest, NotFound
+from models.schedulers import SCHEDULERS
+from orchestrator.db.schema import Device, DeviceState, Job, JobState, Model, Run, RunState
+from orchestrator.scheduler import plan_runs
+from orchestrator.selectors import MAX_LENGTH, parse_selector
+
+ModelName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._\-]{0,63}$")]
+Precision = Literal["fp32", "w8a8", "w8a16"]
+MAX_PROMPT_CHARS = 1000
+
+
+def _check_prompt(text: str) -> str:
+    stripped = text.strip()
+    if not stripped:
+        raise ValueError("a prompt must not be empty")
+    if len(stripped) > MAX_PROMPT_CHARS:
+        raise ValueError(f"a prompt must be at most {MAX_PROMPT_CHARS} characters")
+    if any(ord(c) < 32 and c not in "\t\n" for c in stripped) or "\x7f" in stripped:
+        raise ValueError("a prompt must not contain control characters")
+    return stripped
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class GenerateParams(_Params):
+    prompts: list[str] = Field(min_length=1, max_length=16)
+    negative_prompt: str = ""
+    seed: int = Field(default=0, ge=0, lt=2**32)
+    steps: int | None = Field(default=None, ge=1, le=150)
+    guidance: float | None = Field(default=None, ge=0, le=30)
+    scheduler: str | None = None
+    images_per_prompt: int = Field(default=1, ge=1, le=8)
+    runtime: Literal["htp", "cpu"] = "htp"
+
+    @field_validator("prompts")
+    @classmethod
+    def _prompts(cls, value: list[str]) -> list[str]:
+        return [_check_prompt(p) for p in value]
+
+    @field_validator("negative_prompt")
+    @classmethod
+    def _negative(cls, value: str) -> str:
+        return _check_prompt(value) if value.strip() else ""
+
+    @field_validator("scheduler")
+    @classmethod
+    def _scheduler(cls, value: str | None) -> str | None:
+        if value is not None and value.lower() not in SCHEDULERS:
+            raise ValueError(f"unknown scheduler {value!r}; choose one of {', '.join(SCHEDULERS)}")
+        return value.lower() if value else None
+
+
+class BenchmarkParams(_Params):
+    component: Literal["text_encoder", "unet", "vae_decoder"] = "unet"
+    runtime: Literal["htp", "cpu"] = "htp"
+    warmup: int = Field(default=2, ge=0, le=100)
+    iterations: int = Field(default=10, ge=1, le=10000)
+    max_start_temp_c: float = Field(default=45.0, gt=0, le=100)
+
+
+class InferParams(_Params):
+    component: Literal["text_encoder", "unet", "vae_decoder"]
+    runtime: Literal["htp", "cpu"] = "htp"
+    inputs: dict[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:/\-]{1,128}$")], bytes]
+
+
+PARAMS: dict[str, type[_Params]] = {
+    "generate": GenerateParams,
+    "benchmark": BenchmarkParams,
+    "infer": InferParams,
+}
+
+
+class JobRequest(BaseModel):
+    """The body of a job submission."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: Literal[1] = 1
+    kind: Literal["generate", "benchmark", "infer"]
+    model: ModelName
+    precision: Precision = "w8a16"
+    selector: Annotated[str, StringConstraints(min_length=1, max_length=MAX_LENGTH)] = "all"
+    repeat: int = Field(default=1, ge=1, le=1000)
+    count: int | None = Field(default=None, ge=1, le=10000)
+    priority: int = Field(default=5, ge=0, le=9)
+    deadline_s: float = Field(default=600, gt=0, le=6 * 3600)
+    params: dict[str, Any] = {}
+
+    def typed_params(self) -> _Params:
+        try:
+            return PARAMS[self.kind].model_validate(self.params)
+        except ValueError as exc:
+            raise InvalidRequest(f"{self.kind} parameters: {exc}") from exc
+
+
+class Dispatcher(Protocol):
+    """Where runs go once stored: Celery in production, anything with `send` in a unit test."""
+
+    def send(self, task: RunTask, queue: str, priority: int) -> None: ...
+
+    def revoke(self, run_ids: Sequence[str]) -> None: ...
+
+
+def _online_devices(session: Session) -> list[dict[str, object]]:
+    rows = session.scalars(select(Device).where(Device.state != DeviceState.OFFLINE))
+    return [
+        {
+            "serial": d.serial,
+            "soc": d.soc,
+            "htp_arch": d.htp_arch,
+            "model": d.model,
+            "manufacturer": d.manufacturer,
+            "host": d.host_id,
+            "abi": d.abi,
+            "sdk": d.sdk,
+            "battery": d.battery_level,
+            "temperature": d.temperature_c,
+        }
+        for d in rows
+    ]
+
+
+def find_model(session: Session, name: str, precision: str) -> Model:
+    model = session.scalars(
+        select(Model)
+        .where(Model.name == name, Model.precision == precision)
+        .order_by(Model.created_at.desc())
+    ).first()
+    if model is None:
+        raise NotFound(f"model {name!r} at precision {precision} is not registered")
+    return model
+
+
+def submit(session: Session, request: JobRequest, dispatcher: Dispatcher, submitted_by: str) -> Job:
+    """Validate, plan, store and dispatch a job; returns the stored job."""
+    params = request.typed_params()
+    selector = parse_selector(request.selector)
+    model = find_model(session, request.model, request.precision)
+    planned = plan_runs(
+        selector, _online_devices(session), repeat=request.repeat, count=request.count
+    )
+    job = Job(
+        id=str(uuid.uuid4()),
+        kind=request.kind,
+        selector=str(selector),
+        priority=request.priority,
+        repeat=request.repeat,
+        submitted_by=submitted_by,
+        spec=request.model_dump(mode="json"),
+    )
+    session.add(job)
+    artifacts = [
+        ArtifactRef(role=a.role, sha256=a.sha256, size=a.artifact.size) for a in model.artifacts
+    ]
+    tasks = []
+    for plan in planned:
+        run = Run(
+            id=str(uuid.uuid4()),
+            job=job,
+            slot=plan.slot,
+            queue=plan.queue,
+            device_serial=plan.serial,
+            deadline_s=request.deadline_s,
+        )
+        session.add(run)
+        tasks.append(
+            (
+                RunTask(
+                    run_id=run.id,
+                    job_id=job.id,
+                    attempt=1,
+                    kind=request.kind,
+                    model=f"{model.name}:{model.version}:{model.precision}",
+                    artifacts=artifacts,
+                    params=params.model_dump(mode="json"),
+                    deadline_s=request.deadline_s,
+                ),
+                plan.queue,
+            )
+        )
+    session.commit()
+    for task, queue in tasks:
+        dispatcher.send(task, queue, request.priority)
+    return job
+
+
+def get_job(session: Session, job_id: str) -> Job:
+    try:
+        uuid.UUID(job_id)
+    except ValueError:
+        raise InvalidRequest(f"{job_id!r} is not a job id") from None
+    job = session.get(Job, job_id)
+    if job is None:
+        raise NotFound(f"job {job_id} does not exist")
+    return job
+
+
+def list_jobs(session: Session, state: str | None = None, limit: int = 50) -> list[Job]:
+    query = select(Job).order_by(Job.created_at.desc()).limit(max(1, min(limit, 1000)))
+    if state:
+        query = query.where(Job.state == state)
+    return list(session.scalars(query))
+
+
+def cancel(session: Session, job_id: str, dispatcher: Dispatcher) -> Job:
+    """Cancel a job: its unfinished runs are revoked (queued) or stopped on the phone (running)."""
+    job = get_job(session, job_id)
+    if job.state in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED):
+        return job
+    open_runs = [r for r in job.runs if r.state in (RunState.QUEUED, RunState.RUNNING)]
+    now = dt.datetime.now(dt.UTC)
+    for run in open_runs:
+        run.state = RunState.CANCELLED
+        run.finished_at = now
+    job.state = JobState.CANCELLED
+    job.finished_at = now
+    session.commit()
+    dispatcher.revoke([r.id for r in open_runs])
+    return job

@@ -1,0 +1,112 @@
+"""Submitting jobs: validation, runs stored per plan, tasks on the real broker's queues, cancel."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+import redis as redis_lib
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from hexfleet.broker import make_celery
+from hexfleet.errors import InvalidRequest, NotFound
+from hexfleet.settings import Settings
+from orchestrator.db.schema import Artifact, Device, Host, Model, ModelArtifact
+from orchestrator.dispatch import CeleryDispatcher
+from orchestrator.jobs import JobRequest, cancel, get_job, submit
+
+SHA = "ab" * 32
+
+
+def _fleet(session: Session) -> None:
+    session.add(Host(id="host-a"))
+    for serial, soc, arch in (("a", "SM8550", 73), ("b", "SM8650", 75), ("c", "SM8750", 79)):
+        session.add(Device(serial=serial, host_id="host-a", soc=soc, htp_arch=arch))
+    session.add(Artifact(sha256=SHA, size=1234))
+    model = Model(
+        name="tiny-sd",
+        version="1",
+        precision="w8a16",
+        manifest_sha256="0" * 64,
+        manifest={"name": "tiny-sd"},
+    )
+    model.artifacts.append(ModelArtifact(role="unet", sha256=SHA))
+    session.add(model)
+    session.commit()
+
+
+@pytest.fixture
+def dispatcher(settings: Settings, redis_url: str) -> CeleryDispatcher:
+    return CeleryDispatcher(make_celery(settings.model_copy(update={"broker_url": redis_url})))
+
+
+def _queued(redis_url: str, queue: str) -> list[dict[str, object]]:
+    """Messages waiting on `queue` (kombu keeps one Redis list per priority step)."""
+    client = redis_lib.Redis.from_url(redis_url)
+    keys = [k for k in client.keys(f"{queue}*") if k.split(b"\x06\x16")[0] == queue.encode()]
+    return [json.loads(raw) for key in keys for raw in client.lrange(key, 0, -1)]
+
+
+def request(**overrides: object) -> JobRequest:
+    body = {
+        "kind": "generate",
+        "model": "tiny-sd",
+        "selector": "htp_arch>=75",
+        "params": {"prompts": ["a red circle; rm -rf / $(reboot)"], "seed": 3},
+    }
+    body.update(overrides)
+    return JobRequest.model_validate(body)
+
+
+def test_submit_stores_runs_and_queues_one_task_per_phone(
+    db_engine: Engine, dispatcher: CeleryDispatcher, redis_url: str
+) -> None:
+    with Session(db_engine) as session:
+        _fleet(session)
+        job = submit(session, request(repeat=2), dispatcher, submitted_by="alice")
+        assert sorted(r.device_serial for r in job.runs) == ["b", "b", "c", "c"]
+        assert job.state == "queued" and job.submitted_by == "alice"
+    messages = _queued(redis_url, "device.b")
+    assert len(messages) == 2
+    headers = messages[0]["headers"]
+    assert isinstance(headers, dict)
+    assert headers["task"] == "hexfleet.run"
+    assert len(_queued(redis_url, "device.c")) == 2
+
+
+def test_bad_requests_are_refused_before_anything_is_stored(
+    db_engine: Engine, dispatcher: CeleryDispatcher
+) -> None:
+    with Session(db_engine) as session:
+        _fleet(session)
+        with pytest.raises(InvalidRequest, match="no online phone"):
+            submit(session, request(selector="soc=SM8450"), dispatcher, "alice")
+        with pytest.raises(InvalidRequest, match="unknown scheduler"):
+            submit(
+                session,
+                request(params={"prompts": ["x"], "scheduler": "magic"}),
+                dispatcher,
+                "alice",
+            )
+        with pytest.raises(InvalidRequest, match="control characters"):
+            submit(session, request(params={"prompts": ["a\x00b"]}), dispatcher, "alice")
+        with pytest.raises(NotFound, match="not registered"):
+            submit(session, request(precision="w8a8"), dispatcher, "alice")
+        with pytest.raises(InvalidRequest, match="not a job id"):
+            get_job(session, "../../etc/passwd")
+    with pytest.raises(ValueError, match="pattern"):
+        request(model="../evil")
+
+
+def test_cancel_marks_open_runs_cancelled(db_engine: Engine, dispatcher: CeleryDispatcher) -> None:
+    with Session(db_engine) as session:
+        _fleet(session)
+        job = submit(session, request(selector="all", count=3), dispatcher, "alice")
+        assert {r.queue for r in job.runs} == {"any"}
+        cancelled = cancel(session, job.id, dispatcher)
+        assert cancelled.state == "cancelled"
+        assert {r.state for r in cancelled.runs} == {"cancelled"}
+        with pytest.raises(NotFound):
+            cancel(session, str(uuid.uuid4()), dispatcher)
