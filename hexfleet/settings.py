@@ -26,6 +26,8 @@ class Settings(BaseSettings):
     broker_url: str | None = None
     api_url: str = "http://127.0.0.1:8400"
     api_token: SecretStr | None = None
+    viewer_tokens: list[SecretStr] = []
+    submit_tokens: list[SecretStr] = []
     adb_host: str = "127.0.0.1"
     adb_port: int = Field(default=5037, ge=1, le=65535)
     require_services: bool = False

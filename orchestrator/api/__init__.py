@@ -1,0 +1,1 @@
+"""The orchestrator's HTTP API (FastAPI): jobs, runs, images, devices, models, artifacts."""

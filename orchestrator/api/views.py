@@ -1,0 +1,132 @@
+"""What the API returns: typed views of jobs, runs, images and devices (versioned bodies)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from orchestrator.db.schema import Device, Job, Run
+
+API_VERSION: Literal[1] = 1
+
+
+class ImageView(BaseModel):
+    id: int
+    index: int
+    prompt: str
+    seed: int
+    sha256: str
+    url: str
+
+
+class RunView(BaseModel):
+    id: str
+    slot: int
+    attempt: int
+    queue: str
+    device_serial: str | None
+    state: str
+    simulated: bool | None
+    timings: dict[str, Any]
+    progress: dict[str, Any]
+    metrics: dict[str, Any]
+    error: str | None
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    images: list[ImageView]
+
+    @classmethod
+    def of(cls, run: Run) -> RunView:
+        return cls(
+            id=run.id,
+            slot=run.slot,
+            attempt=run.attempt,
+            queue=run.queue,
+            device_serial=run.device_serial,
+            state=run.state,
+            simulated=run.simulated,
+            timings=run.timings,
+            progress=run.progress,
+            error=run.error,
+            metrics={
+                m.name: {"value": m.value, "unit": m.unit, "series": m.series} for m in run.metrics
+            },
+            started_at=run.started_at,
+            finished_at=run.finished_at,
+            images=[
+                ImageView(
+                    id=i.id,
+                    index=i.index,
+                    prompt=i.prompt,
+                    seed=i.seed,
+                    sha256=i.sha256,
+                    url=f"/api/v1/images/{i.id}",
+                )
+                for i in run.images
+            ],
+        )
+
+
+class JobView(BaseModel):
+    version: Literal[1] = API_VERSION
+    id: str
+    kind: str
+    state: str
+    selector: str
+    priority: int
+    submitted_by: str
+    created_at: dt.datetime
+    finished_at: dt.datetime | None
+    spec: dict[str, Any]
+    runs: list[RunView] | None = None
+
+    @classmethod
+    def of(cls, job: Job, with_runs: bool = False) -> JobView:
+        return cls(
+            id=job.id,
+            kind=job.kind,
+            state=job.state,
+            selector=job.selector,
+            priority=job.priority,
+            submitted_by=job.submitted_by,
+            created_at=job.created_at,
+            finished_at=job.finished_at,
+            spec=job.spec,
+            runs=[RunView.of(r) for r in job.runs] if with_runs else None,
+        )
+
+
+class DeviceView(BaseModel):
+    serial: str
+    host: str
+    soc: str
+    htp_arch: int | None
+    model: str
+    android_release: str
+    state: str
+    battery_level: int | None
+    temperature_c: float | None
+    throttled: bool
+    is_virtual: bool
+    current_run_id: str | None
+    last_seen: dt.datetime
+
+    @classmethod
+    def of(cls, device: Device) -> DeviceView:
+        return cls(
+            serial=device.serial,
+            host=device.host_id,
+            soc=device.soc,
+            htp_arch=device.htp_arch,
+            model=device.model,
+            android_release=device.android_release,
+            state=device.state,
+            battery_level=device.battery_level,
+            temperature_c=device.temperature_c,
+            throttled=device.throttled,
+            is_virtual=device.is_virtual,
+            current_run_id=device.current_run_id,
+            last_seen=device.last_seen,
+        )

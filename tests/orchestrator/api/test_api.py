@@ -1,0 +1,114 @@
+"""The API over a migrated database and the real Redis broker: roles, jobs, devices, images."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
+
+from hexfleet.broker import make_celery
+from hexfleet.settings import Settings
+from orchestrator.api.app import create_app
+from orchestrator.db.engine import make_engine, upgrade
+from orchestrator.db.schema import Artifact, Device, Host, Image, Model, ModelArtifact
+from orchestrator.dispatch import CeleryDispatcher
+
+VIEW = {"Authorization": "Bearer viewer-token"}
+SUBMIT = {"Authorization": "Bearer submit-token"}
+JOB = {
+    "kind": "generate",
+    "model": "tiny-sd",
+    "selector": "soc=SM8550",
+    "params": {"prompts": ["a red circle on the left in a blue background"]},
+}
+
+
+@pytest.fixture
+def client(settings: Settings, redis_url: str) -> Iterator[TestClient]:
+    configured = settings.model_copy(
+        update={
+            "broker_url": redis_url,
+            "viewer_tokens": ["viewer-token"],
+            "submit_tokens": ["submit-token"],
+        }
+    )
+    configured = Settings.model_validate(configured.model_dump())
+    upgrade(configured.resolved_database_url)
+    engine = make_engine(configured.resolved_database_url)
+    with Session(engine) as session:
+        session.add(Host(id="h"))
+        session.add(Device(serial="vp-1", host_id="h", soc="SM8550", htp_arch=73, model="S23"))
+        session.add(Artifact(sha256="cd" * 32, size=10))
+        model = Model(
+            name="tiny-sd", version="1", precision="w8a16", manifest_sha256="0" * 64, manifest={}
+        )
+        model.artifacts.append(ModelArtifact(role="unet", sha256="cd" * 32))
+        session.add(model)
+        session.commit()
+    engine.dispose()
+    app = create_app(configured, CeleryDispatcher(make_celery(configured)))
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def test_reads_need_a_token_and_writes_need_a_submitting_one(client: TestClient) -> None:
+    assert client.get("/api/v1/jobs").status_code == 401
+    assert client.get("/api/v1/jobs", headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert client.get("/api/v1/jobs", headers=VIEW).status_code == 200
+    assert client.post("/api/v1/jobs", json=JOB).status_code == 401
+    assert client.post("/api/v1/jobs", json=JOB, headers=VIEW).status_code == 403
+
+
+def test_submit_show_list_cancel(client: TestClient) -> None:
+    created = client.post("/api/v1/jobs", json=JOB, headers=SUBMIT)
+    assert created.status_code == 201, created.text
+    job = created.json()
+    assert job["submitted_by"] == "submitter-1"
+    assert [r["device_serial"] for r in job["runs"]] == ["vp-1"]
+    shown = client.get(f"/api/v1/jobs/{job['id']}", headers=VIEW).json()
+    assert shown["state"] == "queued"
+    assert [j["id"] for j in client.get("/api/v1/jobs", headers=VIEW).json()] == [job["id"]]
+    run_id = job["runs"][0]["id"]
+    assert client.get(f"/api/v1/runs/{run_id}", headers=VIEW).json()["state"] == "queued"
+    cancelled = client.post(f"/api/v1/jobs/{job['id']}/cancel", headers=SUBMIT).json()
+    assert cancelled["state"] == "cancelled"
+
+
+def test_user_errors_are_4xx_with_a_json_reason(client: TestClient) -> None:
+    nothing = client.post("/api/v1/jobs", json={**JOB, "selector": "soc=SM8750"}, headers=SUBMIT)
+    assert nothing.status_code == 400
+    assert nothing.json() == {
+        "error": "InvalidRequest",
+        "detail": "no online phone matches the selector 'soc=SM8750'",
+    }
+    bad_model = client.post("/api/v1/jobs", json={**JOB, "model": "a b"}, headers=SUBMIT)
+    assert bad_model.status_code == 422
+    assert client.get("/api/v1/jobs/not-a-uuid", headers=VIEW).status_code == 400
+    missing = client.get("/api/v1/jobs/00000000-0000-0000-0000-000000000000", headers=VIEW)
+    assert missing.status_code == 404
+
+
+def test_devices_and_images(client: TestClient, settings: Settings) -> None:
+    devices = client.get("/api/v1/devices", headers=VIEW).json()
+    assert [(d["serial"], d["soc"], d["htp_arch"]) for d in devices] == [("vp-1", "SM8550", 73)]
+    job = client.post("/api/v1/jobs", json=JOB, headers=SUBMIT).json()
+    engine = make_engine(settings.resolved_database_url)
+    with Session(engine) as session:
+        image = Image(
+            run_id=job["runs"][0]["id"],
+            index=0,
+            prompt="p",
+            seed=1,
+            png=b"\x89PNG-bytes",
+            sha256="ef" * 32,
+        )
+        session.add(image)
+        session.commit()
+        image_id = image.id
+    engine.dispose()
+    got = client.get(f"/api/v1/images/{image_id}", headers=VIEW)
+    assert got.headers["content-type"] == "image/png"
+    assert got.content == b"\x89PNG-bytes"
+    assert client.get("/docs").status_code == 200
