@@ -102,20 +102,38 @@ class CLIPTokenizer:
     def from_dir(cls, folder: str | Path, max_length: int = 77) -> CLIPTokenizer:
         """Read a Hugging Face `tokenizer/` folder (vocab.json, merges.txt, optional maps)."""
         folder = Path(folder)
+        maps = [folder / n for n in ("special_tokens_map.json", "tokenizer_config.json")]
+        return cls.from_files(
+            folder / "vocab.json",
+            folder / "merges.txt",
+            [m for m in maps if m.is_file()],
+            max_length=max_length,
+        )
+
+    @classmethod
+    def from_files(
+        cls,
+        vocab_path: Path,
+        merges_path: Path,
+        token_maps: list[Path] | None = None,
+        max_length: int = 77,
+    ) -> CLIPTokenizer:
+        """Read vocab.json + merges.txt; `token_maps` (special_tokens_map.json...) give the pad."""
         try:
-            vocab = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))
-            lines = (folder / "merges.txt").read_text(encoding="utf-8").splitlines()
+            vocab = json.loads(vocab_path.read_text(encoding="utf-8"))
+            lines = merges_path.read_text(encoding="utf-8").splitlines()
         except (OSError, ValueError) as err:
-            raise ModelError(f"cannot read the CLIP tokenizer in {folder}: {err}") from err
+            raise ModelError(f"cannot read the CLIP tokenizer {vocab_path.parent}: {err}") from err
         merges = []
         for number, line in enumerate(lines, start=1):
             if not line.strip() or line.startswith("#version"):
                 continue
             parts = line.split()
             if len(parts) != 2:
-                raise ModelError(f"{folder / 'merges.txt'} line {number} is not a pair: {line!r}")
+                raise ModelError(f"{merges_path.name} line {number} is not a pair: {line!r}")
             merges.append((parts[0], parts[1]))
-        return cls(vocab, merges, max_length=max_length, pad_token=_pad_token(folder))
+        pad = _pad_token(token_maps or [])
+        return cls(vocab, merges, max_length=max_length, pad_token=pad)
 
     def bpe(self, piece: str) -> list[str]:
         """The BPE symbols of one pre-tokenized piece (already byte-mapped)."""
@@ -178,15 +196,12 @@ class CLIPTokenizer:
         return ids
 
 
-def _pad_token(folder: Path) -> str:
-    """SD 1.x pads with <|endoftext|>, SD 2.x with "!": the folder's own maps say which."""
-    for name in ("special_tokens_map.json", "tokenizer_config.json"):
-        path = folder / name
-        if not path.is_file():
-            continue
+def _pad_token(maps: list[Path]) -> str:
+    """SD 1.x pads with <|endoftext|>, SD 2.x with "!": the tokenizer's own maps say which."""
+    for path in maps:
         try:
             pad = json.loads(path.read_text(encoding="utf-8")).get("pad_token")
-        except ValueError as err:
+        except (OSError, ValueError) as err:
             raise ModelError(f"cannot read {path}: {err}") from err
         if isinstance(pad, dict):
             pad = pad.get("content")
