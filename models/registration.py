@@ -13,7 +13,7 @@ from typing import Any
 import onnx
 from google.protobuf.message import DecodeError
 
-from hexfleet.errors import ModelError, NotFound
+from hexfleet.errors import ArtifactMismatch, ModelError, NotFound
 from models.manifest import (
     Component,
     FileRef,
@@ -24,7 +24,7 @@ from models.manifest import (
     TokenizerSpec,
 )
 from models.schedulers import SchedulerConfig
-from models.store import ModelStore
+from models.store import ModelStore, sha256_file
 
 REQUIRED_INPUTS: dict[str, tuple[str, ...]] = {
     "text_encoder": ("input_ids",),
@@ -130,7 +130,7 @@ def tiny_sd_manifest_fields(info: dict[str, Any]) -> dict[str, Any]:
         beta_schedule=_get(info, "beta_schedule", default="squaredcos_cap_v2"),
         prediction_type=_get(info, "prediction_type", default="v_prediction"),
         timestep_spacing=_get(info, "timestep_spacing", default="trailing"),
-        set_alpha_to_one=True,
+        set_alpha_to_one=bool(info.get("set_alpha_to_one", True)),
     )
     return {
         "image_size": int(_get(info, "image_size")),
@@ -158,12 +158,22 @@ def register_tiny_sd(
         info = json.loads(info_path.read_text())
     except ValueError as err:
         raise ModelError(f"{info_path} is not JSON: {err}") from err
-    components = {
-        role: store_component(store, source / "weights" / name, role)
-        for role, name in TINY_FILES.items()
-    }
-    vocab = source / "vocab.json"
-    max_length = int(json.loads(vocab.read_text())["max_length"])
+    listed = info.get("components", {})
+    components = {}
+    for role, name in TINY_FILES.items():
+        path = source / "weights" / name
+        expected = listed.get(role, {}).get("sha256")
+        if expected is not None and sha256_file(path) != expected:
+            raise ArtifactMismatch(
+                f"{path} does not match the sha256 in info.json ({expected[:12]}...): "
+                "re-export the model or restore the file"
+            )
+        components[role] = store_component(store, path, role)
+    tokenizer_info = info.get("tokenizer", {})
+    vocab = source / str(tokenizer_info.get("file", "vocab.json"))
+    max_length = int(
+        tokenizer_info.get("max_length") or json.loads(vocab.read_text())["max_length"]
+    )
     manifest = Manifest(
         name="tiny-sd",
         version=version or str(info.get("version", "1")),

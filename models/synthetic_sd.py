@@ -8,6 +8,7 @@ hexfleet's tiny-sd (`weights/*.onnx` + `info.json` + `vocab.json`) and optimum's
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -279,7 +280,7 @@ def word_vocab(max_length: int) -> dict[str, object]:
 
 def write_tiny_layout(folder: Path, spec: SyntheticSpec | None = None, seed: int = 0) -> Path:
     """A folder shaped like models/tiny_sd: weights/*.onnx, info.json, vocab.json."""
-    spec = spec or SyntheticSpec(vocab_size=len(TINY_WORDS) + 4)
+    spec = spec or SyntheticSpec(vocab_size=len(TINY_WORDS) + 4, timestep_len=1)
     weights = folder / "weights"
     weights.mkdir(parents=True, exist_ok=True)
     onnx.save(text_encoder(spec, seed), str(weights / "text_encoder.onnx"))
@@ -287,6 +288,8 @@ def write_tiny_layout(folder: Path, spec: SyntheticSpec | None = None, seed: int
     onnx.save(vae_decoder(spec, seed + 2), str(weights / "vae_decoder.onnx"))
     (folder / "vocab.json").write_text(json.dumps(word_vocab(spec.seq_len), indent=1))
     info = {
+        "name": "tiny-sd",
+        "version": "1",
         "image_size": spec.image_size,
         "latent_channels": spec.latent_channels,
         "latent_size": spec.latent_size,
@@ -294,9 +297,19 @@ def write_tiny_layout(folder: Path, spec: SyntheticSpec | None = None, seed: int
         "prediction_type": "v_prediction",
         "beta_schedule": "squaredcos_cap_v2",
         "num_train_timesteps": 1000,
+        "timestep_spacing": "trailing",
+        "set_alpha_to_one": True,
+        "default_scheduler": "ddim",
         "default_steps": 20,
         "default_guidance": 1.5,
-        "max_length": spec.seq_len,
+        "tokenizer": {"type": "word", "file": "vocab.json", "max_length": spec.seq_len},
+        "components": {
+            name: {
+                "file": f"weights/{name}.onnx",
+                "sha256": hashlib.sha256((weights / f"{name}.onnx").read_bytes()).hexdigest(),
+            }
+            for name in ("text_encoder", "unet", "vae_decoder")
+        },
     }
     (folder / "info.json").write_text(json.dumps(info, indent=1))
     return folder

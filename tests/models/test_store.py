@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -88,11 +89,10 @@ def test_corrupt_onnx_is_refused_at_registration(
     store: ModelStore, tiny_layout: Path, tmp_path: Path, damage: str
 ) -> None:
     copy = tmp_path / "tiny"
-    (copy / "weights").mkdir(parents=True)
-    for item in ("info.json", "vocab.json"):
-        (copy / item).write_bytes((tiny_layout / item).read_bytes())
-    for name in ("text_encoder.onnx", "unet.onnx", "vae_decoder.onnx"):
-        (copy / "weights" / name).write_bytes((tiny_layout / "weights" / name).read_bytes())
+    shutil.copytree(tiny_layout, copy)
+    info = json.loads((copy / "info.json").read_text())
+    del info["components"]  # no hashes to compare: the ONNX check itself must refuse the file
+    (copy / "info.json").write_text(json.dumps(info))
     unet = copy / "weights" / "unet.onnx"
     data = unet.read_bytes()
     unet.write_bytes(data[: len(data) // 3] if damage == "truncate" else b"\x00garbage" * 100)
@@ -105,3 +105,17 @@ def test_corrupt_onnx_is_refused_at_registration(
 def test_missing_export_says_how_to_get_one(store: ModelStore, tmp_path: Path) -> None:
     with pytest.raises(NotFound, match="hexfleet models train tiny-sd"):
         register_tiny_sd(store, tmp_path)
+
+
+def test_weights_that_do_not_match_info_json(
+    store: ModelStore, tiny_layout: Path, tmp_path: Path
+) -> None:
+    copy = tmp_path / "tiny"
+    shutil.copytree(tiny_layout, copy)
+    info = json.loads((copy / "info.json").read_text())
+    info["components"]["vae_decoder"]["sha256"] = "f" * 64
+    (copy / "info.json").write_text(json.dumps(info))
+    with pytest.raises(
+        ArtifactMismatch, match="vae_decoder.onnx does not match the sha256 in info.json"
+    ):
+        register_tiny_sd(store, copy)
