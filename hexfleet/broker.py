@@ -1,7 +1,8 @@
 """The Celery application both sides share: broker settings, task names, delivery guarantees.
 
-The orchestrator sends `hexfleet.run` tasks to device queues and consumes `hexfleet.ingest`; the
-agent does the reverse. Tasks are addressed by name, so neither side imports the other's code.
+The orchestrator sends `hexfleet.run` tasks to device queues and consumes `hexfleet.ingest.*`
+from the `ingest` queue; the agent does the reverse. Tasks are addressed by name, so neither side
+imports the other's code.
 Late acknowledgement + prefetch 1: a busy phone never hoards work and a task whose worker dies is
 delivered again; the visibility timeout sits above the longest run deadline (FACTS.md).
 """
@@ -13,7 +14,9 @@ from celery import Celery
 from hexfleet.settings import Settings
 
 RUN_TASK = "hexfleet.run"
-INGEST_TASK = "hexfleet.ingest"
+INGEST_RESULT_TASK = "hexfleet.ingest.result"
+INGEST_PROGRESS_TASK = "hexfleet.ingest.progress"
+INGEST_HEARTBEAT_TASK = "hexfleet.ingest.heartbeat"
 INGEST_QUEUE = "ingest"
 MAX_RUN_DEADLINE_S = 6 * 3600
 
@@ -34,7 +37,7 @@ def make_celery(settings: Settings, name: str = "hexfleet") -> Celery:
         result_backend=None,
         task_ignore_result=True,
         task_default_queue="any",
-        task_routes={INGEST_TASK: {"queue": INGEST_QUEUE}},
+        task_routes={"hexfleet.ingest.*": {"queue": INGEST_QUEUE}},
         worker_hijack_root_logger=False,
     )
     return app

@@ -7,12 +7,13 @@ unique per run. Heartbeats upsert the fleet table.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 from typing import Any
 
 from sqlalchemy.orm import Session
 
-from device_agent.messages import Heartbeat, RunResult
+from device_agent.messages import Heartbeat, RunProgress, RunResult
 from hexfleet.errors import NotFound
 from orchestrator.db.schema import Device, Host, Image, Job, JobState, Metric, Run, RunState
 
@@ -104,3 +105,18 @@ def ingest_heartbeat(session: Session, beat: Heartbeat) -> None:
     device.health = beat.health.model_dump(mode="json")
     device.current_run_id = beat.current_run_id
     device.last_seen = beat.sent_at
+
+
+def record_progress(session: Session, progress: RunProgress) -> None:
+    """A running attempt's latest step; the first one marks the run (and its job) running."""
+    run = session.get(Run, progress.run_id)
+    if run is None or run.attempt != progress.attempt:
+        return
+    if run.state not in (RunState.QUEUED, RunState.RUNNING):
+        return
+    if run.state == RunState.QUEUED:
+        run.state = RunState.RUNNING
+        run.started_at = dt.datetime.now(dt.UTC)
+        run.job.state = JobState.RUNNING
+    run.device_serial = progress.serial
+    run.progress = {"step": progress.step, "total": progress.total, "stage": progress.stage}

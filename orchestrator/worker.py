@@ -1,0 +1,77 @@
+"""The ingest worker: a Celery consumer of the `ingest` queue that writes agents' messages.
+
+Each message is validated into its typed model and written in its own transaction by
+`orchestrator.ingest`; a malformed message is logged and dropped (retrying cannot fix it), a
+database outage is retried by redelivery (late acknowledgement).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Celery
+from pydantic import ValidationError
+from sqlalchemy.orm import Session, sessionmaker
+
+from device_agent.messages import Heartbeat, RunProgress, RunResult
+from hexfleet.broker import (
+    INGEST_HEARTBEAT_TASK,
+    INGEST_PROGRESS_TASK,
+    INGEST_QUEUE,
+    INGEST_RESULT_TASK,
+    make_celery,
+)
+from hexfleet.errors import NotFound
+from hexfleet.settings import Settings
+from orchestrator.db.engine import make_engine, session_factory
+from orchestrator.ingest import ingest_heartbeat, ingest_result, record_progress
+
+log = logging.getLogger(__name__)
+
+
+def make_ingest_app(settings: Settings, sessions: sessionmaker[Session] | None = None) -> Celery:
+    """The orchestrator's Celery app with the three ingest tasks bound to the database."""
+    app = make_celery(settings, name="hexfleet-ingest")
+    if sessions is None:
+        sessions = session_factory(make_engine(settings.resolved_database_url))
+
+    def _write(kind: str, model: type[Any], body: dict[str, Any], write: Any) -> None:
+        try:
+            message = model.model_validate(body)
+        except ValidationError as exc:
+            log.error("dropping a malformed %s message: %s", kind, exc)
+            return
+        with sessions() as session:
+            try:
+                write(session, message)
+            except NotFound as exc:
+                log.warning("dropping a %s message: %s", kind, exc)
+                return
+            session.commit()
+
+    @app.task(name=INGEST_RESULT_TASK, shared=False)
+    def result(body: dict[str, Any]) -> None:
+        _write("result", RunResult, body, ingest_result)
+
+    @app.task(name=INGEST_PROGRESS_TASK, shared=False)
+    def progress(body: dict[str, Any]) -> None:
+        _write("progress", RunProgress, body, record_progress)
+
+    @app.task(name=INGEST_HEARTBEAT_TASK, shared=False)
+    def heartbeat(body: dict[str, Any]) -> None:
+        _write("heartbeat", Heartbeat, body, ingest_heartbeat)
+
+    return app
+
+
+def run_ingest_worker(settings: Settings, concurrency: int = 1) -> None:
+    """Consume the ingest queue until interrupted (`hexfleet serve` runs this)."""
+    app = make_ingest_app(settings)
+    app.Worker(
+        queues=[INGEST_QUEUE],
+        concurrency=concurrency,
+        pool="threads",
+        loglevel="INFO",
+        hostname="ingest@%h",
+    ).start()
