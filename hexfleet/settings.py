@@ -69,6 +69,19 @@ class Settings(BaseSettings):
             }
         return {}
 
+    @property
+    def token_file(self) -> Path:
+        """Where `hexfleet up` leaves the embedded farm's submitting token for the CLI."""
+        return self.data_dir / "api-token"
+
+    def client_token(self) -> str | None:
+        """The token the CLI sends: HEXFLEET_API_TOKEN, else the embedded farm's token file."""
+        if self.api_token is not None:
+            return self.api_token.get_secret_value()
+        if self.token_file.is_file():
+            return self.token_file.read_text().strip() or None
+        return None
+
     def ensure_data_dir(self) -> Path:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         return self.data_dir

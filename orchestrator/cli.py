@@ -1,19 +1,26 @@
 """The `hexfleet` command: composes every package's command group into one typer app.
 
 Errors that derive from HexfleetError become one line on stderr and the error's exit code;
-never a traceback for a user's mistake.
+never a traceback for a user's mistake. Read commands take `--json` for scripts.
 """
 
 from __future__ import annotations
 
+import json
 import sys
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
+from rich.console import Console
 
 from device_agent.cli import agent_app, virtual_devices_app
 from hexfleet import __version__
-from hexfleet.errors import HexfleetError, NotImplementedYet
+from hexfleet.errors import DeviceError, HexfleetError, NotImplementedYet, ServiceUnavailable
+from hexfleet.settings import Settings
 from models.cli import models_app
+from orchestrator import console as views
+from orchestrator.client import ApiClient
 
 app = typer.Typer(
     name="hexfleet",
@@ -27,6 +34,17 @@ app.add_typer(models_app, name="models")
 app.add_typer(virtual_devices_app, name="virtual-devices")
 app.add_typer(agent_app, name="agent")
 
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+Devices = Annotated[str, typer.Option("--devices", "-d", help="Device selector, e.g. soc=SM8550")]
+
+
+def _client() -> ApiClient:
+    return ApiClient.from_settings(Settings())
+
+
+def _print_json(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=1, default=str))
+
 
 @app.command()
 def version() -> None:
@@ -34,38 +52,171 @@ def version() -> None:
     typer.echo(f"hexfleet {__version__}")
 
 
+@app.command()
+def devices(as_json: JsonFlag = False) -> None:
+    """List the fleet's phones with SoC, Hexagon arch, state, battery and temperature."""
+    with _client() as client:
+        found = client.get("/api/v1/devices")
+    if as_json:
+        _print_json(found)
+    else:
+        Console().print(views.devices_table(found))
+
+
+@app.command()
+def jobs(
+    state: Annotated[str | None, typer.Option(help="Only jobs in this state.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+    as_json: JsonFlag = False,
+) -> None:
+    """List jobs, newest first."""
+    with _client() as client:
+        found = client.get("/api/v1/jobs", state=state, limit=limit)
+    if as_json:
+        _print_json(found)
+    else:
+        Console().print(views.jobs_table(found))
+
+
+@app.command()
+def job(job_id: str, as_json: JsonFlag = False) -> None:
+    """Show one job with its runs, their state, progress and timings."""
+    with _client() as client:
+        found = client.get(f"/api/v1/jobs/{job_id}")
+    if as_json:
+        _print_json(found)
+    else:
+        Console().print(views.runs_table(found))
+
+
+@app.command()
+def cancel(job_id: str) -> None:
+    """Cancel a job: queued runs are revoked, running ones stopped on their phone."""
+    with _client() as client:
+        found = client.post(f"/api/v1/jobs/{job_id}/cancel")
+    typer.echo(f"job {found['id']} {found['state']}")
+
+
+@app.command()
+def results(
+    job_id: str,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for images and timings.")],
+) -> None:
+    """Download a job's images and a JSON of its timings into a folder."""
+    with _client() as client:
+        found = client.get(f"/api/v1/jobs/{job_id}")
+        written = views.save_results(client, found, out)
+    typer.echo(f"{len(written)} files in {out}")
+
+
+def _submit_and_follow(body: dict[str, Any], wait: bool, as_json: bool) -> tuple[Any, ApiClient]:
+    client = _client()
+    created = client.post("/api/v1/jobs", body)
+    if not wait:
+        return created, client
+    console = Console(stderr=as_json)
+    console.print(f"job {created['id']}: {len(created['runs'])} runs")
+    return views.watch(client, created["id"], console), client
+
+
+def _finish(final: dict[str, Any]) -> None:
+    """A job that ended badly is a one-line error with the first failed run's reason."""
+    if final["state"] == "succeeded":
+        return
+    if final["state"] not in views.FINAL_JOB_STATES:
+        raise ServiceUnavailable(f"job {final['id']} is still {final['state']}; gave up waiting")
+    failed = [r for r in final["runs"] if r["state"] != "succeeded" and r["error"]]
+    reason = failed[0]["error"] if failed else "no run succeeded"
+    raise DeviceError(f"job {final['id']} {final['state']}: {reason}")
+
+
+@app.command()
+def generate(
+    prompt: Annotated[list[str], typer.Argument(help="One or more prompts.")],
+    devices: Devices = "all",
+    model: Annotated[str, typer.Option(help="Model name.")] = "tiny-sd",
+    precision: Annotated[str, typer.Option(help="fp32, w8a8 or w8a16.")] = "w8a16",
+    steps: Annotated[int | None, typer.Option(min=1, max=150)] = None,
+    guidance: Annotated[float | None, typer.Option(min=0, max=30)] = None,
+    scheduler: Annotated[str | None, typer.Option(help="ddim, euler or dpm++2m.")] = None,
+    seed: Annotated[int, typer.Option(min=0)] = 0,
+    count: Annotated[int, typer.Option(help="Images per prompt.", min=1, max=8)] = 1,
+    repeat: Annotated[int, typer.Option(help="Runs per phone.", min=1)] = 1,
+    runtime: Annotated[str, typer.Option(help="htp (NPU) or cpu.")] = "htp",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Save images here.")] = None,
+    wait: Annotated[bool, typer.Option(help="Follow the job until it ends.")] = True,
+    as_json: JsonFlag = False,
+) -> None:
+    """Generate images from prompts on the selected phones, with live progress per phone."""
+    body = {
+        "kind": "generate",
+        "model": model,
+        "precision": precision,
+        "selector": devices,
+        "repeat": repeat,
+        "params": {
+            "prompts": prompt,
+            "seed": seed,
+            "steps": steps,
+            "guidance": guidance,
+            "scheduler": scheduler,
+            "images_per_prompt": count,
+            "runtime": runtime,
+        },
+    }
+    final, client = _submit_and_follow(body, wait, as_json)
+    with client:
+        if out is not None and wait:
+            written = views.save_results(client, final, out)
+            Console(stderr=as_json).print(f"{len(written)} files in {out}")
+    if as_json:
+        _print_json(final)
+    elif wait:
+        Console().print(views.runs_table(final))
+    _finish(final)
+
+
+@app.command()
+def bench(
+    model: Annotated[str, typer.Argument(help="Model name.")],
+    devices: Devices = "all",
+    precision: Annotated[str, typer.Option(help="fp32, w8a8 or w8a16.")] = "w8a16",
+    component: Annotated[str, typer.Option(help="text_encoder, unet or vae_decoder.")] = "unet",
+    iterations: Annotated[int, typer.Option(min=1, max=10000)] = 10,
+    warmup: Annotated[int, typer.Option(min=0, max=100)] = 2,
+    runtime: Annotated[str, typer.Option(help="htp (NPU) or cpu.")] = "htp",
+    as_json: JsonFlag = False,
+) -> None:
+    """Benchmark one model component on the selected phones: a table per phone."""
+    body = {
+        "kind": "benchmark",
+        "model": model,
+        "precision": precision,
+        "selector": devices,
+        "params": {
+            "component": component,
+            "iterations": iterations,
+            "warmup": warmup,
+            "runtime": runtime,
+        },
+    }
+    final, client = _submit_and_follow(body, True, as_json)
+    client.close()
+    if as_json:
+        _print_json(final)
+    else:
+        Console().print(views.bench_table(final))
+    _finish(final)
+
+
 def _not_yet(what: str) -> None:
     raise NotImplementedYet(f"'hexfleet {what}' is not implemented yet")
-
-
-@app.command()
-def devices() -> None:
-    """List the fleet's phones with SoC, Hexagon arch, state, battery and temperature."""
-    _not_yet("devices")
-
-
-@app.command()
-def generate() -> None:
-    """Generate images from a prompt on the selected phones."""
-    _not_yet("generate")
-
-
-@app.command()
-def bench() -> None:
-    """Benchmark a model on the selected phones."""
-    _not_yet("bench")
 
 
 @app.command()
 def validate() -> None:
     """Check that every selected phone gives the same answer as the reference."""
     _not_yet("validate")
-
-
-@app.command()
-def jobs() -> None:
-    """List jobs."""
-    _not_yet("jobs")
 
 
 @app.command()

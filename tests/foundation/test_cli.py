@@ -11,13 +11,23 @@ import pytest
 from hexfleet import __version__
 
 HEXFLEET = [str(Path(sys.executable).parent / "hexfleet")]
-GROUPS = ["devices", "models", "generate", "bench", "validate", "jobs", "serve", "agent",
-          "virtual-devices", "demo"]
+GROUPS = [
+    "devices",
+    "models",
+    "generate",
+    "bench",
+    "validate",
+    "jobs",
+    "serve",
+    "agent",
+    "virtual-devices",
+    "demo",
+]
 
 
-def _run(*args: str) -> subprocess.CompletedProcess[str]:
+def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(  # noqa: S603 - fixed argv, no shell
-        [*HEXFLEET, *args], capture_output=True, text=True, timeout=60, check=False
+        [*HEXFLEET, *args], capture_output=True, text=True, timeout=60, check=False, env=env
     )
 
 
@@ -34,9 +44,22 @@ def test_version() -> None:
     assert result.stdout.strip() == f"hexfleet {__version__}"
 
 
-@pytest.mark.parametrize("group", ["devices", "generate", "bench", "validate", "jobs", "serve",
-                                   "agent", "demo"])
+@pytest.mark.parametrize("group", ["validate", "serve", "agent", "demo"])
 def test_unfinished_groups_say_so(group: str) -> None:
     result = _run(group)
     assert result.returncode == 4, result.stderr
     assert result.stderr == f"error: 'hexfleet {group}' is not implemented yet\n"
+
+
+@pytest.mark.parametrize("args", [["devices"], ["jobs", "--json"], ["generate", "a red circle"]])
+def test_an_unreachable_api_is_one_line_and_exit_5(args: list[str], tmp_path: Path) -> None:
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "HEXFLEET_API_URL": "http://127.0.0.1:9",
+        "HEXFLEET_DATA_DIR": str(tmp_path),
+    }
+    result = _run(*args, env=env)
+    assert result.returncode == 5, result.stderr
+    assert result.stderr.startswith("error: the hexfleet API at http://127.0.0.1:9 does not answer")
+    assert result.stderr.count("\n") == 1
