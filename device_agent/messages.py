@@ -30,23 +30,19 @@ class Message(BaseModel):
     version: Literal[1] = MESSAGE_VERSION
 
 
-class ArtifactRef(Message):
-    """A model file the run needs, by content; `role` is where the runner expects it."""
-
-    role: Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]{1,64}$")]
-    sha256: Sha256
-    size: int = Field(ge=0)
-
-
 class RunTask(Message):
-    """One attempt of one run, sent to a phone's queue or a capability queue."""
+    """One attempt of one run, sent to a phone's queue or a capability queue.
+
+    `manifest` is the model's manifest (models.manifest.Manifest as JSON): the agent learns from
+    it which files, by sha256, the phone must hold.
+    """
 
     run_id: RunId
     job_id: RunId
     attempt: int = Field(ge=1)
     kind: JobKind
     model: str
-    artifacts: list[ArtifactRef]
+    manifest: dict[str, Any]
     params: dict[str, Any]
     deadline_s: float = Field(gt=0)
     exclude_serials: list[Serial] = []

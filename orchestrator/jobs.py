@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from device_agent.messages import ArtifactRef, RunTask
+from device_agent.messages import RunTask
 from hexfleet.errors import InvalidRequest, NotFound
 from models.schedulers import SCHEDULERS
 from orchestrator.db.schema import Device, DeviceState, Job, JobState, Model, Run, RunState
@@ -145,7 +145,7 @@ def _online_devices(session: Session) -> list[dict[str, object]]:
 def find_model(session: Session, name: str, precision: str) -> Model:
     model = session.scalars(
         select(Model)
-        .where(Model.name == name, Model.precision == precision)
+        .where(Model.name == name, Model.variant == precision)
         .order_by(Model.created_at.desc())
     ).first()
     if model is None:
@@ -171,9 +171,6 @@ def submit(session: Session, request: JobRequest, dispatcher: Dispatcher, submit
         spec=request.model_dump(mode="json"),
     )
     session.add(job)
-    artifacts = [
-        ArtifactRef(role=a.role, sha256=a.sha256, size=a.artifact.size) for a in model.artifacts
-    ]
     tasks = []
     for plan in planned:
         run = Run(
@@ -192,8 +189,8 @@ def submit(session: Session, request: JobRequest, dispatcher: Dispatcher, submit
                     job_id=job.id,
                     attempt=1,
                     kind=request.kind,
-                    model=f"{model.name}:{model.version}:{model.precision}",
-                    artifacts=artifacts,
+                    model=f"{model.name}/{model.version}/{model.precision}",
+                    manifest=model.manifest,
                     params=params.model_dump(mode="json"),
                     deadline_s=request.deadline_s,
                 ),

@@ -145,12 +145,13 @@ class Artifact(Base):
 
 class Model(Base):
     __tablename__ = "models"
-    __table_args__ = (UniqueConstraint("name", "version", "precision"),)
+    __table_args__ = (UniqueConstraint("name", "version", "variant"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(64))
-    version: Mapped[str] = mapped_column(String(32))
+    version: Mapped[str] = mapped_column(String(64))
     precision: Mapped[str] = mapped_column(String(16))
+    variant: Mapped[str] = mapped_column(String(32))
     manifest_sha256: Mapped[str] = mapped_column(String(64))
     manifest: Mapped[dict[str, Any]] = mapped_column()
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
@@ -164,8 +165,10 @@ class ModelArtifact(Base):
     __tablename__ = "model_artifacts"
 
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id"), primary_key=True)
-    role: Mapped[str] = mapped_column(String(64), primary_key=True)
-    sha256: Mapped[str] = mapped_column(ForeignKey("artifacts.sha256"), index=True)
+    sha256: Mapped[str] = mapped_column(
+        ForeignKey("artifacts.sha256"), primary_key=True, index=True
+    )
+    name: Mapped[str] = mapped_column(String(255))
 
     model: Mapped[Model] = relationship(back_populates="artifacts")
     artifact: Mapped[Artifact] = relationship()

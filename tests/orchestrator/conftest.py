@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
 
+from hexfleet.settings import Settings
+from models.registration import register_tiny_sd
+from models.store import ModelStore
+from models.synthetic_sd import write_tiny_layout
 from orchestrator.db.engine import make_engine, upgrade
-from orchestrator.db.schema import Base
+from orchestrator.db.schema import Base, Device, Host
+from orchestrator.registry import sync_from_store
 
 
 def _empty_postgres(url: str) -> None:
@@ -44,3 +50,36 @@ def db_engine(database_url: str) -> Iterator[Engine]:
         yield engine
     finally:
         engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def synthetic_tiny_sd(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weight model in tiny-sd's layout (real ONNX files, tiny sizes)."""
+    return write_tiny_layout(tmp_path_factory.mktemp("tiny-sd"))
+
+
+@pytest.fixture
+def model_store(settings: Settings, synthetic_tiny_sd: Path) -> ModelStore:
+    """The orchestrator's model store with the synthetic tiny-sd (fp32) in it."""
+    store = ModelStore.from_settings(settings)
+    register_tiny_sd(store, synthetic_tiny_sd)
+    return store
+
+
+Phones = list[tuple[str, str, int]]
+
+
+@pytest.fixture
+def add_fleet(model_store: ModelStore) -> Callable[[Session, Phones], None]:
+    """Adds phones (serial, SoC, htp_arch) on host "host-a" and registers the store's models."""
+
+    def add(session: Session, phones: Phones) -> None:
+        session.add(Host(id="host-a"))
+        for serial, soc, arch in phones:
+            session.add(
+                Device(serial=serial, host_id="host-a", soc=soc, htp_arch=arch, model="S2x")
+            )
+        session.commit()
+        sync_from_store(session, model_store)
+
+    return add

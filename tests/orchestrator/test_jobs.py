@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 
 import pytest
 import redis as redis_lib
@@ -13,28 +14,11 @@ from sqlalchemy.orm import Session
 from hexfleet.broker import make_celery
 from hexfleet.errors import InvalidRequest, NotFound
 from hexfleet.settings import Settings
-from orchestrator.db.schema import Artifact, Device, Host, Model, ModelArtifact
 from orchestrator.dispatch import CeleryDispatcher
 from orchestrator.jobs import JobRequest, cancel, get_job, submit
 
-SHA = "ab" * 32
-
-
-def _fleet(session: Session) -> None:
-    session.add(Host(id="host-a"))
-    for serial, soc, arch in (("a", "SM8550", 73), ("b", "SM8650", 75), ("c", "SM8750", 79)):
-        session.add(Device(serial=serial, host_id="host-a", soc=soc, htp_arch=arch))
-    session.add(Artifact(sha256=SHA, size=1234))
-    model = Model(
-        name="tiny-sd",
-        version="1",
-        precision="w8a16",
-        manifest_sha256="0" * 64,
-        manifest={"name": "tiny-sd"},
-    )
-    model.artifacts.append(ModelArtifact(role="unet", sha256=SHA))
-    session.add(model)
-    session.commit()
+FLEET = [("a", "SM8550", 73), ("b", "SM8650", 75), ("c", "SM8750", 79)]
+AddFleet = Callable[[Session, list[tuple[str, str, int]]], None]
 
 
 @pytest.fixture
@@ -53,6 +37,7 @@ def request(**overrides: object) -> JobRequest:
     body = {
         "kind": "generate",
         "model": "tiny-sd",
+        "precision": "fp32",
         "selector": "htp_arch>=75",
         "params": {"prompts": ["a red circle; rm -rf / $(reboot)"], "seed": 3},
     }
@@ -61,10 +46,10 @@ def request(**overrides: object) -> JobRequest:
 
 
 def test_submit_stores_runs_and_queues_one_task_per_phone(
-    db_engine: Engine, dispatcher: CeleryDispatcher, redis_url: str
+    db_engine: Engine, dispatcher: CeleryDispatcher, redis_url: str, add_fleet: AddFleet
 ) -> None:
     with Session(db_engine) as session:
-        _fleet(session)
+        add_fleet(session, FLEET)
         job = submit(session, request(repeat=2), dispatcher, submitted_by="alice")
         assert sorted(r.device_serial for r in job.runs) == ["b", "b", "c", "c"]
         assert job.state == "queued" and job.submitted_by == "alice"
@@ -77,10 +62,10 @@ def test_submit_stores_runs_and_queues_one_task_per_phone(
 
 
 def test_bad_requests_are_refused_before_anything_is_stored(
-    db_engine: Engine, dispatcher: CeleryDispatcher
+    db_engine: Engine, dispatcher: CeleryDispatcher, add_fleet: AddFleet
 ) -> None:
     with Session(db_engine) as session:
-        _fleet(session)
+        add_fleet(session, FLEET)
         with pytest.raises(InvalidRequest, match="no online phone"):
             submit(session, request(selector="soc=SM8450"), dispatcher, "alice")
         with pytest.raises(InvalidRequest, match="unknown scheduler"):
@@ -93,16 +78,18 @@ def test_bad_requests_are_refused_before_anything_is_stored(
         with pytest.raises(InvalidRequest, match="control characters"):
             submit(session, request(params={"prompts": ["a\x00b"]}), dispatcher, "alice")
         with pytest.raises(NotFound, match="not registered"):
-            submit(session, request(precision="w8a8"), dispatcher, "alice")
+            submit(session, request(precision="w8a16"), dispatcher, "alice")
         with pytest.raises(InvalidRequest, match="not a job id"):
             get_job(session, "../../etc/passwd")
     with pytest.raises(ValueError, match="pattern"):
         request(model="../evil")
 
 
-def test_cancel_marks_open_runs_cancelled(db_engine: Engine, dispatcher: CeleryDispatcher) -> None:
+def test_cancel_marks_open_runs_cancelled(
+    db_engine: Engine, dispatcher: CeleryDispatcher, add_fleet: AddFleet
+) -> None:
     with Session(db_engine) as session:
-        _fleet(session)
+        add_fleet(session, FLEET)
         job = submit(session, request(selector="all", count=3), dispatcher, "alice")
         assert {r.queue for r in job.runs} == {"any"}
         cancelled = cancel(session, job.id, dispatcher)

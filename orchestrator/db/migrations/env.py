@@ -5,10 +5,17 @@ from __future__ import annotations
 from alembic import context
 
 from orchestrator.db.engine import make_engine
-from orchestrator.db.schema import Base
+from orchestrator.db.schema import Base, UTCDateTime
 
 config = context.config
 target_metadata = Base.metadata
+
+
+def render_item(kind: str, obj: object, autogen_context: object) -> str | bool:
+    """Migrations spell UTCDateTime as the column type it stores: DateTime(timezone=True)."""
+    if kind == "type" and isinstance(obj, UTCDateTime):
+        return "sa.DateTime(timezone=True)"
+    return False
 
 
 def run_migrations_online() -> None:
@@ -19,6 +26,7 @@ def run_migrations_online() -> None:
             target_metadata=target_metadata,
             render_as_batch=connection.dialect.name == "sqlite",
             compare_type=True,
+            render_item=render_item,
         )
         with context.begin_transaction():
             context.run_migrations()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from fastapi.testclient import TestClient
@@ -12,7 +12,7 @@ from hexfleet.broker import make_celery
 from hexfleet.settings import Settings
 from orchestrator.api.app import create_app
 from orchestrator.db.engine import make_engine, upgrade
-from orchestrator.db.schema import Artifact, Device, Host, Image, Model, ModelArtifact
+from orchestrator.db.schema import Image
 from orchestrator.dispatch import CeleryDispatcher
 
 VIEW = {"Authorization": "Bearer viewer-token"}
@@ -20,33 +20,28 @@ SUBMIT = {"Authorization": "Bearer submit-token"}
 JOB = {
     "kind": "generate",
     "model": "tiny-sd",
+    "precision": "fp32",
     "selector": "soc=SM8550",
     "params": {"prompts": ["a red circle on the left in a blue background"]},
 }
 
 
 @pytest.fixture
-def client(settings: Settings, redis_url: str) -> Iterator[TestClient]:
-    configured = settings.model_copy(
-        update={
+def client(
+    settings: Settings, redis_url: str, add_fleet: Callable[..., None]
+) -> Iterator[TestClient]:
+    configured = Settings.model_validate(
+        {
+            **settings.model_dump(),
             "broker_url": redis_url,
             "viewer_tokens": ["viewer-token"],
             "submit_tokens": ["submit-token"],
         }
     )
-    configured = Settings.model_validate(configured.model_dump())
     upgrade(configured.resolved_database_url)
     engine = make_engine(configured.resolved_database_url)
     with Session(engine) as session:
-        session.add(Host(id="h"))
-        session.add(Device(serial="vp-1", host_id="h", soc="SM8550", htp_arch=73, model="S23"))
-        session.add(Artifact(sha256="cd" * 32, size=10))
-        model = Model(
-            name="tiny-sd", version="1", precision="w8a16", manifest_sha256="0" * 64, manifest={}
-        )
-        model.artifacts.append(ModelArtifact(role="unet", sha256="cd" * 32))
-        session.add(model)
-        session.commit()
+        add_fleet(session, [("vp-1", "SM8550", 73)])
     engine.dispose()
     app = create_app(configured, CeleryDispatcher(make_celery(configured)))
     with TestClient(app) as test_client:

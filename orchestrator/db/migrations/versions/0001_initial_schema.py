@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 01:46:21.215038
+Create Date: 2026-11-23 01:58:15.397771
 """
 
 from __future__ import annotations
@@ -53,14 +53,15 @@ def upgrade() -> None:
         "models",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("name", sa.String(length=64), nullable=False),
-        sa.Column("version", sa.String(length=32), nullable=False),
+        sa.Column("version", sa.String(length=64), nullable=False),
         sa.Column("precision", sa.String(length=16), nullable=False),
+        sa.Column("variant", sa.String(length=32), nullable=False),
         sa.Column("manifest_sha256", sa.String(length=64), nullable=False),
         sa.Column("manifest", sa.JSON(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_models")),
         sa.UniqueConstraint(
-            "name", "version", "precision", name=op.f("uq_models_name_version_precision")
+            "name", "version", "variant", name=op.f("uq_models_name_version_variant")
         ),
     )
     op.create_table(
@@ -92,15 +93,15 @@ def upgrade() -> None:
     op.create_table(
         "model_artifacts",
         sa.Column("model_id", sa.Integer(), nullable=False),
-        sa.Column("role", sa.String(length=64), nullable=False),
         sa.Column("sha256", sa.String(length=64), nullable=False),
+        sa.Column("name", sa.String(length=255), nullable=False),
         sa.ForeignKeyConstraint(
             ["model_id"], ["models.id"], name=op.f("fk_model_artifacts_model_id_models")
         ),
         sa.ForeignKeyConstraint(
             ["sha256"], ["artifacts.sha256"], name=op.f("fk_model_artifacts_sha256_artifacts")
         ),
-        sa.PrimaryKeyConstraint("model_id", "role", name=op.f("pk_model_artifacts")),
+        sa.PrimaryKeyConstraint("model_id", "sha256", name=op.f("pk_model_artifacts")),
     )
     with op.batch_alter_table("model_artifacts", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_model_artifacts_sha256"), ["sha256"], unique=False)
