@@ -5,11 +5,14 @@
 
 from __future__ import annotations
 
+import json
+import tempfile
 from collections.abc import Iterator
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -24,11 +27,14 @@ from hexfleet.errors import (
     ServiceUnavailable,
 )
 from hexfleet.settings import Settings
+from models.manifest import SHA256_PATTERN, parse_manifest
+from models.store import ModelStore, sha256_file
 from orchestrator.api.auth import Caller, Role, require
-from orchestrator.api.views import DeviceView, JobView, RunView
+from orchestrator.api.views import DeviceView, JobView, ModelView, RunView
 from orchestrator.db.engine import make_engine, session_factory
-from orchestrator.db.schema import Device, Image, Run
+from orchestrator.db.schema import Device, Image, Model, Run
 from orchestrator.jobs import Dispatcher, JobRequest, cancel, get_job, list_jobs, submit
+from orchestrator.registry import register
 
 STATUS = {
     InvalidRequest: 400,
@@ -51,12 +57,19 @@ def _session(request: Request) -> Iterator[Session]:
 DB = Annotated[Session, Depends(_session)]
 
 
+def _check_sha(sha256: str) -> None:
+    if not SHA256_PATTERN.match(sha256):
+        raise InvalidRequest(f"{sha256!r} is not a sha256 hex digest")
+
+
 def create_app(settings: Settings, dispatcher: Dispatcher) -> FastAPI:
     app = FastAPI(title="hexfleet", version=__version__, docs_url="/docs")
     app.state.settings = settings
     app.state.engine = make_engine(settings.resolved_database_url)
     app.state.sessions = session_factory(app.state.engine)
     app.state.dispatcher = dispatcher
+    store = ModelStore.from_settings(settings)
+    store.root.mkdir(parents=True, exist_ok=True)
 
     @app.exception_handler(HexfleetError)
     async def _hexfleet_error(_request: Request, exc: HexfleetError) -> JSONResponse:
@@ -97,6 +110,39 @@ def create_app(settings: Settings, dispatcher: Dispatcher) -> FastAPI:
         if image is None:
             raise NotFound(f"image {image_id} does not exist")
         return Response(image.png, media_type="image/png", headers={"ETag": image.sha256})
+
+    @app.get("/api/v1/models")
+    def get_models(_: Viewer, db: DB) -> list[ModelView]:
+        rows = db.scalars(select(Model).order_by(Model.name, Model.version, Model.variant))
+        return [ModelView.of(m) for m in rows]
+
+    @app.post("/api/v1/models", status_code=201)
+    def post_model(body: dict[str, Any], _: Submitter, db: DB) -> ModelView:
+        """Register a manifest whose files were uploaded first (PUT /api/v1/artifacts/...)."""
+        manifest = parse_manifest(json.dumps(body), origin="request body")
+        return ModelView.of(register(db, store, manifest))
+
+    @app.put("/api/v1/artifacts/{sha256}", status_code=201)
+    async def put_artifact(sha256: str, request: Request, _: Submitter) -> dict[str, object]:
+        """Upload a file by its sha256; a body that hashes otherwise is refused (409)."""
+        _check_sha(sha256)
+        with tempfile.NamedTemporaryFile(dir=store.root, prefix=".upload-") as tmp:
+            async for chunk in request.stream():
+                tmp.write(chunk)
+            tmp.flush()
+            if sha256_file(Path(tmp.name)) != sha256:
+                raise ArtifactMismatch(f"the uploaded body does not hash to {sha256}")
+            ref = store.put_file(Path(tmp.name), name=sha256)
+        return {"sha256": ref.sha256, "size": ref.size}
+
+    @app.get("/api/v1/artifacts/{sha256}")
+    def get_artifact(sha256: str, _: Viewer) -> FileResponse:
+        """A model file by content, for agents' host caches."""
+        _check_sha(sha256)
+        path = store.blobs / sha256
+        if not path.is_file():
+            raise NotFound(f"artifact {sha256} is not in the orchestrator's store")
+        return FileResponse(path, media_type="application/octet-stream", headers={"ETag": sha256})
 
     @app.get("/api/v1/devices")
     def get_devices(_: Viewer, db: DB) -> list[DeviceView]:

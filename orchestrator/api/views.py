@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from orchestrator.db.schema import Device, Job, Run
+from orchestrator.db.schema import Device, Job, Model, Run
 
 API_VERSION: Literal[1] = 1
 
@@ -129,4 +129,28 @@ class DeviceView(BaseModel):
             is_virtual=device.is_virtual,
             current_run_id=device.current_run_id,
             last_seen=device.last_seen,
+        )
+
+
+class ModelView(BaseModel):
+    name: str
+    version: str
+    precision: str
+    variant: str
+    size: int
+    files: int
+    manifest_sha256: str
+    created_at: dt.datetime
+
+    @classmethod
+    def of(cls, model: Model) -> ModelView:
+        return cls(
+            name=model.name,
+            version=model.version,
+            precision=model.precision,
+            variant=model.variant,
+            size=sum(a.artifact.size for a in model.artifacts),
+            files=len(model.artifacts),
+            manifest_sha256=model.manifest_sha256,
+            created_at=model.created_at,
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -10,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from hexfleet.broker import make_celery
 from hexfleet.settings import Settings
+from models.store import ModelStore
 from orchestrator.api.app import create_app
 from orchestrator.db.engine import make_engine, upgrade
 from orchestrator.db.schema import Image
@@ -107,3 +109,31 @@ def test_devices_and_images(client: TestClient, settings: Settings) -> None:
     assert got.headers["content-type"] == "image/png"
     assert got.content == b"\x89PNG-bytes"
     assert client.get("/docs").status_code == 200
+
+
+def test_models_and_artifacts(client: TestClient, settings: Settings) -> None:
+    listed = client.get("/api/v1/models", headers=VIEW).json()
+    assert [(m["name"], m["variant"], m["files"]) for m in listed] == [("tiny-sd", "fp32", 4)]
+    manifest = ModelStore.from_settings(settings).load("tiny-sd")
+    unet = manifest.components["unet"].file
+    got = client.get(f"/api/v1/artifacts/{unet.sha256}", headers=VIEW)
+    assert got.status_code == 200
+    assert hashlib.sha256(got.content).hexdigest() == unet.sha256
+    assert client.get("/api/v1/artifacts/..%2Fetc", headers=VIEW).status_code in (400, 404)
+    assert client.get(f"/api/v1/artifacts/{'0' * 64}", headers=VIEW).status_code == 404
+
+    body = b"a new model file"
+    digest = hashlib.sha256(body).hexdigest()
+    assert client.put(f"/api/v1/artifacts/{digest}", content=body, headers=VIEW).status_code == 403
+    wrong = client.put(f"/api/v1/artifacts/{'1' * 64}", content=body, headers=SUBMIT)
+    assert wrong.status_code == 409
+    put = client.put(f"/api/v1/artifacts/{digest}", content=body, headers=SUBMIT)
+    assert put.json() == {"sha256": digest, "size": len(body)}
+    assert client.get(f"/api/v1/artifacts/{digest}", headers=VIEW).content == body
+
+    renamed = manifest.model_copy(update={"version": "2"}).model_dump(mode="json")
+    created = client.post("/api/v1/models", json=renamed, headers=SUBMIT)
+    assert created.status_code == 201, created.text
+    assert len(client.get("/api/v1/models", headers=VIEW).json()) == 2
+    broken = {**renamed, "version": "3", "image_size": -1}
+    assert client.post("/api/v1/models", json=broken, headers=SUBMIT).status_code == 400
