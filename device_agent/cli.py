@@ -1,13 +1,24 @@
-"""Command groups for a host with phones: `hexfleet agent` and `hexfleet virtual-devices`."""
+"""Command groups that run on a host with phones: `hexfleet agent`, `hexfleet virtual-devices`."""
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
+from typing import Annotated
+
 import typer
 
-from hexfleet.errors import NotImplementedYet
+from hexfleet.errors import InvalidRequest, NotImplementedYet, ServiceUnavailable
+from hexfleet.settings import Settings
 
 agent_app = typer.Typer(help="Run the device agent for the phones attached to this host.")
-virtual_devices_app = typer.Typer(help="Start and stop emulated Snapdragon phones.")
+virtual_devices_app = typer.Typer(
+    help="Start and stop emulated Snapdragon phones that speak the real ADB protocol.",
+    no_args_is_help=True,
+)
+
+ALL_PROFILES = "sm8450,sm8550,sm8650,sm8750"
 
 
 @agent_app.callback(invoke_without_command=True)
@@ -16,7 +27,178 @@ def agent() -> None:
     raise NotImplementedYet("'hexfleet agent' is not implemented yet")
 
 
-@virtual_devices_app.callback(invoke_without_command=True)
-def virtual_devices() -> None:
-    """Start and stop virtual phones."""
-    raise NotImplementedYet("'hexfleet virtual-devices' is not implemented yet")
+def _adb_client(settings: Settings):  # noqa: ANN202 - adbutils is imported lazily
+    import adbutils
+
+    return adbutils.AdbClient(host=settings.adb_host, port=settings.adb_port)
+
+
+def _connect(settings: Settings, serials: list[str]) -> None:
+    import adbutils
+
+    client = _adb_client(settings)
+    for serial in serials:
+        try:
+            message = client.connect(serial, timeout=10)
+        except (adbutils.AdbError, OSError) as exc:
+            raise ServiceUnavailable(
+                f"adb server at {settings.adb_host}:{settings.adb_port} could not connect "
+                f"{serial}: {exc}"
+            ) from exc
+        if "connected" not in message:
+            raise ServiceUnavailable(f"adb connect {serial}: {message}")
+
+
+def _disconnect(settings: Settings, serials: list[str]) -> None:
+    import adbutils
+
+    client = _adb_client(settings)
+    for serial in serials:
+        with contextlib.suppress(adbutils.AdbError, OSError):
+            client.disconnect(serial)
+
+
+@virtual_devices_app.command("up")
+def up(
+    count: Annotated[
+        int, typer.Option("--count", "-n", min=1, max=64, help="How many phones.")
+    ] = 1,
+    profile: Annotated[
+        str, typer.Option(help="Comma-separated SoCs, cycled over the phones.")
+    ] = ALL_PROFILES,
+    base_port: Annotated[
+        int, typer.Option(help="Port of the first phone; the others follow.", min=1024, max=65535)
+    ] = 18500,
+    connect: Annotated[bool, typer.Option(help="Run `adb connect` for each phone.")] = False,
+    compute: Annotated[str, typer.Option(help="htp (QNN HTP simulator) or cpu.")] = "htp",
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    unsafe_bind: Annotated[
+        bool, typer.Option(help="Allow a non-loopback --host (anyone reaching it runs commands).")
+    ] = False,
+    bandwidth: Annotated[
+        float | None, typer.Option(help="Limit each phone's link to this many MB/s.")
+    ] = None,
+    faulty_npu: Annotated[
+        float, typer.Option(help="Perturb model outputs by this relative magnitude.")
+    ] = 0.0,
+    foreground: Annotated[
+        bool, typer.Option(help="Serve in this process until Ctrl-C instead of detaching.")
+    ] = False,
+) -> None:
+    """Start N virtual phones, each listening on its own port with its own serial and folder."""
+    from device_agent.virtual import fleet
+    from device_agent.virtual.profiles import parse_profiles
+
+    if compute not in ("htp", "cpu"):
+        raise InvalidRequest(f"--compute must be htp or cpu, not {compute!r}")
+    fleet.check_bind_host(host, unsafe_bind=unsafe_bind)
+    settings = Settings()
+    data_dir = settings.ensure_data_dir()
+    specs = fleet.plan(
+        data_dir,
+        parse_profiles(profile),
+        count,
+        host=host,
+        base_port=base_port,
+        compute=compute,  # type: ignore[arg-type]
+        bandwidth_mb_s=bandwidth,
+        faulty_npu=faulty_npu,
+    )
+    if foreground:
+        _serve_foreground(settings, specs, connect=connect)
+        return
+    records = fleet.start_processes(data_dir, specs)
+    if connect:
+        _connect(settings, [record.serial for record in records])
+        for record in records:
+            fleet.mark_connected(data_dir, record.port)
+    for record in records:
+        typer.echo(
+            f"{record.serial}  {record.soc} ({record.model}, htp v{record.htp_arch})  "
+            f"serialno {record.serialno}  compute {record.compute}  pid {record.pid}"
+        )
+
+
+def _serve_foreground(settings: Settings, specs: list, *, connect: bool) -> None:
+    from device_agent.virtual import fleet
+
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        with fleet.foreground(specs) as phones:
+            serials = [phone.serial for phone in phones]
+            if connect:
+                _connect(settings, serials)
+            for phone in phones:
+                typer.echo(f"{phone.serial}  {phone.profile.soc}  serialno {phone.serialno}")
+            typer.echo("serving in the foreground; Ctrl-C stops")
+            with contextlib.suppress(KeyboardInterrupt):
+                while not stop.wait(0.5):
+                    pass
+            if connect:
+                _disconnect(settings, serials)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@virtual_devices_app.command("down")
+def down(
+    serial: Annotated[
+        list[str] | None, typer.Option(help="Stop only this phone (repeatable).")
+    ] = None,
+) -> None:
+    """Stop virtual phones started by `up` (all of them unless --serial is given)."""
+    from device_agent.virtual import fleet
+
+    settings = Settings()
+    stopped = fleet.stop_processes(settings.data_dir, serial or None)
+    connected = [record.serial for record in stopped if record.connected]
+    if connected:
+        _disconnect(settings, connected)
+    typer.echo(f"stopped {len(stopped)} virtual phone(s)")
+
+
+@virtual_devices_app.command("list")
+def list_phones(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List the running virtual phones."""
+    from device_agent.virtual import fleet
+
+    records = fleet.read_records(Settings().data_dir)
+    if as_json:
+        typer.echo(fleet.records_as_json(records))
+        return
+    for record in records:
+        typer.echo(
+            f"{record.serial}  {record.soc}  {record.model}  htp v{record.htp_arch}  "
+            f"{record.compute}  serialno {record.serialno}  pid {record.pid}"
+        )
+
+
+@virtual_devices_app.command("fault")
+def fault(
+    serial: Annotated[str, typer.Argument(help="host:port or ro.serialno of the phone.")],
+    kind: Annotated[
+        str,
+        typer.Argument(
+            help="bandwidth | drop_after_bytes | drop_at | stall | offline | online | "
+            "crash_runner | faulty_npu | clear"
+        ),
+    ],
+    value: Annotated[float | None, typer.Argument(help="MB/s, bytes or seconds.")] = None,
+) -> None:
+    """Inject a fault into a running virtual phone (for tests and demos)."""
+    from pydantic import ValidationError
+
+    from device_agent.virtual import fleet
+    from device_agent.virtual.faults import FaultCommand
+
+    try:
+        command = FaultCommand(kind=kind, value=value)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise InvalidRequest(f"bad fault: {exc.errors()[0]['msg']}") from exc
+    reply = fleet.send_fault(Settings().data_dir, serial, command)
+    if not reply.ok:
+        raise InvalidRequest(reply.message)
+    typer.echo(reply.message)

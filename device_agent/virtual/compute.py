@@ -1,0 +1,182 @@
+"""A virtual phone's compute: ONNX Runtime on the QNN HTP simulator (the phone's `htp_arch`) or CPU.
+
+Also the `hexfleet-onnx-run` tool the phone runs as a subprocess (`python -m
+device_agent.virtual.compute ...`), and the "faulty NPU" that perturbs outputs on purpose.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+ComputeMode = Literal["htp", "cpu"]
+COMPUTE_MODES: tuple[ComputeMode, ...] = ("htp", "cpu")
+QNN_EP = "QNNExecutionProvider"
+
+# Environment variables a phone sets for the programs it runs (the runner reads them).
+ENV_COMPUTE = "HEXFLEET_VIRTUAL_COMPUTE"
+ENV_HTP_ARCH = "HEXFLEET_VIRTUAL_HTP_ARCH"
+ENV_SOC = "HEXFLEET_VIRTUAL_SOC"
+ENV_FAULTY_NPU = "HEXFLEET_VIRTUAL_FAULTY_NPU"
+
+
+@dataclass(frozen=True)
+class ComputeSettings:
+    """How a phone runs models: backend, Hexagon arch, and how faulty its NPU is (0 = healthy)."""
+
+    mode: ComputeMode = "htp"
+    htp_arch: str = "73"
+    soc: str = "SM8550"
+    faulty_npu: float = 0.0
+
+    def to_env(self) -> dict[str, str]:
+        """The environment variables that carry these settings to a program."""
+        return {
+            ENV_COMPUTE: self.mode,
+            ENV_HTP_ARCH: self.htp_arch,
+            ENV_SOC: self.soc,
+            ENV_FAULTY_NPU: repr(self.faulty_npu),
+        }
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> ComputeSettings:
+        """Read settings back from a program's environment (defaults where a variable is unset)."""
+        mode = env.get(ENV_COMPUTE, "htp")
+        if mode not in COMPUTE_MODES:
+            raise ValueError(f"{ENV_COMPUTE}={mode!r}: expected one of {COMPUTE_MODES}")
+        return cls(
+            mode=mode,  # type: ignore[arg-type]
+            htp_arch=env.get(ENV_HTP_ARCH, "73"),
+            soc=env.get(ENV_SOC, "SM8550"),
+            faulty_npu=float(env.get(ENV_FAULTY_NPU, "0") or 0),
+        )
+
+
+_qnn_registered = False
+
+
+def _register_qnn() -> None:
+    global _qnn_registered
+    if _qnn_registered:
+        return
+    import onnxruntime as ort
+    import onnxruntime_qnn
+
+    ort.register_execution_provider_library(QNN_EP, onnxruntime_qnn.get_library_path())
+    _qnn_registered = True
+
+
+def session_options(settings: ComputeSettings) -> Any:
+    """ONNX Runtime session options for these settings (one intra-op thread, as on a phone)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    if settings.mode == "htp":
+        import onnxruntime_qnn
+
+        _register_qnn()
+        devices = [d for d in ort.get_ep_devices() if d.ep_name == QNN_EP]
+        if not devices:
+            raise RuntimeError("the QNN execution provider exposes no device")
+        options.add_provider_for_devices(
+            devices[:1],
+            {"backend_path": onnxruntime_qnn.get_qnn_htp_path(), "htp_arch": settings.htp_arch},
+        )
+    return options
+
+
+class PhoneSession:
+    """An ONNX Runtime session as the phone runs it; a faulty NPU perturbs every output."""
+
+    def __init__(self, model_path: Path, settings: ComputeSettings) -> None:
+        import onnxruntime as ort
+
+        self.settings = settings
+        options = session_options(settings)
+        providers = None if settings.mode == "htp" else ["CPUExecutionProvider"]
+        self._session = ort.InferenceSession(str(model_path), options, providers=providers)
+        self._seed = int.from_bytes(hashlib.sha256(str(model_path).encode()).digest()[:4], "little")
+
+    @property
+    def inputs(self) -> list[Any]:
+        return self._session.get_inputs()
+
+    @property
+    def outputs(self) -> list[Any]:
+        return self._session.get_outputs()
+
+    def providers(self) -> list[str]:
+        return self._session.get_providers()
+
+    def run(
+        self, output_names: Sequence[str] | None, feeds: Mapping[str, np.ndarray]
+    ) -> list[np.ndarray]:
+        """Same signature as `InferenceSession.run`."""
+        results = self._session.run(list(output_names) if output_names else None, dict(feeds))
+        if self.settings.faulty_npu > 0:
+            results = [perturb(r, self.settings.faulty_npu, self._seed + i) for i, r in
+                       enumerate(results)]
+        return results
+
+
+def perturb(array: np.ndarray, magnitude: float, seed: int) -> np.ndarray:
+    """What a faulty NPU does: add noise of `magnitude` times the array's spread."""
+    if not np.issubdtype(array.dtype, np.floating):
+        return array
+    rng = np.random.default_rng(seed)
+    spread = float(np.std(array)) or 1.0
+    noise = rng.standard_normal(array.shape) * magnitude * spread
+    return (array + noise).astype(array.dtype)
+
+
+def _load_inputs(path: Path, session: PhoneSession) -> dict[str, np.ndarray]:
+    if path.suffix == ".npz":
+        with np.load(path) as archive:
+            return {name: archive[name] for name in archive.files}
+    return {session.inputs[0].name: np.load(path)}
+
+
+def run_tool(argv: Sequence[str] | None = None) -> int:
+    """`hexfleet-onnx-run MODEL INPUT(.npy|.npz) OUTPUT.npy`: run a model once, print timings."""
+    parser = argparse.ArgumentParser(prog="hexfleet-onnx-run")
+    parser.add_argument("--compute", choices=COMPUTE_MODES, default="htp")
+    parser.add_argument("--htp-arch", default="73")
+    parser.add_argument("--soc", default="SM8550")
+    parser.add_argument("--faulty-npu", type=float, default=0.0)
+    parser.add_argument("model", type=Path)
+    parser.add_argument("input", type=Path)
+    parser.add_argument("output", type=Path)
+    args = parser.parse_args(argv)
+    settings = ComputeSettings(args.compute, args.htp_arch, args.soc, args.faulty_npu)
+    started = time.perf_counter()
+    try:
+        session = PhoneSession(args.model, settings)
+        print(f"loaded model on {settings.mode} (htp_arch {settings.htp_arch}) in "
+              f"{(time.perf_counter() - started) * 1000:.0f} ms", flush=True)
+        feeds = _load_inputs(args.input, session)
+        started = time.perf_counter()
+        outputs = session.run(None, feeds)
+    except Exception as exc:  # noqa: BLE001 - the tool reports any runtime failure as exit 1
+        print(f"hexfleet-onnx-run: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        return 1
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    with args.output.open("wb") as handle:
+        np.save(handle, outputs[0])
+    print(f"inference {elapsed_ms:.1f} ms (simulated, {settings.mode})", flush=True)
+    print(f"providers {','.join(session.providers())}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_tool())

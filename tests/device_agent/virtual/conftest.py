@@ -1,0 +1,83 @@
+"""Fixtures for the virtual phone: a private adb server, phones on free ports, and clean-up.
+
+The adb server is the real binary bundled with adbutils, started on its own port (`adb -P`), so
+tests never touch a developer's server on 5037. Phones run on a background event loop in this
+process so tests can inject faults directly.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import adbutils
+import pytest
+from virtual_phone_support import ADB, AdbServer, free_port
+
+from device_agent.virtual.fleet import ThreadedFleet
+from device_agent.virtual.health import ThermalSettings
+from device_agent.virtual.phone import Phone, PhoneConfig
+from device_agent.virtual.profiles import get_profile
+
+
+@pytest.fixture(scope="session")
+def adb_server() -> Iterator[AdbServer]:
+    port = free_port()
+    started = subprocess.run(  # noqa: S603 - fixed argv
+        [ADB, "-P", str(port), "start-server"], capture_output=True, text=True, timeout=30
+    )
+    assert started.returncode == 0, started.stderr
+    server = AdbServer(port, adbutils.AdbClient("127.0.0.1", port))
+    try:
+        yield server
+    finally:
+        server.run("kill-server", timeout=30)
+
+
+@pytest.fixture
+def fleet() -> Iterator[ThreadedFleet]:
+    with ThreadedFleet() as running:
+        yield running
+
+
+FAST_THERMAL = ThermalSettings(heat_time_s=0.5, cool_time_s=0.5)
+
+
+@pytest.fixture
+def make_phone(fleet: ThreadedFleet, tmp_path: Path) -> Callable[..., Phone]:
+    """Start a phone (CPU compute by default, fast thermals) in its own folder on a free port."""
+    count = 0
+
+    def make(soc: str = "sm8550", **overrides: object) -> Phone:
+        nonlocal count
+        count += 1
+        config = PhoneConfig(
+            profile=get_profile(soc),
+            root=tmp_path / f"phone{count}",
+            index=count,
+            port=free_port(),
+            compute="cpu",
+            thermal=FAST_THERMAL,
+            reboot_s=0.5,
+        )
+        for key, value in overrides.items():
+            setattr(config, key, value)
+        return fleet.start_phone(config)
+
+    return make
+
+
+@pytest.fixture
+def phone(make_phone: Callable[..., Phone]) -> Phone:
+    return make_phone()
+
+
+@pytest.fixture
+def device(adb_server: AdbServer, phone: Phone) -> Iterator[adbutils.AdbDevice]:
+    """The phone as adbutils sees it through the private adb server."""
+    connected = adb_server.connect(phone.serial)
+    try:
+        yield connected
+    finally:
+        adb_server.disconnect(phone.serial)

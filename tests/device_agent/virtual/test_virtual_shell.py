@@ -1,0 +1,130 @@
+"""The virtual shell: mksh-like parsing and toybox-like commands, confined to the phone."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from device_agent.virtual.phone import Phone, PhoneConfig
+from device_agent.virtual.pipes import BufferOutput, BytesInput
+from device_agent.virtual.profiles import get_profile
+from device_agent.virtual.shell import IO, ShellSyntaxError, parse
+
+
+@pytest.fixture
+def offline_phone(tmp_path: Path) -> Phone:
+    """A phone whose shell is driven directly, without ADB."""
+    phone = Phone(PhoneConfig(get_profile("sm8650"), tmp_path / "root", compute="cpu"))
+    phone.fs.create_layout(phone.programs.placeholders())
+    return phone
+
+
+def sh(phone: Phone, script: str, stdin: bytes = b"") -> tuple[int, str, str]:
+    async def run() -> tuple[int, str, str]:
+        out, err = BufferOutput(), BufferOutput()
+        state = phone.toolbox.new_state()
+        status = await phone.toolbox.interpreter(state).run(script, IO(BytesInput(stdin), out, err))
+        return status, out.data.decode(), err.data.decode()
+
+    return asyncio.run(run())
+
+
+def test_unknown_command_is_androids_not_found_and_127(offline_phone: Phone) -> None:
+    assert sh(offline_phone, "foo --bar") == (
+        127, "", "/system/bin/sh: foo: inaccessible or not found\n")
+    assert sh(offline_phone, "/data/local/tmp/nothing")[0] == 127
+
+
+def test_quoting_variables_and_status(offline_phone: Phone) -> None:
+    assert sh(offline_phone, "echo 'a  b' \"c $HOSTNAME\" d\\ e")[1] == "a  b c e1q d e\n"
+    assert sh(offline_phone, "false; echo $?; true && echo yes || echo no")[1] == "1\nyes\n"
+    assert sh(offline_phone, "X=1; echo ${X}2 $(echo sub) `echo tick`")[1] == "12 sub tick\n"
+    assert sh(offline_phone, "exit 7; echo never") == (7, "", "")
+    assert sh(offline_phone, "echo -n a; echo -e 'b\\tc'")[1] == "ab\tc\n"
+    assert sh(offline_phone, "! false && echo negated")[1] == "negated\n"
+
+
+def test_syntax_errors_are_reported_not_run(offline_phone: Phone) -> None:
+    status, _, err = sh(offline_phone, "echo 'unterminated")
+    assert status == 1 and "syntax error" in err
+    with pytest.raises(ShellSyntaxError):
+        parse("a && ; b")
+    status, _, err = sh(offline_phone, "if true; then echo x; fi")
+    assert status == 2 and "not supported" in err
+
+
+def test_redirections_pipes_and_globs(offline_phone: Phone) -> None:
+    script = (
+        "cd /data/local/tmp && echo one > a.txt && echo two >> a.txt && cat a.txt | wc -l; "
+        "ls /nope 2>/dev/null || echo missing; ls /nope 2>&1 | cat; cat < a.txt | head -n 1; "
+        "echo *.txt"
+    )
+    status, out, err = sh(offline_phone, script)
+    assert out == ("2\nmissing\nls: /nope: No such file or directory\none\na.txt\n")
+    assert (offline_phone.fs.root / "data/local/tmp/a.txt").read_text() == "one\ntwo\n"
+    assert status == 0 and err == ""
+
+
+def test_files_commands(offline_phone: Phone) -> None:
+    status, out, err = sh(
+        offline_phone,
+        "mkdir -p /data/local/tmp/a/b && echo hi > /data/local/tmp/a/b/f && "
+        "chmod 600 /data/local/tmp/a/b/f && ls -l /data/local/tmp/a/b && "
+        "sha256sum /data/local/tmp/a/b/f && rm -rf /data/local/tmp/a && ls /data/local/tmp",
+    )
+    assert status == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "total 4"
+    assert lines[1].startswith("-rw------- 1 shell shell 3 ") and lines[1].endswith(" f")
+    digest = hashlib.sha256(b"hi\n").hexdigest()
+    assert lines[2] == f"{digest}  /data/local/tmp/a/b/f"
+    assert lines[3:] == ["hexfleet"]
+    assert sh(offline_phone, "mkdir /data/local/tmp/x/y")[2] == (
+        "mkdir: '/data/local/tmp/x/y': No such file or directory\n")
+    assert sh(offline_phone, "rm /data/local/tmp/none") == (
+        1, "", "rm: /data/local/tmp/none: No such file or directory\n")
+    assert sh(offline_phone, "cat /system/bin")[2] == "cat: /system/bin: Is a directory\n"
+
+
+def test_writes_outside_data_are_refused_and_paths_never_escape(offline_phone: Phone) -> None:
+    outside = offline_phone.fs.root.parent / "outside.txt"
+    outside.write_text("host secret")
+    status, _, err = sh(offline_phone, "echo x > /system/bin/evil")
+    assert status == 1 and "Read-only file system" in err
+    assert sh(offline_phone, f"cat {outside}")[0] == 1
+    assert sh(offline_phone, "cat ../../../../../../../outside.txt")[0] == 1
+    assert sh(offline_phone, "rm -rf /")[0] == 1
+    assert sh(offline_phone, "cd /data/local/tmp/../../../../.. && pwd")[1] == "/\n"
+    assert outside.read_text() == "host secret"
+
+
+def test_getprop_names_the_soc_and_hexagon_arch(offline_phone: Phone) -> None:
+    assert sh(offline_phone, "getprop ro.soc.model")[1] == "SM8650\n"
+    assert sh(offline_phone, "getprop ro.hexfleet.htp_arch")[1] == "v75\n"
+    assert sh(offline_phone, "getprop no.such.prop fallback")[1] == "fallback\n"
+    listing = sh(offline_phone, "getprop")[1]
+    for key in ("ro.soc.manufacturer", "ro.board.platform", "ro.product.manufacturer",
+                "ro.product.model", "ro.product.device", "ro.build.version.release",
+                "ro.build.version.sdk", "ro.product.cpu.abi", "ro.serialno"):
+        assert f"[{key}]: [" in listing
+
+
+def test_dumpsys_battery_thermal_and_df(offline_phone: Phone) -> None:
+    battery = sh(offline_phone, "dumpsys battery")[1]
+    assert "  level: 80\n" in battery and "  USB powered: true\n" in battery
+    temps = sh(offline_phone, "cat /sys/class/thermal/thermal_zone*/temp")[1].split()
+    assert len(temps) == 7 and all(int(t) == 31000 for t in temps)
+    df = sh(offline_phone, "df /data/local/tmp")[1].splitlines()
+    assert df[0].startswith("Filesystem") and df[1].endswith(" /data")
+
+
+def test_ps_and_kill_only_reach_the_phones_own_processes(offline_phone: Phone) -> None:
+    status, out, _ = sh(offline_phone, "ps -A -o PID,NAME")
+    assert status == 0 and "1 init" in out and " sh" in out
+    assert sh(offline_phone, "kill 1")[2] == "kill: 1: Operation not permitted\n"
+    assert sh(offline_phone, "kill 99999")[2] == "kill: 99999: No such process\n"
+    status, out, _ = sh(offline_phone, "sleep 30 & kill $!; echo $?")
+    assert out == "0\n"
