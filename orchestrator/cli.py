@@ -221,8 +221,10 @@ def validate() -> None:
 
 @app.command()
 def serve() -> None:
-    """Run the orchestrator API and ingest worker."""
-    _not_yet("serve")
+    """Run the orchestrator: API on HEXFLEET_API_URL and the ingest worker, until Ctrl-C."""
+    from orchestrator.server import serve as run_server
+
+    run_server(Settings())
 
 
 @app.command()

@@ -26,7 +26,7 @@ GROUPS = [
 
 
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(  # noqa: S603 - fixed argv, no shell
+    return subprocess.run(
         [*HEXFLEET, *args], capture_output=True, text=True, timeout=60, check=False, env=env
     )
 
@@ -44,7 +44,7 @@ def test_version() -> None:
     assert result.stdout.strip() == f"hexfleet {__version__}"
 
 
-@pytest.mark.parametrize("group", ["validate", "serve", "agent", "demo"])
+@pytest.mark.parametrize("group", ["validate", "agent", "demo"])
 def test_unfinished_groups_say_so(group: str) -> None:
     result = _run(group)
     assert result.returncode == 4, result.stderr

@@ -1,0 +1,78 @@
+"""`hexfleet serve`: the orchestrator process — database migrations, model registry, the HTTP API
+(uvicorn, in a thread) and the ingest worker (Celery, in the main thread) in one process.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+from urllib.parse import urlsplit
+
+import uvicorn
+from pydantic import SecretStr
+
+from hexfleet.broker import make_celery
+from hexfleet.errors import InvalidRequest
+from hexfleet.settings import Settings
+from models.store import ModelStore
+from orchestrator.api.app import create_app
+from orchestrator.db.engine import make_engine, session_factory, upgrade
+from orchestrator.dispatch import CeleryDispatcher
+from orchestrator.registry import sync_from_store
+from orchestrator.worker import run_ingest_worker
+
+log = logging.getLogger(__name__)
+
+
+def bind_address(settings: Settings) -> tuple[str, int]:
+    """Host and port to listen on, from HEXFLEET_API_URL."""
+    parts = urlsplit(settings.api_url)
+    if parts.scheme != "http" or not parts.hostname:
+        raise InvalidRequest(f"HEXFLEET_API_URL {settings.api_url!r} must be http://HOST:PORT")
+    return parts.hostname, parts.port or 80
+
+
+def with_tokens(settings: Settings) -> Settings:
+    """Make sure some submitting token exists: the configured one, or a new one in the data dir.
+
+    The embedded farm writes its token to `data_dir/api-token` (mode 600) for the local CLI.
+    """
+    if settings.submit_tokens:
+        return settings
+    if settings.api_token is not None:
+        return settings.model_copy(update={"submit_tokens": [settings.api_token]})
+    token = settings.client_token()
+    if token is None:
+        token = secrets.token_urlsafe(24)
+        settings.ensure_data_dir()
+        settings.token_file.touch(mode=0o600)
+        settings.token_file.write_text(token + "\n")
+    return settings.model_copy(update={"submit_tokens": [SecretStr(token)]})
+
+
+def prepare(settings: Settings) -> Settings:
+    """Migrate the database and register the store's models; returns the settings to serve."""
+    settings.ensure_data_dir()
+    upgrade(settings.resolved_database_url)
+    engine = make_engine(settings.resolved_database_url)
+    with session_factory(engine)() as session:
+        registered = sync_from_store(session, ModelStore.from_settings(settings))
+    engine.dispose()
+    log.info("%d model variants registered", len(registered))
+    return with_tokens(settings)
+
+
+def serve(settings: Settings) -> None:
+    """Run the API and the ingest worker until interrupted."""
+    settings = prepare(settings)
+    host, port = bind_address(settings)
+    app = create_app(settings, CeleryDispatcher(make_celery(settings)))
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    api = threading.Thread(target=server.run, name="api", daemon=True)
+    api.start()
+    try:
+        run_ingest_worker(settings)
+    finally:
+        server.should_exit = True
+        api.join(timeout=10)
