@@ -94,7 +94,10 @@ class Thresholds(_Strict):
 
 
 class Manifest(_Strict):
-    """Everything needed to run, quantize, compile and validate one model variant."""
+    """Everything needed to run, quantize, compile and validate one model variant.
+
+    `prompt_world` names the synthetic world whose judge scores this model's prompt accuracy.
+    """
 
     schema_version: Literal[1] = 1
     name: str
@@ -112,6 +115,7 @@ class Manifest(_Strict):
     default_steps: int = Field(default=20, gt=0)
     default_guidance: float = 7.5
     thresholds: Thresholds = Field(default_factory=Thresholds)
+    prompt_world: Literal["tiny-sd"] | None = None
     source: str = ""
     parent: str | None = None
 

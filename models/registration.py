@@ -183,6 +183,7 @@ def register_tiny_sd(
             kind="word", files=store_files(store, [vocab]), max_length=max_length
         ),
         thresholds=Thresholds(min_prompt_accuracy=0.9),
+        prompt_world="tiny-sd",
         source=f"trained in-project ({source})",
         **tiny_sd_manifest_fields(info),
     )

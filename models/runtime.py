@@ -185,7 +185,6 @@ def htp_provider_options(
         "backend_path": onnxruntime_qnn.get_qnn_htp_path(),
         "htp_arch": check_htp_arch(htp_arch),
         "offload_graph_io_quantization": "0",
-        "htp_graph_finalization_optimization_mode": "1",
     }
     if profiling != "off":
         options["profiling_level"] = profiling

@@ -13,6 +13,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -21,10 +22,7 @@ from onnx import TensorProto, helper, numpy_helper
 from models.clip_tokenizer import END, START, byte_to_unicode
 
 OPSET = 17
-TINY_WORDS = (
-    "a in background on the left right at top bottom center red green blue yellow white black "
-    "circle square triangle"
-).split()
+TINY_VOCAB = Path(__file__).with_name("tiny_sd") / "vocab.json"
 SD_WORDS = "a photo of an astronaut riding horse on mars red cat painting".split()
 
 
@@ -272,21 +270,25 @@ def vae_decoder(spec: SyntheticSpec, seed: int = 2) -> onnx.ModelProto:
     return g.model([latent], [(out, info)], "vae_decoder")
 
 
-def word_vocab(max_length: int) -> dict[str, object]:
-    """A tiny-sd style vocabulary file (special tokens first, then TINY_WORDS)."""
-    tokens = ["<pad>", "<bos>", "<eos>", "<unk>", *TINY_WORDS]
-    return {"max_length": max_length, "tokens": {t: i for i, t in enumerate(tokens)}}
+def tiny_vocab() -> dict[str, Any]:
+    """tiny-sd's shipped word vocabulary (models/tiny_sd/vocab.json): same words, same length."""
+    return json.loads(TINY_VOCAB.read_text())
 
 
 def write_tiny_layout(folder: Path, spec: SyntheticSpec | None = None, seed: int = 0) -> Path:
     """A folder shaped like models/tiny_sd: weights/*.onnx, info.json, vocab.json."""
-    spec = spec or SyntheticSpec(vocab_size=len(TINY_WORDS) + 4, timestep_len=1)
+    vocab = tiny_vocab()
+    spec = spec or SyntheticSpec(
+        vocab_size=max(vocab["tokens"].values()) + 1,
+        seq_len=int(vocab["max_length"]),
+        timestep_len=1,
+    )
     weights = folder / "weights"
     weights.mkdir(parents=True, exist_ok=True)
     onnx.save(text_encoder(spec, seed), str(weights / "text_encoder.onnx"))
     onnx.save(unet(spec, seed + 1), str(weights / "unet.onnx"))
     onnx.save(vae_decoder(spec, seed + 2), str(weights / "vae_decoder.onnx"))
-    (folder / "vocab.json").write_text(json.dumps(word_vocab(spec.seq_len), indent=1))
+    (folder / "vocab.json").write_text(json.dumps(vocab, indent=1))
     info = {
         "name": "tiny-sd",
         "version": "1",

@@ -80,8 +80,8 @@ def test_out_of_vocabulary_words_are_named(pipeline: Pipeline) -> None:
 
 
 def test_prompt_over_the_tokenizer_length(pipeline: Pipeline) -> None:
-    with pytest.raises(InvalidRequest, match="at most 6"):
-        pipeline.generate("a red circle on the left in a blue background", steps=1)
+    with pytest.raises(InvalidRequest, match="at most 14"):
+        pipeline.generate("a red circle on the left in a blue background " * 2, steps=1)
 
 
 def test_unknown_scheduler_and_bad_steps(pipeline: Pipeline) -> None:

@@ -1,0 +1,246 @@
+"""QDQ quantization (w8a8, w8a16) for the QNN HTP backend, calibrated on real prompts' activations.
+
+Per component: fix shapes to what the pipeline feeds, `qnn_preprocess_model`, onnxruntime's QNN
+QDQ config (8-bit weights always: 16-bit weights fail on HTP), then a check on the HTP
+simulator with CPU fallback disabled that names any node that would fall back.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnxruntime.quantization import QuantType, quantize
+from onnxruntime.quantization.execution_providers.qnn import (
+    get_qnn_qdq_config,
+    qnn_preprocess_model,
+)
+from onnxruntime.tools.onnx_model_utils import fix_output_shapes, make_input_shape_fixed
+
+from hexfleet.errors import InvalidRequest, ModelError
+from models.calibration import Activations, FeedsReader, default_prompts, record_activations
+from models.htp_rewrites import flatten_silu
+from models.manifest import ROLES, Manifest, Precision, Thresholds
+from models.pipeline import Pipeline
+from models.registration import store_component
+from models.runtime import Placement, node_placement, open_session
+from models.store import ModelStore
+
+ACTIVATION_TYPES = {"w8a8": QuantType.QUInt8, "w8a16": QuantType.QUInt16}
+ACCURACY_KEPT = {"w8a8": 0.85, "w8a16": 0.95}
+MIN_PSNR_DB = {"w8a8": 20.0, "w8a16": 25.0}
+ERROR_SAMPLES = 8
+
+
+@dataclass
+class ComponentReport:
+    """How one quantized component came out: calibration size, error, and HTP placement."""
+
+    role: str
+    samples: int
+    cpu_rel_error: float
+    htp_rel_error: float | None = None
+    htp_session_s: float | None = None
+    placement: Placement | None = None
+    htp_error: str | None = None
+
+    @property
+    def fully_on_htp(self) -> bool:
+        return self.placement is not None and self.placement.fully_on_htp
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "calibration_samples": self.samples,
+            "cpu_qdq_rel_error": self.cpu_rel_error,
+            "htp_rel_error": self.htp_rel_error,
+            "htp_session_create_s": self.htp_session_s,
+            "fully_on_htp": self.fully_on_htp,
+            "placement": None if self.placement is None else self.placement.summary(),
+            "cpu_nodes": [] if self.placement is None else self.placement.cpu_nodes,
+            "htp_error": self.htp_error,
+        }
+
+
+@dataclass
+class QuantizationReport:
+    manifest: Manifest
+    components: dict[str, ComponentReport] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "model": self.manifest.ref,
+            "precision": self.manifest.precision,
+            "seconds": self.seconds,
+            "components": {role: r.to_dict() for role, r in self.components.items()},
+        }
+
+
+def rel_error(actual: np.ndarray, reference: np.ndarray) -> float:
+    """Mean absolute error relative to the reference's mean magnitude."""
+    scale = float(np.mean(np.abs(reference))) or 1.0
+    return float(np.mean(np.abs(actual.astype(np.float64) - reference)) / scale)
+
+
+def prepare_graph(source: Path, target: Path, feed: dict[str, np.ndarray]) -> Path:
+    """The FP32 graph as the HTP needs it: free dimensions fixed to a real feed's (HTP shapes
+    are static), and the SiLU rewrite of models.htp_rewrites applied."""
+    model = onnx.load(str(source))
+    for value in model.graph.input:
+        dims = value.type.tensor_type.shape.dim
+        if value.name in feed and any(not d.HasField("dim_value") for d in dims):
+            make_input_shape_fixed(model.graph, value.name, list(feed[value.name].shape))
+    fix_output_shapes(model)
+    flatten_silu(model)
+    onnx.save(model, str(target))
+    return target
+
+
+def _spread(items: list[dict[str, np.ndarray]], count: int) -> list[dict[str, np.ndarray]]:
+    if len(items) <= count:
+        return items
+    picks = np.linspace(0, len(items) - 1, count).round().astype(int)
+    return [items[i] for i in picks]
+
+
+def quantize_component(
+    source: Path,
+    target: Path,
+    feeds: list[dict[str, np.ndarray]],
+    precision: Precision,
+    workdir: Path,
+) -> Path:
+    """One ONNX file → its QDQ version for QNN, calibrated on `feeds`."""
+    if not feeds:
+        raise ModelError(f"no calibration data for {source.name}")
+    fixed = prepare_graph(source, workdir / f"{target.stem}.fixed.onnx", feeds[0])
+    pre = workdir / f"{target.stem}.pre.onnx"
+    # qnn_preprocess_model writes nothing when it has nothing to change.
+    if not qnn_preprocess_model(str(fixed), str(pre), fuse_layernorm=True):
+        pre = fixed
+    config = get_qnn_qdq_config(
+        str(pre),
+        FeedsReader(feeds),
+        activation_type=ACTIVATION_TYPES[precision],
+        weight_type=QuantType.QUInt8,
+    )
+    config.extra_options["CalibMaxIntermediateOutputs"] = 16
+    with _quiet_root_logger():
+        quantize(str(pre), str(target), config)
+    return target
+
+
+@contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """onnxruntime's quantizer warns on the root logger about steps we do on purpose."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def check_component(
+    role: str,
+    fp32: Path,
+    qdq: Path,
+    feeds: list[dict[str, np.ndarray]],
+    htp_arch: str | None,
+    check_htp: bool,
+    threads: int | None,
+) -> ComponentReport:
+    """Error of the QDQ model vs FP32 on CPU (and on the HTP simulator), and its placement."""
+    samples = _spread(feeds, ERROR_SAMPLES)
+    reference = open_session(fp32, "cpu", threads=threads)
+    quantized = open_session(qdq, "cpu", threads=threads)
+    expected = [next(iter(reference.run(f).values())) for f in samples]
+    errors = [
+        rel_error(next(iter(quantized.run(f).values())), e)
+        for f, e in zip(samples, expected, strict=True)
+    ]
+    report = ComponentReport(role, len(feeds), float(np.mean(errors)))
+    if not check_htp:
+        return report
+    try:
+        htp = open_session(qdq, "htp", htp_arch=htp_arch, threads=threads)
+    except ModelError as err:
+        report.htp_error = str(err)
+        report.placement = node_placement(qdq, htp_arch=htp_arch, threads=threads)
+        return report
+    report.htp_session_s = htp.create_seconds
+    report.placement = htp.placement()
+    few = _spread(samples, 2)
+    report.htp_rel_error = float(
+        np.mean(
+            [
+                rel_error(next(iter(htp.run(f).values())), next(iter(reference.run(f).values())))
+                for f in few
+            ]
+        )
+    )
+    return report
+
+
+def quantize_model(
+    store: ModelStore,
+    manifest: Manifest,
+    precision: Precision,
+    *,
+    prompts: list[str] | None = None,
+    calibration_prompts: int = 32,
+    calibration_steps: int | None = None,
+    htp_arch: str | None = None,
+    check_htp: bool = True,
+    threads: int | None = None,
+) -> QuantizationReport:
+    """Quantize an FP32 manifest to `precision`, store the QDQ manifest, report per component."""
+    if precision not in ACTIVATION_TYPES:
+        raise InvalidRequest(
+            f"precision must be one of {list(ACTIVATION_TYPES)}, not {precision!r}"
+        )
+    if manifest.precision != "fp32":
+        raise InvalidRequest(f"quantize an FP32 model, not {manifest.ref}")
+    start = time.perf_counter()
+    prompts = prompts or default_prompts(manifest, calibration_prompts)
+    pipeline = Pipeline.from_manifest(manifest, store, "cpu", threads=threads)
+    activations: Activations = record_activations(pipeline, prompts, steps=calibration_steps)
+    components = {}
+    reports = {}
+    with tempfile.TemporaryDirectory(prefix="hexfleet-quantize-") as tmp:
+        workdir = Path(tmp)
+        for role in ROLES:
+            fp32 = store.component_path(manifest.components[role])
+            target = workdir / f"{role}.{precision}.onnx"
+            feeds = activations.feeds[role]
+            quantize_component(fp32, target, feeds, precision, workdir)
+            reports[role] = check_component(role, fp32, target, feeds, htp_arch, check_htp, threads)
+            components[role] = store_component(store, target, role)
+    parent = manifest.thresholds.min_prompt_accuracy
+    quantized = Manifest.model_validate(
+        {
+            **manifest.model_dump(),
+            "precision": precision,
+            "htp_arch": None,
+            "components": components,
+            "parent": manifest.ref,
+            "thresholds": Thresholds(
+                min_prompt_accuracy=None if parent is None else parent * ACCURACY_KEPT[precision],
+                min_psnr_db=MIN_PSNR_DB[precision],
+            ),
+            "source": (
+                f"QDQ {precision} of {manifest.ref}, calibrated on {len(prompts)} prompts "
+                f"({activations.count('unet')} UNet steps)"
+            ),
+        }
+    )
+    store.save(quantized)
+    return QuantizationReport(quantized, reports, time.perf_counter() - start)
