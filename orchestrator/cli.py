@@ -16,7 +16,13 @@ from rich.console import Console
 
 from device_agent.cli import agent_app, virtual_devices_app
 from hexfleet import __version__
-from hexfleet.errors import DeviceError, HexfleetError, NotImplementedYet, ServiceUnavailable
+from hexfleet.errors import (
+    DeviceError,
+    HexfleetError,
+    InvalidRequest,
+    NotImplementedYet,
+    ServiceUnavailable,
+)
 from hexfleet.settings import Settings
 from models.cli import models_app
 from orchestrator import console as views
@@ -220,11 +226,17 @@ def validate() -> None:
 
 
 @app.command()
-def serve() -> None:
+def serve(
+    role: Annotated[
+        str, typer.Option(help="all, api (HTTP only) or ingest (worker only).")
+    ] = "all",
+) -> None:
     """Run the orchestrator: API on HEXFLEET_API_URL and the ingest worker, until Ctrl-C."""
     from orchestrator.server import serve as run_server
 
-    run_server(Settings())
+    if role not in ("all", "api", "ingest"):
+        raise InvalidRequest(f"--role must be all, api or ingest, not {role!r}")
+    run_server(Settings(), role)  # type: ignore[arg-type]
 
 
 @app.command()

@@ -1,5 +1,5 @@
 """`hexfleet serve`: the orchestrator process — database migrations, model registry, the HTTP API
-(uvicorn, in a thread) and the ingest worker (Celery, in the main thread) in one process.
+(uvicorn) and the ingest worker (Celery); both in one process by default, or one role each.
 """
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
+from typing import Literal
 from urllib.parse import urlsplit
 
 import uvicorn
@@ -63,12 +64,21 @@ def prepare(settings: Settings) -> Settings:
     return with_tokens(settings)
 
 
-def serve(settings: Settings) -> None:
-    """Run the API and the ingest worker until interrupted."""
+Role = Literal["all", "api", "ingest"]
+
+
+def serve(settings: Settings, role: Role = "all") -> None:
+    """Run the API, the ingest worker, or both (one process, the default) until interrupted."""
     settings = prepare(settings)
+    if role == "ingest":
+        run_ingest_worker(settings)
+        return
     host, port = bind_address(settings)
     app = create_app(settings, CeleryDispatcher(make_celery(settings)))
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    if role == "api":
+        server.run()
+        return
     api = threading.Thread(target=server.run, name="api", daemon=True)
     api.start()
     try:
