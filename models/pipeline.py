@@ -156,6 +156,11 @@ class Pipeline:
                 f"{manifest.ref} is FP32; the HTP backend runs quantized models "
                 "(quantize it first, or use --runtime cpu)"
             )
+        compiled = any(c.format == "epcontext" for c in manifest.components.values())
+        if compiled and runtime != "htp":
+            raise InvalidRequest(
+                f"{manifest.ref} holds QNN context binaries; run it with --runtime htp"
+            )
         arch = htp_arch or manifest.htp_arch
         graphs = [
             open_session(
