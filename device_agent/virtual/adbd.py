@@ -41,6 +41,7 @@ class Stream:
         self.remote_id = remote_id
         self.destination = destination
         self.closed = False
+        self.close_sent = False
         self._may_send = asyncio.Event()
         self._may_send.set()  # The host's OPEN implies its first OKAY (protocol.txt).
         self._out = bytearray()
@@ -132,6 +133,7 @@ class Stream:
     def on_remote_close(self) -> None:
         """The host closed the stream: wake everyone waiting on it."""
         self.closed = True
+        self.close_sent = True
         self._eof = True
         self._data.set()
         self._may_send.set()
@@ -144,6 +146,7 @@ class Stream:
             await self.flush()
         if not self.closed:
             self.closed = True
+            self.close_sent = True
             self._may_send.set()
             with contextlib.suppress(ConnectionError):
                 await self.conn.send(proto.A_CLSE, self.local_id, self.remote_id)
@@ -248,10 +251,14 @@ class Connection:
             stream = self._streams.get(header.arg1)
             if stream is not None and stream.remote_id == header.arg0:
                 self._forget(stream)
+                answer = not stream.close_sent
                 stream.on_remote_close()
                 task = self._tasks.pop(stream.local_id, None)
                 if task is not None:
                     task.cancel()
+                if answer:
+                    # adbd answers a CLSE with its own; clients such as adb-shell wait for it.
+                    await self.send(proto.A_CLSE, stream.local_id, stream.remote_id)
         else:
             log.info("%s: ignoring %s", self.peer, header.name)
 

@@ -99,7 +99,7 @@ class SyncService:
             folder = self._fs.resolve(path).host
             names = sorted(os.listdir(folder))
         except OSError:
-            await self._stream.write(DENT_V1.pack(b"DONE", 0, 0, 0, 0))
+            await self._stream.write(_list_done(v2))
             return
         parent = folder.parent if folder != self._fs.root else folder
         entries = [(".", folder), ("..", parent)] + [(name, folder / name) for name in names]
@@ -120,7 +120,7 @@ class SyncService:
                 size, mtime = info.st_size & 0xFFFFFFFF, int(info.st_mtime)
                 record = DENT_V1.pack(b"DENT", info.st_mode, size, mtime, len(encoded))
             await self._stream.write(record + encoded)
-        await self._stream.write(DENT_V1.pack(b"DONE", 0, 0, 0, 0))
+        await self._stream.write(_list_done(v2))
 
     async def _send(self, spec: str) -> bool:
         path, comma, mode_text = spec.rpartition(",")
@@ -140,7 +140,7 @@ class SyncService:
         try:
             resolved = self._fs.resolve(path)
             check_writable(resolved.device)
-            if resolved.host.is_dir():
+            if resolved.host.is_dir() or path.endswith("/"):
                 raise fs_error(errno.EISDIR, resolved.device)
             created = not resolved.host.exists()
             resolved.host.parent.mkdir(parents=True, exist_ok=True)
@@ -214,6 +214,13 @@ class SyncService:
 
 class _UploadError(Exception):
     """The host broke the SEND sub-protocol."""
+
+
+def _list_done(v2: bool) -> bytes:
+    """The end of a listing: a whole (zeroed) dirent of the listing's version, with id DONE."""
+    if v2:
+        return DENT_V2.pack(b"DONE", 0, *([0] * 10), 0)
+    return DENT_V1.pack(b"DONE", 0, 0, 0, 0)
 
 
 def _v2_fields(info: os.stat_result) -> tuple[int, ...]:

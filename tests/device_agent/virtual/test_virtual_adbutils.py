@@ -54,8 +54,7 @@ def test_battery_and_thermal_zones(device: adbutils.AdbDevice) -> None:
     assert len(temps) >= 5 and all(25_000 < int(t) < 40_000 for t in temps)
 
 
-def test_sync_push_pull_stat_list(device: adbutils.AdbDevice, phone: Phone,
-                                  tmp_path: Path) -> None:
+def test_sync_push_pull_stat_list(device: adbutils.AdbDevice, phone: Phone, tmp_path: Path) -> None:
     payload = os.urandom(300_000)
     assert device.sync.push(payload, "/data/local/tmp/dir/a.bin", mode=0o644) == len(payload)
     info = device.sync.stat("/data/local/tmp/dir/a.bin")
@@ -120,9 +119,7 @@ def test_several_streams_at_once(device: adbutils.AdbDevice) -> None:
     assert streaming.read_until_close().strip() == "slow"
 
 
-def test_two_phones_serve_at_once(
-    adb_server: AdbServer, make_phone: Callable[..., Phone]
-) -> None:
+def test_two_phones_serve_at_once(adb_server: AdbServer, make_phone: Callable[..., Phone]) -> None:
     first, second = make_phone("sm8450"), make_phone("sm8750")
     devices = [adb_server.connect(first.serial), adb_server.connect(second.serial)]
     try:

@@ -13,8 +13,26 @@ from hypothesis import strategies as st
 from device_agent.virtual.filesystem import PhoneFilesystem, check_writable
 
 COMPONENTS = st.sampled_from(
-    ["..", ".", "", "data", "local", "tmp", "etc", "passwd", "up", "out", "loop", "abs", "...",
-     "/", "//", "\\", "~", "root"]
+    [
+        "..",
+        ".",
+        "",
+        "data",
+        "local",
+        "tmp",
+        "etc",
+        "passwd",
+        "up",
+        "out",
+        "loop",
+        "abs",
+        "...",
+        "/",
+        "//",
+        "\\",
+        "~",
+        "root",
+    ]
 )
 PATHS = st.one_of(
     st.lists(COMPONENTS, max_size=12).map("/".join),

@@ -17,8 +17,12 @@ def test_header_round_trips(command: int, arg0: int, arg1: int, payload: bytes) 
     raw = proto.encode(command, arg0, arg1, payload)
     header = proto.decode_header(raw[: proto.HEADER_SIZE], max_payload=proto.MAX_PAYLOAD)
     assert (header.command, header.arg0, header.arg1, header.length) == (
-        command, arg0, arg1, len(payload))
-    assert raw[proto.HEADER_SIZE:] == payload
+        command,
+        arg0,
+        arg1,
+        len(payload),
+    )
+    assert raw[proto.HEADER_SIZE :] == payload
     proto.verify_checksum(header, payload)
 
 
@@ -56,12 +60,18 @@ def test_corrupt_payload_fails_the_checksum() -> None:
 
 def test_banner_and_host_identity() -> None:
     banner = proto.device_banner(
-        {"ro.product.name": "dm1qsqw", "ro.product.model": "SM-S911U",
-         "ro.product.device": "dm1q", "ro.other": "x"},
+        {
+            "ro.product.name": "dm1qsqw",
+            "ro.product.model": "SM-S911U",
+            "ro.product.device": "dm1q",
+            "ro.other": "x",
+        },
         ["shell_v2", "stat_v2"],
     )
-    assert banner == (b"device::ro.product.name=dm1qsqw;ro.product.model=SM-S911U;"
-                      b"ro.product.device=dm1q;features=shell_v2,stat_v2")
+    assert banner == (
+        b"device::ro.product.name=dm1qsqw;ro.product.model=SM-S911U;"
+        b"ro.product.device=dm1q;features=shell_v2,stat_v2"
+    )
     identity = proto.parse_identity(b"host::features=shell_v2,cmd,stat_v2\0")
     assert identity.system_type == "host"
     assert identity.features == {"shell_v2", "cmd", "stat_v2"}

@@ -34,7 +34,10 @@ def sh(phone: Phone, script: str, stdin: bytes = b"") -> tuple[int, str, str]:
 
 def test_unknown_command_is_androids_not_found_and_127(offline_phone: Phone) -> None:
     assert sh(offline_phone, "foo --bar") == (
-        127, "", "/system/bin/sh: foo: inaccessible or not found\n")
+        127,
+        "",
+        "/system/bin/sh: foo: inaccessible or not found\n",
+    )
     assert sh(offline_phone, "/data/local/tmp/nothing")[0] == 127
 
 
@@ -83,9 +86,13 @@ def test_files_commands(offline_phone: Phone) -> None:
     assert lines[2] == f"{digest}  /data/local/tmp/a/b/f"
     assert lines[3:] == ["hexfleet"]
     assert sh(offline_phone, "mkdir /data/local/tmp/x/y")[2] == (
-        "mkdir: '/data/local/tmp/x/y': No such file or directory\n")
+        "mkdir: '/data/local/tmp/x/y': No such file or directory\n"
+    )
     assert sh(offline_phone, "rm /data/local/tmp/none") == (
-        1, "", "rm: /data/local/tmp/none: No such file or directory\n")
+        1,
+        "",
+        "rm: /data/local/tmp/none: No such file or directory\n",
+    )
     assert sh(offline_phone, "cat /system/bin")[2] == "cat: /system/bin: Is a directory\n"
 
 
@@ -106,9 +113,17 @@ def test_getprop_names_the_soc_and_hexagon_arch(offline_phone: Phone) -> None:
     assert sh(offline_phone, "getprop ro.hexfleet.htp_arch")[1] == "v75\n"
     assert sh(offline_phone, "getprop no.such.prop fallback")[1] == "fallback\n"
     listing = sh(offline_phone, "getprop")[1]
-    for key in ("ro.soc.manufacturer", "ro.board.platform", "ro.product.manufacturer",
-                "ro.product.model", "ro.product.device", "ro.build.version.release",
-                "ro.build.version.sdk", "ro.product.cpu.abi", "ro.serialno"):
+    for key in (
+        "ro.soc.manufacturer",
+        "ro.board.platform",
+        "ro.product.manufacturer",
+        "ro.product.model",
+        "ro.product.device",
+        "ro.build.version.release",
+        "ro.build.version.sdk",
+        "ro.product.cpu.abi",
+        "ro.serialno",
+    ):
         assert f"[{key}]: [" in listing
 
 
