@@ -44,6 +44,7 @@ class RunTask(Message):
     model: str
     manifest: dict[str, Any]
     params: dict[str, Any]
+    inputs: dict[str, bytes] = {}
     deadline_s: float = Field(gt=0)
     exclude_serials: list[Serial] = []
 

@@ -17,78 +17,45 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from device_agent.messages import RunTask
+from device_agent.runner.spec import (
+    BenchmarkParams,
+    Component,
+    GenerateParams,
+    InferParams,
+    Runtime,
+    TensorName,
+)
 from hexfleet.errors import InvalidRequest, NotFound
-from models.schedulers import SCHEDULERS
 from orchestrator.db.schema import Device, DeviceState, Job, JobState, Model, Run, RunState
 from orchestrator.scheduler import plan_runs
 from orchestrator.selectors import MAX_LENGTH, parse_selector
 
 ModelName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._\-]{0,63}$")]
 Precision = Literal["fp32", "w8a8", "w8a16"]
-MAX_PROMPT_CHARS = 1000
+MAX_TENSOR_BYTES = 64 << 20
 
 
-def _check_prompt(text: str) -> str:
-    stripped = text.strip()
-    if not stripped:
-        raise ValueError("a prompt must not be empty")
-    if len(stripped) > MAX_PROMPT_CHARS:
-        raise ValueError(f"a prompt must be at most {MAX_PROMPT_CHARS} characters")
-    if any(ord(c) < 32 and c not in "\t\n" for c in stripped) or "\x7f" in stripped:
-        raise ValueError("a prompt must not contain control characters")
-    return stripped
+class InferRequestParams(BaseModel):
+    """An infer job as submitted: the input tensors themselves (.npy bytes, base64 in JSON)."""
 
-
-class _Params(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    component: Component
+    runtime: Runtime = "htp"
+    tensors: dict[TensorName, bytes] = Field(min_length=1, max_length=16)
 
-class GenerateParams(_Params):
-    prompts: list[str] = Field(min_length=1, max_length=16)
-    negative_prompt: str = ""
-    seed: int = Field(default=0, ge=0, lt=2**32)
-    steps: int | None = Field(default=None, ge=1, le=150)
-    guidance: float | None = Field(default=None, ge=0, le=30)
-    scheduler: str | None = None
-    images_per_prompt: int = Field(default=1, ge=1, le=8)
-    runtime: Literal["htp", "cpu"] = "htp"
-
-    @field_validator("prompts")
+    @field_validator("tensors")
     @classmethod
-    def _prompts(cls, value: list[str]) -> list[str]:
-        return [_check_prompt(p) for p in value]
-
-    @field_validator("negative_prompt")
-    @classmethod
-    def _negative(cls, value: str) -> str:
-        return _check_prompt(value) if value.strip() else ""
-
-    @field_validator("scheduler")
-    @classmethod
-    def _scheduler(cls, value: str | None) -> str | None:
-        if value is not None and value.lower() not in SCHEDULERS:
-            raise ValueError(f"unknown scheduler {value!r}; choose one of {', '.join(SCHEDULERS)}")
-        return value.lower() if value else None
+    def _size(cls, value: dict[str, bytes]) -> dict[str, bytes]:
+        if sum(len(v) for v in value.values()) > MAX_TENSOR_BYTES:
+            raise ValueError(f"input tensors must total at most {MAX_TENSOR_BYTES >> 20} MiB")
+        return value
 
 
-class BenchmarkParams(_Params):
-    component: Literal["text_encoder", "unet", "vae_decoder"] = "unet"
-    runtime: Literal["htp", "cpu"] = "htp"
-    warmup: int = Field(default=2, ge=0, le=100)
-    iterations: int = Field(default=10, ge=1, le=10000)
-    max_start_temp_c: float = Field(default=45.0, gt=0, le=100)
-
-
-class InferParams(_Params):
-    component: Literal["text_encoder", "unet", "vae_decoder"]
-    runtime: Literal["htp", "cpu"] = "htp"
-    inputs: dict[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:/\-]{1,128}$")], bytes]
-
-
-PARAMS: dict[str, type[_Params]] = {
+PARAMS: dict[str, type[BaseModel]] = {
     "generate": GenerateParams,
     "benchmark": BenchmarkParams,
-    "infer": InferParams,
+    "infer": InferRequestParams,
 }
 
 
@@ -108,11 +75,21 @@ class JobRequest(BaseModel):
     deadline_s: float = Field(default=600, gt=0, le=6 * 3600)
     params: dict[str, Any] = {}
 
-    def typed_params(self) -> _Params:
+    def typed_params(self) -> BaseModel:
         try:
             return PARAMS[self.kind].model_validate(self.params)
         except ValueError as exc:
             raise InvalidRequest(f"{self.kind} parameters: {exc}") from exc
+
+    def runner_params(self) -> tuple[dict[str, Any], dict[str, bytes]]:
+        """The runner's parameters for this job, and input tensors to push (infer only)."""
+        typed = self.typed_params()
+        if isinstance(typed, InferRequestParams):
+            runner = InferParams(
+                component=typed.component, runtime=typed.runtime, inputs=list(typed.tensors)
+            )
+            return runner.model_dump(mode="json"), dict(typed.tensors)
+        return typed.model_dump(mode="json"), {}
 
 
 class Dispatcher(Protocol):
@@ -155,7 +132,7 @@ def find_model(session: Session, name: str, precision: str) -> Model:
 
 def submit(session: Session, request: JobRequest, dispatcher: Dispatcher, submitted_by: str) -> Job:
     """Validate, plan, store and dispatch a job; returns the stored job."""
-    params = request.typed_params()
+    params, tensors = request.runner_params()
     selector = parse_selector(request.selector)
     model = find_model(session, request.model, request.precision)
     planned = plan_runs(
@@ -191,7 +168,8 @@ def submit(session: Session, request: JobRequest, dispatcher: Dispatcher, submit
                     kind=request.kind,
                     model=f"{model.name}/{model.version}/{model.precision}",
                     manifest=model.manifest,
-                    params=params.model_dump(mode="json"),
+                    params=params,
+                    inputs=tensors,
                     deadline_s=request.deadline_s,
                 ),
                 plan.queue,
