@@ -41,6 +41,8 @@ class PhoneConfig:
     reboot_s: float = 3.0
     bandwidth_mb_s: float | None = None
     faulty_npu: float = 0.0
+    # Host argv prefixes replacing `python -m <module>` for some programs (device path → argv).
+    program_commands: dict[str, list[str]] = field(default_factory=dict)
 
 
 class Phone:
@@ -58,7 +60,12 @@ class Phone:
         self.faults.limit_bandwidth(config.bandwidth_mb_s)
         self.faults.faulty_npu = config.faulty_npu
         self.programs = Programs(
-            self.fs, self.processes, self.faults, self.compute_settings, self.serialno
+            self.fs,
+            self.processes,
+            self.faults,
+            self.compute_settings,
+            self.serialno,
+            commands=config.program_commands,
         )
         self.context = PhoneContext(
             fs=self.fs,

@@ -93,6 +93,7 @@ class Programs:
         compute: Callable[[], ComputeSettings],
         serial: str,
         python: str = sys.executable,
+        commands: dict[str, list[str]] | None = None,
     ) -> None:
         self._fs = fs
         self._processes = processes
@@ -100,6 +101,11 @@ class Programs:
         self._compute = compute
         self._serial = serial
         self._python = python
+        self._commands = dict(commands or {})
+
+    def command(self, program: Program) -> list[str]:
+        """The host argv prefix that runs `program` (`python -m module` unless overridden)."""
+        return self._commands.get(program.device_path, [self._python, "-m", program.module])
 
     def placeholders(self) -> dict[str, str]:
         """Files to create on a fresh phone so `ls` finds the programs."""
@@ -169,9 +175,7 @@ class Programs:
             await stderr.write(f"{program.name}: {exc.filename}: {exc.strerror}\n".encode())
             return 1
         proc = await asyncio.create_subprocess_exec(
-            self._python,
-            "-m",
-            program.module,
+            *self.command(program),
             *launch.args,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
