@@ -162,8 +162,9 @@ def run_tool(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         session = PhoneSession(args.model, settings)
-        print(f"loaded model on {settings.mode} (htp_arch {settings.htp_arch}) in "
-              f"{(time.perf_counter() - started) * 1000:.0f} ms", flush=True)
+        where = f"htp (htp_arch {settings.htp_arch})" if settings.mode == "htp" else "cpu"
+        print(f"loaded model on {where} in {(time.perf_counter() - started) * 1000:.0f} ms",
+              flush=True)
         feeds = _load_inputs(args.input, session)
         started = time.perf_counter()
         outputs = session.run(None, feeds)

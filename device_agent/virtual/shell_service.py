@@ -84,16 +84,21 @@ async def _demultiplex(stream: Stream, stdin: Pipe) -> None:
         stdin.writer.close()
 
 
-def parse_destination(destination: str) -> tuple[bool, str]:
-    """(uses shell protocol v2, command) from `shell,v2,TERM=xterm,raw:CMD` or `exec:CMD`."""
+def parse_destination(destination: str) -> tuple[bool, bool, str]:
+    """(shell protocol v2, terminal wanted, command) from `shell,v2,TERM=xterm,raw:CMD` etc.
+
+    As adbd decides: a terminal when `pty` is asked for, or for an interactive shell (no command)
+    unless `raw` is; `exec:` never has one.
+    """
     service, _, command = destination.partition(":")
     name, *options = service.split(",")
-    return name == "shell" and "v2" in options, command
+    pty = name == "shell" and ("pty" in options or (not command and "raw" not in options))
+    return name == "shell" and "v2" in options, pty, command
 
 
 async def serve_shell(stream: Stream, toolbox: Toolbox, destination: str) -> None:
     """Run the command the destination names (or an interactive shell) and report its status."""
-    v2, command = parse_destination(destination)
+    v2, pty, command = parse_destination(destination)
     demux: asyncio.Task[None] | None = None
     if v2:
         stdin_pipe = Pipe()
@@ -109,7 +114,7 @@ async def serve_shell(stream: Stream, toolbox: Toolbox, destination: str) -> Non
         if command.strip():
             status = await _run_killable(interpreter.run(command, io), toolbox, state.pid)
         else:
-            status = await _interactive(toolbox, interpreter, io)
+            status = await _interactive(toolbox, interpreter, io, prompt=pty)
         await io.stdout.flush()
         if v2:
             await stream.write(PACKET.pack(ID_EXIT, 1) + bytes([status & 0xFF]))
@@ -145,14 +150,18 @@ def _cancelling() -> bool:
     return current is not None and current.cancelling() > 0
 
 
-async def _interactive(toolbox: Toolbox, interpreter: Interpreter, io: IO) -> int:
-    """A line-at-a-time interactive shell: prompt, read a line, run it, until EOF or `exit`."""
+async def _interactive(
+    toolbox: Toolbox, interpreter: Interpreter, io: IO, *, prompt: bool
+) -> int:
+    """A shell reading commands from stdin a line at a time until EOF or `exit`; it prompts
+    (like mksh on a terminal) only when the host asked for one."""
     pending = b""
     status = 0
     device = toolbox.phone.profile.device
     while True:
-        await io.stdout.write(f"{device}:{interpreter.state.cwd} $ ".encode())
-        await io.stdout.flush()
+        if prompt:
+            await io.stdout.write(f"{device}:{interpreter.state.cwd} $ ".encode())
+            await io.stdout.flush()
         while b"\n" not in pending:
             chunk = await io.stdin.read()
             if not chunk:

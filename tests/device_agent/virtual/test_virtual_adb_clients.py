@@ -6,11 +6,12 @@ import hashlib
 import io
 import os
 import stat
+import subprocess
 from pathlib import Path
 
 import adbutils
 from adb_shell.adb_device import AdbDeviceTcp
-from virtual_phone_support import AdbServer
+from virtual_phone_support import ADB, AdbServer
 
 from device_agent.virtual.phone import Phone
 
@@ -63,3 +64,18 @@ def test_adb_shell_package_speaks_the_transport_directly(phone: Phone) -> None:
         assert client.exec_out("echo raw") == "raw\n"
     finally:
         client.close()
+
+
+def test_adb_binary_stdin_interactive_and_exec_out(
+    adb_server: AdbServer, device: adbutils.AdbDevice, phone: Phone
+) -> None:
+    def adb(*args: str, stdin: str | None = None) -> tuple[int, str]:
+        result = subprocess.run(  # noqa: S603 - fixed argv
+            [ADB, "-P", str(adb_server.port), "-s", phone.serial, *args],
+            input=stdin, capture_output=True, text=True, timeout=30, check=False,
+        )
+        return result.returncode, result.stdout
+
+    assert adb("shell", "cat", stdin="piped\n") == (0, "piped\n")
+    assert adb("shell", stdin="echo one\ngetprop ro.soc.model\nexit\n") == (0, "one\nSM8550\n")
+    assert adb("exec-out", "echo raw") == (0, "raw\n")
