@@ -25,7 +25,11 @@ RunOutcome = Literal["succeeded", "failed", "lost", "cancelled"]
 
 
 class Message(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Base of every message; bytes travel as base64 in JSON (send `model_dump_json()`)."""
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, ser_json_bytes="base64", val_json_bytes="base64"
+    )
 
     version: Literal[1] = MESSAGE_VERSION
 

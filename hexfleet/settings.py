@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     adb_host: str = "127.0.0.1"
     adb_port: int = Field(default=5037, ge=1, le=65535)
     require_services: bool = False
+    agent_cache_quota_bytes: int = Field(default=8 << 30, gt=0)
+    agent_thermal_limit_c: float = Field(default=45.0, gt=0)
+    agent_thermal_wait_s: float = Field(default=120.0, ge=0)
 
     @field_validator("data_dir")
     @classmethod

@@ -20,7 +20,7 @@ class CeleryDispatcher:
         """Queue `task`; `priority` 9 is the most urgent (Celery counts the other way)."""
         self.app.send_task(
             RUN_TASK,
-            args=[task.model_dump(mode="json")],
+            args=[task.model_dump_json()],
             queue=queue,
             priority=9 - priority,
             task_id=f"{task.run_id}.{task.attempt}",

@@ -15,7 +15,18 @@ from sqlalchemy.orm import Session
 
 from device_agent.messages import Heartbeat, RunProgress, RunResult
 from hexfleet.errors import NotFound
-from orchestrator.db.schema import Device, Host, Image, Job, JobState, Metric, Run, RunState
+from orchestrator.db.schema import (
+    Device,
+    DeviceState,
+    Host,
+    Image,
+    Job,
+    JobState,
+    Metric,
+    Run,
+    RunState,
+)
+from orchestrator.jobs import Dispatcher, retry_lost
 
 FINAL_RUN_STATES = frozenset(
     {RunState.SUCCEEDED, RunState.FAILED, RunState.LOST, RunState.CANCELLED}
@@ -36,8 +47,14 @@ def _metrics(result: RunResult) -> list[Metric]:
     return rows
 
 
-def ingest_result(session: Session, result: RunResult) -> bool:
-    """Store `result`; returns False when that run attempt already had one (nothing written)."""
+def ingest_result(
+    session: Session, result: RunResult, dispatcher: Dispatcher | None = None
+) -> bool:
+    """Store `result`; returns False when that run attempt already had one (nothing written).
+
+    A lost run (its phone went away) gets a new attempt on another phone when `dispatcher` is
+    given and the retry bound allows; the lost phone is marked offline until it reports again.
+    """
     run = session.get(Run, result.run_id, with_for_update=True)
     if run is None:
         raise NotFound(f"run {result.run_id} is not known")
@@ -62,12 +79,19 @@ def ingest_result(session: Session, result: RunResult) -> bool:
         )
     run.metrics.extend(_metrics(result))
     session.flush()
+    if result.outcome == RunState.LOST:
+        device = session.get(Device, result.serial)
+        if device is not None:
+            device.state = DeviceState.OFFLINE
+        if dispatcher is not None:
+            retry_lost(session, run, dispatcher)
     _settle_job(session, run.job)
     return True
 
 
 def _settle_job(session: Session, job: Job) -> None:
     """A job is finished when the newest attempt of every slot is final."""
+    session.refresh(job, ["runs"])
     newest: dict[int, Run] = {}
     for run in job.runs:
         if run.slot not in newest or run.attempt > newest[run.slot].attempt:

@@ -8,6 +8,7 @@ anything is stored or sent.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal, Protocol
@@ -27,7 +28,7 @@ from device_agent.runner.spec import (
 )
 from hexfleet.errors import InvalidRequest, NotFound
 from orchestrator.db.schema import Device, DeviceState, Job, JobState, Model, Run, RunState
-from orchestrator.scheduler import plan_runs
+from orchestrator.scheduler import RETRY_LIMIT, plan_runs, retry_queue
 from orchestrator.selectors import MAX_LENGTH, parse_selector
 
 ModelName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._\-]{0,63}$")]
@@ -38,7 +39,7 @@ MAX_TENSOR_BYTES = 64 << 20
 class InferRequestParams(BaseModel):
     """An infer job as submitted: the input tensors themselves (.npy bytes, base64 in JSON)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", val_json_bytes="base64")
 
     component: Component
     runtime: Runtime = "htp"
@@ -77,7 +78,7 @@ class JobRequest(BaseModel):
 
     def typed_params(self) -> BaseModel:
         try:
-            return PARAMS[self.kind].model_validate(self.params)
+            return PARAMS[self.kind].model_validate_json(json.dumps(self.params))
         except ValueError as exc:
             raise InvalidRequest(f"{self.kind} parameters: {exc}") from exc
 
@@ -130,9 +131,24 @@ def find_model(session: Session, name: str, precision: str) -> Model:
     return model
 
 
+def _task(job: Job, run: Run, model: Model, request: JobRequest) -> RunTask:
+    params, tensors = request.runner_params()
+    return RunTask(
+        run_id=run.id,
+        job_id=job.id,
+        attempt=run.attempt,
+        kind=request.kind,
+        model=f"{model.name}/{model.version}/{model.variant}",
+        manifest=model.manifest,
+        params=params,
+        inputs=tensors,
+        deadline_s=request.deadline_s,
+    )
+
+
 def submit(session: Session, request: JobRequest, dispatcher: Dispatcher, submitted_by: str) -> Job:
     """Validate, plan, store and dispatch a job; returns the stored job."""
-    params, tensors = request.runner_params()
+    request.runner_params()
     selector = parse_selector(request.selector)
     model = find_model(session, request.model, request.precision)
     planned = plan_runs(
@@ -145,12 +161,11 @@ def submit(session: Session, request: JobRequest, dispatcher: Dispatcher, submit
         priority=request.priority,
         repeat=request.repeat,
         submitted_by=submitted_by,
-        spec=request.model_dump(mode="json"),
+        spec={**request.model_dump(mode="json"), "model_id": model.id},
     )
     session.add(job)
-    tasks = []
-    for plan in planned:
-        run = Run(
+    runs = [
+        Run(
             id=str(uuid.uuid4()),
             job=job,
             slot=plan.slot,
@@ -158,27 +173,45 @@ def submit(session: Session, request: JobRequest, dispatcher: Dispatcher, submit
             device_serial=plan.serial,
             deadline_s=request.deadline_s,
         )
-        session.add(run)
-        tasks.append(
-            (
-                RunTask(
-                    run_id=run.id,
-                    job_id=job.id,
-                    attempt=1,
-                    kind=request.kind,
-                    model=f"{model.name}/{model.version}/{model.precision}",
-                    manifest=model.manifest,
-                    params=params,
-                    inputs=tensors,
-                    deadline_s=request.deadline_s,
-                ),
-                plan.queue,
-            )
-        )
+        for plan in planned
+    ]
+    session.add_all(runs)
     session.commit()
-    for task, queue in tasks:
-        dispatcher.send(task, queue, request.priority)
+    for run in runs:
+        dispatcher.send(_task(job, run, model, request), run.queue, request.priority)
     return job
+
+
+def retry_lost(session: Session, lost: Run, dispatcher: Dispatcher) -> Run | None:
+    """A new attempt of a lost run on another matching phone, up to RETRY_LIMIT retries.
+
+    Never on a phone that lost this slot before; None when no phone is left or the bound is hit.
+    """
+    job = lost.job
+    if lost.attempt > RETRY_LIMIT or job.state == JobState.CANCELLED:
+        return None
+    lost_serials = {r.device_serial for r in job.runs if r.slot == lost.slot and r.device_serial}
+    queue = retry_queue(parse_selector(job.selector), _online_devices(session), lost_serials)
+    if queue is None:
+        return None
+    spec = {k: v for k, v in job.spec.items() if k != "model_id"}
+    request = JobRequest.model_validate(spec)
+    model = session.get(Model, job.spec.get("model_id"))
+    if model is None:
+        return None
+    run = Run(
+        id=str(uuid.uuid4()),
+        job=job,
+        slot=lost.slot,
+        attempt=lost.attempt + 1,
+        queue=queue,
+        device_serial=queue.removeprefix("device."),
+        deadline_s=lost.deadline_s,
+    )
+    session.add(run)
+    session.flush()
+    dispatcher.send(_task(job, run, model, request), queue, request.priority)
+    return run
 
 
 def get_job(session: Session, job_id: str) -> Job:

@@ -25,6 +25,7 @@ from hexfleet.broker import (
 from hexfleet.errors import NotFound
 from hexfleet.settings import Settings
 from orchestrator.db.engine import make_engine, session_factory
+from orchestrator.dispatch import CeleryDispatcher
 from orchestrator.ingest import ingest_heartbeat, ingest_result, record_progress
 
 log = logging.getLogger(__name__)
@@ -36,9 +37,11 @@ def make_ingest_app(settings: Settings, sessions: sessionmaker[Session] | None =
     if sessions is None:
         sessions = session_factory(make_engine(settings.resolved_database_url))
 
-    def _write(kind: str, model: type[Any], body: dict[str, Any], write: Any) -> None:
+    dispatcher = CeleryDispatcher(app)
+
+    def _write(kind: str, model: type[Any], body: str, write: Any) -> None:
         try:
-            message = model.model_validate(body)
+            message = model.model_validate_json(body)
         except ValidationError as exc:
             log.error("dropping a malformed %s message: %s", kind, exc)
             return
@@ -51,15 +54,20 @@ def make_ingest_app(settings: Settings, sessions: sessionmaker[Session] | None =
             session.commit()
 
     @app.task(name=INGEST_RESULT_TASK, shared=False)
-    def result(body: dict[str, Any]) -> None:
-        _write("result", RunResult, body, ingest_result)
+    def result(body: str) -> None:
+        _write(
+            "result",
+            RunResult,
+            body,
+            lambda session, message: ingest_result(session, message, dispatcher),
+        )
 
     @app.task(name=INGEST_PROGRESS_TASK, shared=False)
-    def progress(body: dict[str, Any]) -> None:
+    def progress(body: str) -> None:
         _write("progress", RunProgress, body, record_progress)
 
     @app.task(name=INGEST_HEARTBEAT_TASK, shared=False)
-    def heartbeat(body: dict[str, Any]) -> None:
+    def heartbeat(body: str) -> None:
         _write("heartbeat", Heartbeat, body, ingest_heartbeat)
 
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import uuid
 from collections.abc import Callable
@@ -11,11 +12,15 @@ import redis as redis_lib
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from device_agent.messages import RunResult
 from hexfleet.broker import make_celery
 from hexfleet.errors import InvalidRequest, NotFound
 from hexfleet.settings import Settings
+from orchestrator.db.schema import Device, Run
 from orchestrator.dispatch import CeleryDispatcher
+from orchestrator.ingest import ingest_result
 from orchestrator.jobs import JobRequest, cancel, get_job, submit
+from orchestrator.scheduler import RETRY_LIMIT
 
 FLEET = [("a", "SM8550", 73), ("b", "SM8650", 75), ("c", "SM8750", 79)]
 AddFleet = Callable[[Session, list[tuple[str, str, int]]], None]
@@ -97,3 +102,42 @@ def test_cancel_marks_open_runs_cancelled(
         assert {r.state for r in cancelled.runs} == {"cancelled"}
         with pytest.raises(NotFound):
             cancel(session, str(uuid.uuid4()), dispatcher)
+
+
+def _lost(run: Run) -> RunResult:
+    now = dt.datetime.now(dt.UTC)
+    return RunResult(
+        run_id=run.id,
+        attempt=run.attempt,
+        serial=run.device_serial or "?",
+        host="host-a",
+        outcome="lost",
+        simulated=True,
+        error="gone",
+        started_at=now,
+        finished_at=now,
+    )
+
+
+def test_a_lost_run_is_retried_on_another_phone_up_to_the_bound(
+    db_engine: Engine, dispatcher: CeleryDispatcher, add_fleet: AddFleet, redis_url: str
+) -> None:
+    with Session(db_engine) as session:
+        add_fleet(session, FLEET + [("d", "SM8650", 75)])
+        job = submit(session, request(selector="htp_arch>=75", count=1), dispatcher, "alice")
+        (first,) = job.runs
+        assert first.device_serial == "b"
+        seen = {"b"}
+        current = first
+        for _ in range(RETRY_LIMIT):
+            ingest_result(session, _lost(current), dispatcher)
+            session.commit()
+            current = max(job.runs, key=lambda r: r.attempt)
+            assert current.device_serial not in seen
+            assert len(_queued(redis_url, f"device.{current.device_serial}")) == 1
+            seen.add(str(current.device_serial))
+        ingest_result(session, _lost(current), dispatcher)
+        session.commit()
+        assert len(job.runs) == RETRY_LIMIT + 1, "no retry past the bound"
+        assert job.state == "failed"
+        assert session.get_one(Device, "b").state == "offline"

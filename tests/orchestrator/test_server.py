@@ -90,7 +90,7 @@ def test_serve_ingests_heartbeats_that_the_cli_then_shows(
         sent_at=dt.datetime.now(dt.UTC),
     )
     make_celery(settings).send_task(
-        INGEST_HEARTBEAT_TASK, args=[beat.model_dump(mode="json")], queue=INGEST_QUEUE
+        INGEST_HEARTBEAT_TASK, args=[beat.model_dump_json()], queue=INGEST_QUEUE
     )
 
     def listed() -> list[dict[str, object]]:

@@ -73,8 +73,8 @@ def test_ingest_worker_writes_each_message_once(
         (INGEST_RESULT_TASK, result),
         (INGEST_RESULT_TASK, result),
     ):
-        sender.send_task(name, args=[message.model_dump(mode="json")], queue=INGEST_QUEUE)
-    sender.send_task(INGEST_RESULT_TASK, args=[{"garbage": True}], queue=INGEST_QUEUE)
+        sender.send_task(name, args=[message.model_dump_json()], queue=INGEST_QUEUE)
+    sender.send_task(INGEST_RESULT_TASK, args=['{"garbage": true}'], queue=INGEST_QUEUE)
 
     app = make_ingest_app(settings, sessions)
     with start_worker(

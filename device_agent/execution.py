@@ -1,0 +1,261 @@
+"""Running one task on one phone: push what is missing, run the runner with a deadline, report.
+
+The outcome is always a `RunResult`: succeeded, failed (the runner said why, or the deadline
+passed), cancelled, or lost (the phone went away: the orchestrator retries elsewhere). Prompts and
+every other user value travel in spec.json; the runner's command line is a fixed template.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from device_agent.messages import ImageOut, RunProgress, RunResult, RunTask
+from device_agent.phone import Phone, job_dir
+from device_agent.push import ArtifactPusher, PushReport
+from device_agent.runner import progress
+from device_agent.runner.spec import RUNNER_PATH, RunnerResult, RunnerSpec
+from hexfleet.errors import DeviceLost, HexfleetError, RunnerFailed
+from models.manifest import Manifest
+
+THERMAL_POLL_S = 1.0
+
+
+@dataclass
+class ThermalGate:
+    """Benchmarks start only on a cool phone: wait (bounded) until it is below `limit_c`."""
+
+    limit_c: float = 45.0
+    max_wait_s: float = 120.0
+
+    def wait(self, phone: Phone, limit_c: float | None = None) -> tuple[float | None, float]:
+        """Returns (temperature at start, seconds waited)."""
+        limit = min(self.limit_c, limit_c) if limit_c else self.limit_c
+        started = time.monotonic()
+        while True:
+            temp = phone.health().max_temp_c
+            if temp is None or temp < limit or time.monotonic() - started >= self.max_wait_s:
+                return temp, time.monotonic() - started
+            time.sleep(THERMAL_POLL_S)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Executor:
+    def __init__(
+        self,
+        phone: Phone,
+        pusher: ArtifactPusher,
+        host: str,
+        htp_arch: int | None,
+        on_progress: Callable[[RunProgress], None],
+        cancelled: Callable[[str], bool],
+        thermal: ThermalGate | None = None,
+    ) -> None:
+        self.phone = phone
+        self.pusher = pusher
+        self.host = host
+        self.htp_arch = htp_arch
+        self.on_progress = on_progress
+        self.cancelled = cancelled
+        self.thermal = thermal or ThermalGate()
+        self.last_push: PushReport | None = None
+
+    def execute(self, task: RunTask) -> RunResult:
+        """Run `task`; never raises for a phone or runner problem, it reports it."""
+        started = _now()
+        base = {
+            "run_id": task.run_id,
+            "attempt": task.attempt,
+            "serial": self.phone.serial,
+            "host": self.host,
+            "started_at": started,
+        }
+        try:
+            manifest = Manifest.model_validate(task.manifest)
+            deadline = time.monotonic() + task.deadline_s
+            outcome = self._attempt(task, manifest, deadline)
+        except DeviceLost as exc:
+            return RunResult(
+                **base, outcome="lost", simulated=False, error=str(exc), finished_at=_now()
+            )
+        except HexfleetError as exc:
+            return RunResult(
+                **base,
+                outcome="failed",
+                simulated=False,
+                error=f"{type(exc).__name__}: {exc}",
+                finished_at=_now(),
+            )
+        except ValueError as exc:
+            return RunResult(
+                **base,
+                outcome="failed",
+                simulated=False,
+                error=f"invalid task: {exc}",
+                finished_at=_now(),
+            )
+        return outcome.model_copy(update={"started_at": started, "finished_at": _now()})
+
+    def _attempt(self, task: RunTask, manifest: Manifest, deadline: float) -> RunResult:
+        self.last_push = self.pusher.ensure(manifest.files())
+        try:
+            return self._run(task, manifest, deadline)
+        except RunnerFailed as exc:
+            corrupt = [
+                ref
+                for ref in manifest.files()
+                if "ArtifactMismatch" in str(exc) and ref.sha256[:12] in str(exc)
+            ]
+            if not corrupt:
+                raise
+            for ref in corrupt:
+                self.pusher.forget(ref.sha256)
+            self.last_push = self.pusher.ensure(manifest.files())
+            return self._run(task, manifest, deadline)
+
+    def _run(self, task: RunTask, manifest: Manifest, deadline: float) -> RunResult:
+        folder = job_dir(task.run_id)
+        spec = RunnerSpec(
+            run_id=task.run_id,
+            manifest=manifest,
+            params=task.params,
+            htp_arch=str(self.htp_arch) if self.htp_arch else None,
+        )
+        metrics: dict[str, object] = {}
+        if spec.params.kind == "benchmark":
+            temp, waited = self.thermal.wait(self.phone, spec.params.max_start_temp_c)
+            metrics.update(temp_before_c=temp, thermal_wait_s=waited)
+        self.phone.remove(folder)
+        self.phone.mkdirs(folder)
+        try:
+            self.phone.push_bytes(spec.model_dump_json().encode(), f"{folder}/spec.json")
+            for index, data in enumerate(task.inputs.values()):
+                self.phone.push_bytes(data, f"{folder}/input-{index}.npy")
+            streamed = self.phone.stream(
+                RUNNER_PATH,
+                f"{folder}/spec.json",
+                on_line=lambda line: self._progress(task, line),
+                deadline=deadline,
+                should_stop=lambda: "cancelled" if self.cancelled(task.run_id) else "",
+            )
+            if streamed.exit_code is None:
+                self.phone.kill(self.phone.runner_pids(task.run_id))
+                if streamed.stopped == "cancelled":
+                    return self._stopped(task, "cancelled", "cancelled by the user")
+                raise RunnerFailed(
+                    f"the run exceeded its deadline of {task.deadline_s:g} s "
+                    "and was killed on the phone"
+                )
+            if streamed.exit_code != 0:
+                lines = [line for line in streamed.stderr.splitlines() if line.strip()]
+                reason = lines[-1] if lines else f"the runner exited with {streamed.exit_code}"
+                raise RunnerFailed(reason)
+            result = RunnerResult.model_validate_json(
+                self.phone.pull_bytes(f"{folder}/result.json")
+            )
+            return self._collect(task, folder, result, metrics)
+        finally:
+            try:
+                self.phone.remove(folder)
+            except DeviceLost:
+                pass
+
+    def _stopped(self, task: RunTask, outcome: str, why: str) -> RunResult:
+        now = _now()
+        return RunResult(
+            run_id=task.run_id,
+            attempt=task.attempt,
+            serial=self.phone.serial,
+            host=self.host,
+            outcome=outcome,
+            simulated=False,  # type: ignore[arg-type]
+            error=why,
+            started_at=now,
+            finished_at=now,
+        )
+
+    def _progress(self, task: RunTask, line: str) -> None:
+        event = progress.parse(line)
+        if event is None:
+            return
+        self.on_progress(
+            RunProgress(
+                run_id=task.run_id,
+                attempt=task.attempt,
+                serial=self.phone.serial,
+                step=int(event["step"]),
+                total=int(event["total"]),
+                stage=str(event["stage"]),
+            )
+        )
+
+    def _collect(
+        self, task: RunTask, folder: str, result: RunnerResult, extra: dict[str, object]
+    ) -> RunResult:
+        images, tensors = [], {}
+        for output in result.outputs:
+            data = self.phone.pull_bytes(f"{folder}/{output.name}")
+            if output.kind == "image":
+                images.append(
+                    ImageOut(
+                        index=output.index,
+                        prompt=output.prompt or "",
+                        seed=output.seed or 0,
+                        png=data,
+                    )
+                )
+            else:
+                tensors[output.prompt or output.name] = data
+        metrics = {
+            **result.metrics,
+            **extra,
+            "runtime": result.runtime,
+            "htp_arch": result.htp_arch,
+        }
+        if "temp_before_c" in extra:
+            health = self.phone.health()
+            metrics.update(
+                temp_after_c=health.max_temp_c,
+                throttled=health.throttled
+                or bool(extra.get("thermal_wait_s", 0) >= self.thermal.max_wait_s),
+            )
+        if self.last_push is not None:
+            metrics.update(
+                pushed_bytes=self.last_push.pushed_bytes,
+                cached_files=self.last_push.cached_files,
+                push_s=self.last_push.push_seconds,
+            )
+        return RunResult(
+            run_id=task.run_id,
+            attempt=task.attempt,
+            serial=self.phone.serial,
+            host=self.host,
+            outcome="succeeded",
+            simulated=result.simulated,
+            timings=result.timings,
+            metrics=metrics,
+            images=images,
+            tensors=tensors,
+            started_at=_now(),
+            finished_at=_now(),
+        )
+
+
+def lost_result(task: RunTask, serial: str, host: str, reason: str) -> RunResult:
+    now = _now()
+    return RunResult(
+        run_id=task.run_id,
+        attempt=task.attempt,
+        serial=serial,
+        host=host,
+        outcome="lost",
+        simulated=False,
+        error=reason,
+        started_at=now,
+        finished_at=now,
+    )

@@ -1,0 +1,63 @@
+"""The agent host's artifact cache: model files fetched once from the orchestrator, by sha256.
+
+Files live at `<data_dir>/agent-cache/<sha256>`, written to a temporary name and renamed only
+after their hash checked out, so a half-downloaded or corrupt file is never used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import httpx
+
+from hexfleet.errors import ArtifactMismatch, NotFound, ServiceUnavailable
+from models.manifest import FileRef
+
+
+class HostCache:
+    def __init__(self, root: Path, api_url: str, token: str | None) -> None:
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(base_url=api_url.rstrip("/"), headers=headers, timeout=60)
+        self.fetched_bytes = 0
+
+    def close(self) -> None:
+        self.http.close()
+
+    def path(self, ref: FileRef) -> Path:
+        """The local file for `ref`, fetched from the orchestrator if this host lacks it."""
+        target = self.root / ref.sha256
+        if target.is_file() and target.stat().st_size == ref.size:
+            return target
+        self._fetch(ref, target)
+        return target
+
+    def _fetch(self, ref: FileRef, target: Path) -> None:
+        digest = hashlib.sha256()
+        with tempfile.NamedTemporaryFile(dir=self.root, prefix=".fetch-", delete=False) as tmp:
+            try:
+                with self.http.stream("GET", f"/api/v1/artifacts/{ref.sha256}") as response:
+                    if response.status_code == 404:
+                        raise NotFound(f"the orchestrator has no artifact {ref.sha256[:12]}")
+                    if response.status_code >= 400:
+                        raise ServiceUnavailable(
+                            f"fetching {ref.name} failed: HTTP {response.status_code}"
+                        )
+                    for chunk in response.iter_bytes(1 << 20):
+                        digest.update(chunk)
+                        tmp.write(chunk)
+            except httpx.TransportError as exc:
+                os.unlink(tmp.name)
+                raise ServiceUnavailable(f"the orchestrator does not answer: {exc}") from exc
+            except BaseException:
+                os.unlink(tmp.name)
+                raise
+        if digest.hexdigest() != ref.sha256:
+            os.unlink(tmp.name)
+            raise ArtifactMismatch(f"{ref.name}: downloaded bytes hash to {digest.hexdigest()}")
+        os.replace(tmp.name, target)
+        self.fetched_bytes += ref.size
