@@ -548,7 +548,9 @@ class Interpreter:
             for item in opened:
                 item.close()
 
-    async def _redirect(self, redirects: list[Redirect], io: IO, opened: list) -> IO:
+    async def _redirect(
+        self, redirects: list[Redirect], io: IO, opened: list[Input | Output]
+    ) -> IO:
         fds: dict[int, Input | Output] = {0: io.stdin, 1: io.stdout, 2: io.stderr}
         for redirect in redirects:
             if redirect.op == "dup":

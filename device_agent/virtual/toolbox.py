@@ -23,7 +23,7 @@ from device_agent.virtual.health import Health
 from device_agent.virtual.pipes import FileInput, FileOutput, Input, NullOutput, Output, read_all
 from device_agent.virtual.processes import SYSTEM_PROCESSES, ProcessTable
 from device_agent.virtual.profiles import Profile
-from device_agent.virtual.programs import Programs
+from device_agent.virtual.programs import Program, Programs
 from device_agent.virtual.shell import IO, SHELL_PATH, Interpreter, ShellExit, ShellState
 
 PATH_DIRS = ("/product/bin", "/apex/com.android.runtime/bin", "/system/bin", "/system/xbin",
@@ -214,7 +214,9 @@ class Toolbox:
             return False
         return stat.S_ISREG(info.st_mode) and bool(info.st_mode & 0o111)
 
-    async def _program(self, program, args: list[str], io: IO, state: ShellState) -> int:
+    async def _program(
+        self, program: Program, args: list[str], io: IO, state: ShellState
+    ) -> int:
         return await self.phone.programs.run(
             program, args, stdin=io.stdin, stdout=io.stdout, stderr=io.stderr, cwd=state.cwd,
             ppid=state.pid,
@@ -444,9 +446,9 @@ async def _ls(inv: Invocation, args: list[str]) -> int:
             await inv.path_error(exc, operand)
             status = 1
             continue
-        if resolved.host.is_dir() and not resolved.host.is_symlink() and "d" not in flags:
-            folders.append((operand, resolved))
-        elif resolved.host.is_dir() and "d" not in flags and not long:
+        # `ls -l LINK` shows the link itself, `ls LINK` lists the folder it points to.
+        listed_as_link = long and resolved.host.is_symlink()
+        if resolved.host.is_dir() and "d" not in flags and not listed_as_link:
             folders.append((operand, resolved))
         else:
             files.append((operand, resolved.host, resolved.device))

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from device_agent.virtual.phone import Phone, PhoneConfig
 from device_agent.virtual.pipes import BufferOutput, BytesInput
@@ -48,6 +51,12 @@ def test_quoting_variables_and_status(offline_phone: Phone) -> None:
     assert sh(offline_phone, "exit 7; echo never") == (7, "", "")
     assert sh(offline_phone, "echo -n a; echo -e 'b\\tc'")[1] == "ab\tc\n"
     assert sh(offline_phone, "! false && echo negated")[1] == "negated\n"
+
+
+@given(st.text(max_size=80))
+def test_any_text_parses_or_is_a_syntax_error(text: str) -> None:
+    with contextlib.suppress(ShellSyntaxError):
+        parse(text)
 
 
 def test_syntax_errors_are_reported_not_run(offline_phone: Phone) -> None:
