@@ -148,17 +148,39 @@ def test_two_phones_serve_at_once(adb_server: AdbServer, make_phone: Callable[..
 def test_phone_killed_mid_push_raises_and_comes_back(
     adb_server: AdbServer, fleet: ThreadedFleet, phone: Phone, device: adbutils.AdbDevice
 ) -> None:
-    phone.faults.drop_after_bytes(8 * MB)
-    with pytest.raises((adbutils.AdbError, OSError)):
-        device.sync.push(os.urandom(32 * MB), "/data/local/tmp/cut.bin")
+    phone.faults.limit_bandwidth(50)  # so that the push is still running when the phone dies
+    partial = phone.fs.root / "data/local/tmp/cut.bin"
+    raised: list[BaseException] = []
+
+    def push() -> None:
+        try:
+            device.sync.push(os.urandom(32 * MB), "/data/local/tmp/cut.bin")
+        except (adbutils.AdbError, OSError) as exc:
+            raised.append(exc)
+
+    pusher = threading.Thread(target=push)
+    pusher.start()
+    wait_until(lambda: partial.exists() and partial.stat().st_size > 2 * MB, what="push under way")
     fleet.stop_phone(phone)
+    pusher.join(timeout=30)
+    assert not pusher.is_alive() and raised, "adbutils did not notice the phone dying"
+    assert not partial.exists(), "a partial upload was left behind"
     wait_until(lambda: adb_server.state(phone.serial) != "device", what="phone offline")
-    assert not (phone.fs.root / "data/local/tmp/cut.bin").exists()
+    phone.faults.clear_link()
     fleet.restart_phone(phone)
     again = adb_server.connect(phone.serial)
     assert again.shell("echo back") == "back"
     again.sync.push(b"after", "/data/local/tmp/after.txt")
     assert again.sync.read_bytes("/data/local/tmp/after.txt") == b"after"
+
+
+def test_drop_after_bytes_fails_the_push(
+    adb_server: AdbServer, phone: Phone, device: adbutils.AdbDevice
+) -> None:
+    phone.faults.drop_after_bytes(8 * MB)
+    with pytest.raises((adbutils.AdbError, OSError)):
+        device.sync.push(os.urandom(32 * MB), "/data/local/tmp/cut.bin")
+    assert adb_server.connect(phone.serial).shell("ls /data/local/tmp") == "hexfleet"
 
 
 def test_offline_and_back_with_the_same_serial(
