@@ -100,7 +100,8 @@ def record_activations(
 
 
 class FeedsReader(CalibrationDataReader):
-    """onnxruntime's calibration reader over recorded feeds (rewindable)."""
+    """onnxruntime's calibration reader over recorded feeds: rewindable, and windowed for
+    strided calibration (`set_range`), which bounds the calibrator's memory."""
 
     def __init__(self, feeds: list[dict[str, np.ndarray]]) -> None:
         self._feeds = feeds
@@ -112,5 +113,14 @@ class FeedsReader(CalibrationDataReader):
     def rewind(self) -> None:
         self._iter = iter(self._feeds)
 
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._iter = iter(self._feeds[start_index:end_index])
+
     def __len__(self) -> int:
         return len(self._feeds)
+
+
+def calibration_stride(count: int, most: int = 16) -> int:
+    """The largest divisor of `count` up to `most`: onnxruntime's strided MinMax calibration
+    needs one, and collects ranges window by window instead of keeping every activation."""
+    return max(d for d in range(1, min(count, most) + 1) if count % d == 0)

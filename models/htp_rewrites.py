@@ -1,9 +1,13 @@
-"""Equivalent rewrites of FP32 graphs that keep the QNN HTP backend's results right.
+"""Equivalent rewrites of FP32 graphs that the QNN HTP backend needs to load them and be right.
 
-Measured on the HTP simulator (QNN 2.51, onnxruntime-qnn 2.7): with 16-bit activations,
-Add → SiLU (Sigmoid + Mul) on an NCHW tensor of ≥ 32 channels at ≤ 8x8 returns garbage (mean
-error ~100 % against the CPU's QDQ result), while the same SiLU on a 3-D view is exact. So
-every 4-D SiLU is wrapped in Reshape to [N, C, H·W] and back, which costs nothing numerically.
+Measured on the HTP simulator (QNN 2.51, onnxruntime-qnn 2.7):
+- torch exports norm weights and reshape targets as Constant nodes; quantized, they become
+  Q/DQ pairs on activations, and InstanceNormalization fed that way fails to finalize
+  (QNN_COMMON_ERROR_MEM_ALLOC). As initializers they are weights, and it loads.
+- the QNN EP does not take Shape; on a static tensor it is a constant, so it is folded.
+- with 16-bit activations, Add → SiLU (Sigmoid + Mul) on an NCHW tensor of ≥ 32 channels at
+  ≤ 8x8 returns garbage (mean error ~100 % against the CPU's QDQ result), while the same SiLU
+  on a 3-D view is exact. So every 4-D SiLU is wrapped in Reshape to [N, C, H·W] and back.
 """
 
 from __future__ import annotations
@@ -22,6 +26,48 @@ def _static_shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
         if dims and all(d.HasField("dim_value") for d in dims):
             shapes[value.name] = [d.dim_value for d in dims]
     return shapes
+
+
+def constants_to_initializers(model: onnx.ModelProto) -> int:
+    """Turn tensor-valued Constant nodes into initializers of the same name; returns how many."""
+    graph = model.graph
+    kept = []
+    moved = 0
+    for node in graph.node:
+        value = next((a for a in node.attribute if a.name == "value"), None)
+        if node.op_type == "Constant" and value is not None and len(node.attribute) == 1:
+            tensor = onnx.TensorProto()
+            tensor.CopyFrom(value.t)
+            tensor.name = node.output[0]
+            graph.initializer.append(tensor)
+            moved += 1
+        else:
+            kept.append(node)
+    if moved:
+        del graph.node[:]
+        graph.node.extend(kept)
+    return moved
+
+
+def fold_static_shapes(model: onnx.ModelProto) -> int:
+    """Replace Shape of a tensor whose shape is static by that shape, as an initializer."""
+    shapes = _static_shapes(model)
+    graph = model.graph
+    kept = []
+    folded = 0
+    for node in graph.node:
+        shape = shapes.get(node.input[0]) if node.op_type == "Shape" else None
+        if shape is not None and not node.attribute:
+            graph.initializer.append(
+                numpy_helper.from_array(np.array(shape, np.int64), node.output[0])
+            )
+            folded += 1
+        else:
+            kept.append(node)
+    if folded:
+        del graph.node[:]
+        graph.node.extend(kept)
+    return folded
 
 
 def flatten_silu(model: onnx.ModelProto) -> int:

@@ -25,8 +25,14 @@ from onnxruntime.quantization.execution_providers.qnn import (
 from onnxruntime.tools.onnx_model_utils import fix_output_shapes, make_input_shape_fixed
 
 from hexfleet.errors import InvalidRequest, ModelError
-from models.calibration import Activations, FeedsReader, default_prompts, record_activations
-from models.htp_rewrites import flatten_silu
+from models.calibration import (
+    Activations,
+    FeedsReader,
+    calibration_stride,
+    default_prompts,
+    record_activations,
+)
+from models.htp_rewrites import constants_to_initializers, flatten_silu, fold_static_shapes
 from models.manifest import ROLES, Manifest, Precision, Thresholds
 from models.pipeline import Pipeline
 from models.registration import store_component
@@ -91,14 +97,20 @@ def rel_error(actual: np.ndarray, reference: np.ndarray) -> float:
 
 def prepare_graph(source: Path, target: Path, feed: dict[str, np.ndarray]) -> Path:
     """The FP32 graph as the HTP needs it: free dimensions fixed to a real feed's (HTP shapes
-    are static), and the SiLU rewrite of models.htp_rewrites applied."""
+    are static), static shapes on every tensor, and the SiLU rewrite of models.htp_rewrites."""
     model = onnx.load(str(source))
     for value in model.graph.input:
         dims = value.type.tensor_type.shape.dim
         if value.name in feed and any(not d.HasField("dim_value") for d in dims):
             make_input_shape_fixed(model.graph, value.name, list(feed[value.name].shape))
     fix_output_shapes(model)
+    # Exporters leave shape annotations with free dimensions on intermediate tensors; the QNN
+    # EP sizes its buffers from them (MEM_ALLOC at finalize), so infer them again, static.
+    del model.graph.value_info[:]
+    constants_to_initializers(model)
+    fold_static_shapes(model)
     flatten_silu(model)
+    model = onnx.shape_inference.infer_shapes(model, data_prop=True)
     onnx.save(model, str(target))
     return target
 
@@ -130,8 +142,8 @@ def quantize_component(
         FeedsReader(feeds),
         activation_type=ACTIVATION_TYPES[precision],
         weight_type=QuantType.QUInt8,
+        stride=calibration_stride(len(feeds)),
     )
-    config.extra_options["CalibMaxIntermediateOutputs"] = 16
     with _quiet_root_logger():
         quantize(str(pre), str(target), config)
     return target
@@ -174,7 +186,10 @@ def check_component(
         htp = open_session(qdq, "htp", htp_arch=htp_arch, threads=threads)
     except ModelError as err:
         report.htp_error = str(err)
-        report.placement = node_placement(qdq, htp_arch=htp_arch, threads=threads)
+        try:
+            report.placement = node_placement(qdq, htp_arch=htp_arch, threads=threads)
+        except ModelError as placement_err:
+            report.htp_error += f"; with CPU fallback allowed too: {placement_err}"
         return report
     report.htp_session_s = htp.create_seconds
     report.placement = htp.placement()

@@ -189,3 +189,17 @@ def register_tiny_sd(
     )
     store.save(manifest)
     return manifest
+
+
+def sync_tiny_sd(store: ModelStore, source: Path = TINY_SD_DIR) -> Manifest | None:
+    """Register the shipped tiny-sd export into a store that has no tiny-sd yet.
+
+    A store that has one keeps it (re-register after retraining: `hexfleet models register`).
+    None when nothing is exported yet or the store already had it.
+    """
+    exported = (source / "info.json").is_file() and (
+        source / "weights" / TINY_FILES["unet"]
+    ).is_file()
+    if not exported or store.versions("tiny-sd"):
+        return None
+    return register_tiny_sd(store, source)
