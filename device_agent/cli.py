@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import socket
+import subprocess
 import threading
 from typing import Annotated
 
 import typer
 
-from hexfleet.errors import InvalidRequest, NotImplementedYet, ServiceUnavailable
+from hexfleet.errors import InvalidRequest, ServiceUnavailable
 from hexfleet.settings import Settings
 
 agent_app = typer.Typer(help="Run the device agent for the phones attached to this host.")
@@ -22,9 +24,19 @@ ALL_PROFILES = "sm8450,sm8550,sm8650,sm8750"
 
 
 @agent_app.callback(invoke_without_command=True)
-def agent() -> None:
-    """Run the device agent."""
-    raise NotImplementedYet("'hexfleet agent' is not implemented yet")
+def agent(
+    poll: Annotated[float, typer.Option(help="Seconds between looks at the adb server.")] = 1.0,
+) -> None:
+    """Run the device agent: one worker per online phone of the adb server, until Ctrl-C."""
+    import logging
+
+    from device_agent.agent import Agent
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    runner = Agent(Settings(), poll_s=poll)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: runner.stop())
+    runner.run()
 
 
 def _adb_client(settings: Settings):  # noqa: ANN202 - adbutils is imported lazily
@@ -33,9 +45,32 @@ def _adb_client(settings: Settings):  # noqa: ANN202 - adbutils is imported lazi
     return adbutils.AdbClient(host=settings.adb_host, port=settings.adb_port)
 
 
+def _adb_server_reachable(settings: Settings) -> bool:
+    try:
+        with socket.create_connection((settings.adb_host, settings.adb_port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def _start_local_adb_server(settings: Settings) -> None:
+    """Start the bundled adb server on the configured port (adbutils alone would pick 5037)."""
+    import adbutils
+
+    if _adb_server_reachable(settings):
+        return
+    if settings.adb_host not in ("127.0.0.1", "localhost", "::1"):
+        raise ServiceUnavailable(f"no adb server at {settings.adb_host}:{settings.adb_port}")
+    subprocess.run(  # noqa: S603 - fixed argv, the bundled adb binary
+        [adbutils.adb_path(), "-P", str(settings.adb_port), "start-server"],
+        capture_output=True, timeout=30, check=False,
+    )
+
+
 def _connect(settings: Settings, serials: list[str]) -> None:
     import adbutils
 
+    _start_local_adb_server(settings)
     client = _adb_client(settings)
     for serial in serials:
         try:
@@ -52,6 +87,8 @@ def _connect(settings: Settings, serials: list[str]) -> None:
 def _disconnect(settings: Settings, serials: list[str]) -> None:
     import adbutils
 
+    if not _adb_server_reachable(settings):
+        return
     client = _adb_client(settings)
     for serial in serials:
         with contextlib.suppress(adbutils.AdbError, OSError):
