@@ -18,7 +18,7 @@ from rich.table import Table
 from hexfleet.errors import InvalidRequest, NotFound
 from hexfleet.settings import Settings
 from models.manifest import PRECISIONS, Manifest, check_name
-from models.runtime import HTP_ARCHS, RUNTIMES, Runtime
+from models.runtime import HTP_ARCHS, RUNTIMES, Runtime, check_htp_arch
 from models.schedulers import SCHEDULERS
 from models.store import ModelStore
 
@@ -91,13 +91,16 @@ def _print_json(value: object) -> None:
 
 
 def _progress(label: str) -> Progress:
+    """A progress bar on stderr, only when stderr is a terminal."""
+    console = Console(stderr=True)
     return Progress(
         TextColumn(label),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        console=Console(stderr=True),
+        console=console,
         transient=True,
+        disable=not console.is_terminal,
     )
 
 
@@ -124,7 +127,7 @@ def list_models(as_json: JsonFlag = False) -> None:
     if not manifests:
         typer.echo("no models yet: hexfleet models train tiny-sd, or hexfleet models import PATH")
         return
-    table = Table("model", "precision", "htp arch", "size", "image", "steps", "source")
+    table = Table("model", "precision", "htp arch", "size", "image", "steps", "from")
     for m in manifests:
         table.add_row(
             f"{m.name}/{m.version}",
@@ -133,7 +136,7 @@ def list_models(as_json: JsonFlag = False) -> None:
             f"{m.total_size() / 1e6:.1f} MB",
             f"{m.image_size}px",
             str(m.default_steps),
-            m.source,
+            m.parent or m.source.split(" (")[0],
         )
     Console().print(table)
 
@@ -246,6 +249,7 @@ def compile_cmd(
     from models.compile import compile_model
 
     store = _store()
+    check_htp_arch(htp_arch)
     report = compile_model(store, _load(store, model, version, precision), htp_arch, threads)
     summary = report.to_dict()
     if as_json:
@@ -280,17 +284,18 @@ def evaluate(
 
     store = _store()
     manifest = _for_run(store, model, version, precision, runtime, htp_arch)
+    chosen_runtime, chosen_scheduler = _runtime(runtime), _scheduler(scheduler)
     with _progress(f"evaluating {manifest.ref} on {runtime}") as bar:
         task = bar.add_task("images", total=prompts)
         result = run_evaluation(
             store,
             manifest,
-            runtime=_runtime(runtime),
+            runtime=chosen_runtime,
             htp_arch=htp_arch,
             steps=steps,
             prompts=prompts,
             seed=seed,
-            scheduler=_scheduler(scheduler),
+            scheduler=chosen_scheduler,
             guidance=guidance,
             threads=threads,
             on_image=lambda done, total: bar.update(task, completed=done),
@@ -356,13 +361,15 @@ def sample(
         manifest, store, _runtime(runtime), htp_arch=htp_arch, threads=threads
     )
     total = steps or manifest.default_steps
+    pipeline.token_ids(prompt)  # a bad prompt fails before the progress bar starts
+    scheduler = _scheduler(scheduler)
     with _progress(f"{manifest.ref} on {runtime}") as bar:
         task = bar.add_task("steps", total=total)
         result = pipeline.generate(
             prompt,
             seed=seed,
             steps=steps,
-            scheduler=_scheduler(scheduler),
+            scheduler=scheduler,
             guidance=guidance,
             on_step=lambda done, _total, _s: bar.update(task, completed=done),
         )

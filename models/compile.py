@@ -18,7 +18,13 @@ import onnxruntime as ort
 from hexfleet.errors import InvalidRequest, ModelError
 from models.manifest import ROLES, Manifest
 from models.registration import store_component
-from models.runtime import ORT_ERRORS, check_htp_arch, open_session, session_options
+from models.runtime import (
+    ORT_ERRORS,
+    check_htp_arch,
+    native_stdout_to_stderr,
+    open_session,
+    session_options,
+)
 from models.store import ModelStore
 
 SOC_FOR_ARCH = {
@@ -92,7 +98,8 @@ def compile_context(qdq: Path, target: Path, htp_arch: str) -> float:
             embed_compiled_data_into_model=True,
             graph_optimization_level=ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
         )
-        compiler.compile_to_file(str(target))
+        with native_stdout_to_stderr():
+            compiler.compile_to_file(str(target))
     except ORT_ERRORS as err:
         raise ModelError(f"compiling {target.stem} for v{htp_arch} failed: {err}") from err
     return time.perf_counter() - start

@@ -6,9 +6,12 @@ The pipeline, the on-device runner and the virtual phone open every session thro
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -254,7 +257,11 @@ def open_session(
     )
     start = time.perf_counter()
     try:
-        inner = ort.InferenceSession(str(path), sess_options=options, providers=_cpu(runtime))
+        if runtime == "htp":
+            with native_stdout_to_stderr():
+                inner = ort.InferenceSession(str(path), sess_options=options)
+        else:
+            inner = ort.InferenceSession(str(path), sess_options=options, providers=[CPU_EP])
     except ORT_ERRORS as err:
         if runtime == "htp" and not allow_cpu_fallback and "fallback" in str(err).lower():
             placement = node_placement(path, htp_arch=htp_arch, threads=threads)
@@ -265,8 +272,22 @@ def open_session(
     return Session(inner, path, runtime, time.perf_counter() - start)
 
 
-def _cpu(runtime: Runtime) -> list[str] | None:
-    return [CPU_EP] if runtime == "cpu" else None
+@contextmanager
+def native_stdout_to_stderr() -> Iterator[None]:
+    """Send native writes to stdout (fd 1) to stderr while the block runs.
+
+    Qualcomm's HTP library prints a banner on stdout when it first starts; stdout carries the
+    CLI's JSON and the runner's progress lines, so HTP session creation runs inside this.
+    """
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _first_line(err: BaseException) -> str:

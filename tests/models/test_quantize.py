@@ -104,3 +104,21 @@ def test_nodes_that_fall_back_are_reported(tmp_path: Path) -> None:
 def test_only_fp32_models_quantize(tiny_manifest: Manifest, store: ModelStore) -> None:
     with pytest.raises(InvalidRequest, match="precision must be one of"):
         quantize_model(store, tiny_manifest, "int4")  # type: ignore[arg-type]
+
+
+def test_every_calibration_sample_counts(tmp_path: Path) -> None:
+    """One loud sample among 40 must set the range (strided calibration keeps all windows)."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])
+    weight = numpy_helper.from_array(np.eye(8, dtype=np.float32), "w")
+    model = helper.make_model(
+        helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g", [x], [y], [weight]),
+        opset_imports=[helper.make_opsetid("", 17)],
+    )
+    model.ir_version = 8
+    fp32 = tmp_path / "m.onnx"
+    onnx.save(model, str(fp32))
+    feeds = [{"x": np.full((1, 8), 0.5 if i != 3 else 40.0, np.float32)} for i in range(40)]
+    qdq = quantize_component(fp32, tmp_path / "q.onnx", feeds, "w8a8", tmp_path)
+    scales = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(qdq)).graph.initializer}
+    assert float(scales["y_scale"]) * 255 >= 40.0 - 1e-3
