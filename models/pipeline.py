@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image, PngImagePlugin
 
 from hexfleet.errors import InvalidRequest, ModelError
-from models.manifest import Manifest
+from models.manifest import ROLES, Manifest
 from models.prompt_tokenizer import PromptTokenizer, load_tokenizer
 from models.runtime import Runtime, TensorSpec, open_session
 from models.schedulers import SchedulerConfig, make_scheduler
@@ -149,7 +149,31 @@ class Pipeline:
         allow_cpu_fallback: bool = False,
         threads: int | None = None,
     ) -> Pipeline:
-        """Open the manifest's three verified files on a runtime (QNN HTP needs QDQ or context)."""
+        """Open a stored manifest's verified files on a runtime (HTP needs QDQ or a context)."""
+        return cls.from_paths(
+            manifest,
+            {role: store.component_path(manifest.components[role]) for role in ROLES},
+            store.file_paths(manifest.tokenizer.files),
+            runtime,
+            htp_arch=htp_arch,
+            allow_cpu_fallback=allow_cpu_fallback,
+            threads=threads,
+        )
+
+    @classmethod
+    def from_paths(
+        cls,
+        manifest: Manifest,
+        components: Mapping[str, Path],
+        tokenizer_files: Mapping[str, Path],
+        runtime: Runtime = "cpu",
+        *,
+        htp_arch: str | None = None,
+        allow_cpu_fallback: bool = False,
+        threads: int | None = None,
+    ) -> Pipeline:
+        """Open a manifest whose files the caller has placed (and checked), e.g. in a device's
+        cache: `components` by role, `tokenizer_files` by file name (vocab.json, ...)."""
         start = time.perf_counter()
         if runtime == "htp" and manifest.precision == "fp32" and not allow_cpu_fallback:
             raise InvalidRequest(
@@ -164,15 +188,15 @@ class Pipeline:
         arch = htp_arch or manifest.htp_arch
         graphs = [
             open_session(
-                store.component_path(manifest.components[role]),
+                components[role],
                 runtime,
                 htp_arch=arch,
                 allow_cpu_fallback=allow_cpu_fallback,
                 threads=threads,
             )
-            for role in ("text_encoder", "unet", "vae_decoder")
+            for role in ROLES
         ]
-        tokenizer = load_tokenizer(manifest.tokenizer, store.file_paths(manifest.tokenizer.files))
+        tokenizer = load_tokenizer(manifest.tokenizer, dict(tokenizer_files))
         return cls(manifest, *graphs, tokenizer, load_seconds=time.perf_counter() - start)
 
     # stages ------------------------------------------------------------------------------

@@ -105,3 +105,19 @@ def test_corrupt_onnx_is_a_model_error_at_load(
     bad.write_bytes(data[: len(data) // 2] if damage == "truncate" else b"not onnx")
     with pytest.raises(ModelError, match="cannot load unet.onnx on cpu"):
         open_session(bad, "cpu")
+
+
+def test_from_paths_opens_files_placed_elsewhere(
+    tiny_manifest: Manifest, store: ModelStore, tmp_path: Path
+) -> None:
+    """The on-device runner's way in: files in its own cache, named by hash."""
+    cache = tmp_path / "device-cache"
+    cache.mkdir()
+    for ref in tiny_manifest.files():
+        (cache / ref.sha256).write_bytes(store.blob_path(ref).read_bytes())
+    components = {r: cache / c.file.sha256 for r, c in tiny_manifest.components.items()}
+    tokenizer = {ref.name: cache / ref.sha256 for ref in tiny_manifest.tokenizer.files}
+    placed = Pipeline.from_paths(tiny_manifest, components, tokenizer, threads=1)
+    stored = Pipeline.from_manifest(tiny_manifest, store, threads=1)
+    a = placed.generate(PROMPT, seed=9, steps=3)
+    assert a.image.tobytes() == stored.generate(PROMPT, seed=9, steps=3).image.tobytes()
