@@ -72,3 +72,15 @@ def test_bad_requests(tmp_path: Path) -> None:
         open_session(tmp_path / "m.onnx", "htp", htp_arch="70")
     with pytest.raises(ModelError, match="cannot load m.onnx on cpu"):
         open_session(tmp_path / "m.onnx")
+
+
+def test_profiling_on_both_runtimes(tmp_path: Path) -> None:
+    qdq = _qdq_model(tmp_path, helper.make_node("Sigmoid", ["a"], ["b"]))
+    x = {"x": np.ones((1, 4, 8, 8), np.float32)}
+    csv = tmp_path / "htp_profile.csv"
+    htp = open_session(qdq, "htp", profiling="detailed", profiling_file=csv)
+    htp.run(x)
+    assert "QNN (execute) time" in csv.read_text()  # simulated, not device, microseconds
+    cpu = open_session(qdq, "cpu", profiling="basic", profiling_file=tmp_path / "cpu")
+    cpu.run(x)
+    assert Path(cpu.end_profiling()).name.startswith("cpu")
