@@ -21,6 +21,7 @@ from hexfleet.errors import DeviceLost, HexfleetError, RunnerFailed
 from models.manifest import Manifest
 
 THERMAL_POLL_S = 1.0
+PROGRESS_EVERY_S = 0.5
 
 
 @dataclass
@@ -64,6 +65,7 @@ class Executor:
         self.cancelled = cancelled
         self.thermal = thermal or ThermalGate()
         self.last_push: PushReport | None = None
+        self._last_progress = 0.0
 
     def execute(self, task: RunTask) -> RunResult:
         """Run `task`; never raises for a phone or runner problem, it reports it."""
@@ -180,9 +182,15 @@ class Executor:
         )
 
     def _progress(self, task: RunTask, line: str) -> None:
+        """Forward a progress line, at most every PROGRESS_EVERY_S, and always the last step."""
         event = progress.parse(line)
         if event is None:
             return
+        now = time.monotonic()
+        last = event["step"] == event["total"]
+        if not last and now - self._last_progress < PROGRESS_EVERY_S:
+            return
+        self._last_progress = now
         self.on_progress(
             RunProgress(
                 run_id=task.run_id,

@@ -35,7 +35,9 @@ HTP_ARCH_BY_SOC = {
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 RUN_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _PROP = re.compile(r"^\[(?P<key>[^\]]+)\]: \[(?P<value>[^\]]*)\]$")
-THROTTLE_C = 45.0
+THROTTLING_STATUS = 3  # PowerManager.THERMAL_STATUS_SEVERE
+_THERMAL_STATUS = re.compile(r"^Thermal Status: (\d+)", re.M)
+_HAL_TEMP = re.compile(r"Temperature\{mValue=(-?[\d.]+)")
 ADB_ERRORS = (adbutils.AdbError, adbutils.AdbTimeout, OSError, socket.timeout, EOFError)
 
 
@@ -139,31 +141,26 @@ class Phone:
             return int(rows[-1][3]) * 1024
         return None
 
-    def temperatures_c(self) -> list[float]:
-        code, out, _ = self.shell(
-            "cat",
-            "/sys/class/thermal/thermal_zone0/temp",
-            "/sys/class/thermal/thermal_zone1/temp",
-            "/sys/class/thermal/thermal_zone2/temp",
-            "/sys/class/thermal/thermal_zone3/temp",
-        )
-        values = [int(v) for v in out.split() if v.lstrip("-").isdigit()]
-        return [v / 1000 if abs(v) > 1000 else float(v) for v in values]
+    def thermal(self) -> tuple[int | None, list[float]]:
+        """Android's thermal status (3 = severe: the phone throttles) and the HAL temperatures."""
+        _, out, _ = self.shell("dumpsys", "thermalservice")
+        status = _THERMAL_STATUS.search(out)
+        temps = [float(t) for t in _HAL_TEMP.findall(out)]
+        return (int(status.group(1)) if status else None), temps
 
     def health(self) -> DeviceHealth:
         battery = {}
         for line in self.checked("dumpsys", "battery").splitlines():
             key, _, value = line.strip().partition(": ")
             battery[key] = value
-        temps = self.temperatures_c()
+        status, temps = self.thermal()
         level = battery.get("level", "")
         raw_temp = battery.get("temperature", "")
-        hottest = max(temps) if temps else None
         return DeviceHealth(
             battery_level=int(level) if level.isdigit() else None,
             battery_temp_c=int(raw_temp) / 10 if raw_temp.lstrip("-").isdigit() else None,
-            max_temp_c=hottest,
-            throttled=hottest is not None and hottest >= THROTTLE_C,
+            max_temp_c=max(temps) if temps else None,
+            throttled=status is not None and status >= THROTTLING_STATUS,
         )
 
     # files ------------------------------------------------------------------------------

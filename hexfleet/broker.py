@@ -9,6 +9,10 @@ delivered again; the visibility timeout sits above the longest run deadline (FAC
 
 from __future__ import annotations
 
+import hashlib
+import re
+from collections.abc import Mapping
+
 from celery import Celery
 
 from hexfleet.settings import Settings
@@ -19,6 +23,40 @@ INGEST_PROGRESS_TASK = "hexfleet.ingest.progress"
 INGEST_HEARTBEAT_TASK = "hexfleet.ingest.heartbeat"
 INGEST_QUEUE = "ingest"
 MAX_RUN_DEADLINE_S = 6 * 3600
+
+
+ANY_QUEUE = "any"
+
+
+_QUEUE_SAFE = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
+
+
+def device_queue(serial: str) -> str:
+    """A phone's own queue. Serials like `127.0.0.1:5555` are made safe for every transport (the
+    embedded one allows only [A-Za-z0-9._-]) with a hash suffix, so two serials never collide."""
+    if _QUEUE_SAFE.match(serial):
+        return f"device.{serial}"
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", serial)[:80]
+    return f"device.{safe}-{hashlib.sha256(serial.encode()).hexdigest()[:8]}"
+
+
+def soc_queue(soc: str) -> str:
+    return f"soc.{soc.upper()}"
+
+
+def arch_queue(htp_arch: int) -> str:
+    return f"arch.{htp_arch}"
+
+
+def queues_for_device(facts: Mapping[str, object]) -> list[str]:
+    """Every queue a phone's consumer listens to: its own first, then its capabilities."""
+    queues = [device_queue(str(facts["serial"]))]
+    if facts.get("soc"):
+        queues.append(soc_queue(str(facts["soc"])))
+    if facts.get("htp_arch") is not None:
+        queues.append(arch_queue(int(facts["htp_arch"])))  # type: ignore[call-overload]
+    queues.append(ANY_QUEUE)
+    return queues
 
 
 def make_celery(settings: Settings, name: str = "hexfleet") -> Celery:

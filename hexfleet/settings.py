@@ -68,6 +68,7 @@ class Settings(BaseSettings):
                 "data_folder_out": str(folder / "in"),
                 "processed_folder": str(folder / "processed"),
                 "control_folder": str(folder / "control"),
+                "polling_interval": 0.1,
                 "store_processed": False,
             }
         return {}

@@ -252,3 +252,7 @@ def main() -> None:
     except HexfleetError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 from celery import Celery
@@ -15,15 +16,25 @@ class CeleryDispatcher:
 
     def __init__(self, app: Celery) -> None:
         self.app = app
+        self._lock = threading.Lock()
 
     def send(self, task: RunTask, queue: str, priority: int) -> None:
-        """Queue `task`; `priority` 9 is the most urgent (Celery counts the other way)."""
+        """Queue `task`; `priority` 9 is the most urgent (Celery counts the other way).
+
+        One connection per send, under a lock: the API calls this from many threads, and some
+        transports (the embedded filesystem one) do not share channels across threads.
+        """
+        with self._lock, self.app.connection_for_write() as connection:
+            self._send(task, queue, priority, connection)
+
+    def _send(self, task: RunTask, queue: str, priority: int, connection: object) -> None:
         self.app.send_task(
             RUN_TASK,
             args=[task.model_dump_json()],
             queue=queue,
             priority=9 - priority,
             task_id=f"{task.run_id}.{task.attempt}",
+            connection=connection,
         )
 
     def revoke(self, run_ids: Sequence[str]) -> None:

@@ -7,6 +7,7 @@ unique per run. Heartbeats upsert the fleet table.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 from typing import Any
@@ -33,17 +34,20 @@ FINAL_RUN_STATES = frozenset(
 )
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def _metrics(result: RunResult) -> list[Metric]:
+    """Numeric metrics as rows (a scalar, or a series); the rest stays in the run's JSON."""
     rows = []
     for name, raw in sorted(result.metrics.items()):
-        value: Any = raw
-        series = None
-        unit = ""
-        if isinstance(raw, dict):
-            value, series, unit = raw.get("value"), raw.get("series"), raw.get("unit", "")
-        elif isinstance(raw, list):
-            value, series = None, raw
-        rows.append(Metric(name=name, value=value, series=series, unit=unit))
+        if isinstance(raw, bool):
+            rows.append(Metric(name=name, value=float(raw)))
+        elif _number(raw):
+            rows.append(Metric(name=name, value=float(raw)))
+        elif isinstance(raw, list) and raw and all(_number(v) for v in raw):
+            rows.append(Metric(name=name, series=raw))
     return rows
 
 
@@ -64,6 +68,10 @@ def ingest_result(
     run.device_serial = result.serial
     run.simulated = result.simulated
     run.timings = result.timings
+    run.result = {
+        "metrics": result.metrics,
+        "tensors": {k: base64.b64encode(v).decode() for k, v in result.tensors.items()},
+    }
     run.error = result.error
     run.started_at = result.started_at
     run.finished_at = result.finished_at
@@ -116,6 +124,11 @@ def ingest_heartbeat(session: Session, beat: Heartbeat) -> None:
     if device is None:
         device = Device(serial=beat.facts.serial, host_id=beat.host)
         session.add(device)
+    elif beat.state == DeviceState.OFFLINE:
+        device.state = DeviceState.OFFLINE
+        device.current_run_id = None
+        device.last_seen = beat.sent_at
+        return
     facts = beat.facts
     device.host_id = beat.host
     device.soc, device.htp_arch, device.model = facts.soc, facts.htp_arch, facts.model

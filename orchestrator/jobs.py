@@ -191,9 +191,10 @@ def retry_lost(session: Session, lost: Run, dispatcher: Dispatcher) -> Run | Non
     if lost.attempt > RETRY_LIMIT or job.state == JobState.CANCELLED:
         return None
     lost_serials = {r.device_serial for r in job.runs if r.slot == lost.slot and r.device_serial}
-    queue = retry_queue(parse_selector(job.selector), _online_devices(session), lost_serials)
-    if queue is None:
+    target = retry_queue(parse_selector(job.selector), _online_devices(session), lost_serials)
+    if target is None:
         return None
+    queue, serial = target
     spec = {k: v for k, v in job.spec.items() if k != "model_id"}
     request = JobRequest.model_validate(spec)
     model = session.get(Model, job.spec.get("model_id"))
@@ -205,7 +206,7 @@ def retry_lost(session: Session, lost: Run, dispatcher: Dispatcher) -> Run | Non
         slot=lost.slot,
         attempt=lost.attempt + 1,
         queue=queue,
-        device_serial=queue.removeprefix("device."),
+        device_serial=serial,
         deadline_s=lost.deadline_s,
     )
     session.add(run)

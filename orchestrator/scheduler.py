@@ -13,35 +13,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from hexfleet.broker import ANY_QUEUE, arch_queue, device_queue, soc_queue
 from hexfleet.errors import InvalidRequest
 from orchestrator.selectors import Selector
 
-ANY_QUEUE = "any"
-INGEST_QUEUE = "ingest"
 RETRY_LIMIT = 2
-
-
-def device_queue(serial: str) -> str:
-    return f"device.{serial}"
-
-
-def soc_queue(soc: str) -> str:
-    return f"soc.{soc.upper()}"
-
-
-def arch_queue(htp_arch: int) -> str:
-    return f"arch.{htp_arch}"
-
-
-def queues_for_device(facts: Mapping[str, object]) -> list[str]:
-    """Every queue a phone's consumer listens to: its own first, then its capabilities."""
-    queues = [device_queue(str(facts["serial"]))]
-    if facts.get("soc"):
-        queues.append(soc_queue(str(facts["soc"])))
-    if facts.get("htp_arch") is not None:
-        queues.append(arch_queue(int(facts["htp_arch"])))  # type: ignore[call-overload]
-    queues.append(ANY_QUEUE)
-    return queues
 
 
 @dataclass(frozen=True)
@@ -105,9 +81,10 @@ def retry_queue(
     selector: Selector,
     devices: Sequence[Mapping[str, object]],
     lost_serials: set[str],
-) -> str | None:
-    """Where a lost run's next attempt goes: another matching phone's queue, never a lost one."""
+) -> tuple[str, str] | None:
+    """(queue, serial) for a lost run's next attempt: another matching phone, never a lost one."""
     candidates = [d for d in selector.select(devices) if str(d["serial"]) not in lost_serials]
     if not candidates:
         return None
-    return device_queue(str(sorted(candidates, key=lambda d: str(d["serial"]))[0]["serial"]))
+    serial = str(sorted(candidates, key=lambda d: str(d["serial"]))[0]["serial"])
+    return device_queue(serial), serial

@@ -1,12 +1,14 @@
-"""`hexfleet serve`: the orchestrator process — database migrations, model registry, the HTTP API
-(uvicorn) and the ingest worker (Celery); both in one process by default, or one role each.
+"""`hexfleet serve`: the orchestrator — database migrations, model registry, the HTTP API (uvicorn)
+and the ingest worker (Celery): both by default, or one role per process (docker-compose).
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
-import threading
+import signal
+import subprocess
+import sys
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -68,7 +70,11 @@ Role = Literal["all", "api", "ingest"]
 
 
 def serve(settings: Settings, role: Role = "all") -> None:
-    """Run the API, the ingest worker, or both (one process, the default) until interrupted."""
+    """Run the API, the ingest worker, or both (`all`: the worker as a child process).
+
+    They are separate processes even in `all`: kombu's embedded filesystem transport does not
+    stand a consumer and a publisher sharing one process (the API's sends failed under load).
+    """
     settings = prepare(settings)
     if role == "ingest":
         run_ingest_worker(settings)
@@ -79,10 +85,14 @@ def serve(settings: Settings, role: Role = "all") -> None:
     if role == "api":
         server.run()
         return
-    api = threading.Thread(target=server.run, name="api", daemon=True)
-    api.start()
+    worker = subprocess.Popen(  # noqa: S603 - fixed argv
+        [sys.executable, "-m", "orchestrator.cli", "serve", "--role", "ingest"]
+    )
     try:
-        run_ingest_worker(settings)
+        server.run()
     finally:
-        server.should_exit = True
-        api.join(timeout=10)
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()

@@ -29,11 +29,15 @@ from orchestrator.dispatch import CeleryDispatcher
 from orchestrator.ingest import ingest_heartbeat, ingest_result, record_progress
 
 log = logging.getLogger(__name__)
+INGEST_PREFETCH = 64
 
 
 def make_ingest_app(settings: Settings, sessions: sessionmaker[Session] | None = None) -> Celery:
     """The orchestrator's Celery app with the three ingest tasks bound to the database."""
     app = make_celery(settings, name="hexfleet-ingest")
+    # Ingest is short and idempotent: no reason to fetch one message at a time (prefetch 1
+    # throttles kombu's polling transports to one message per polling interval).
+    app.conf.worker_prefetch_multiplier = INGEST_PREFETCH
     if sessions is None:
         sessions = session_factory(make_engine(settings.resolved_database_url))
 

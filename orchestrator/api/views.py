@@ -50,9 +50,7 @@ class RunView(BaseModel):
             timings=run.timings,
             progress=run.progress,
             error=run.error,
-            metrics={
-                m.name: {"value": m.value, "unit": m.unit, "series": m.series} for m in run.metrics
-            },
+            metrics=run.result.get("metrics", {}),
             started_at=run.started_at,
             finished_at=run.finished_at,
             images=[

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import uuid
 
@@ -37,7 +38,8 @@ def _result(run: Run, outcome: str = "succeeded", attempt: int = 1) -> RunResult
         outcome=outcome,
         simulated=True,
         timings={"total_ms": 1234.5},
-        metrics={"unet_step_ms": {"value": 50.0, "series": [49.0, 51.0], "unit": "ms"}},
+        metrics={"unet_step_ms": [49.0, 51.0], "npu_share": 1.0, "scheduler": "ddim"},
+        tensors={"out_sample": b"\x93NUMPY-bytes"},
         images=[ImageOut(index=0, prompt="a red circle", seed=1, png=b"png-bytes")],
         started_at=NOW,
         finished_at=NOW + dt.timedelta(seconds=2),
@@ -52,7 +54,10 @@ def test_a_result_delivered_twice_is_stored_once(db_engine: Engine) -> None:
         assert ingest_result(session, _result(run)) is False
         session.commit()
         assert session.scalar(select(func.count()).select_from(Image)) == 1
-        assert session.scalar(select(func.count()).select_from(Metric)) == 1
+        assert session.scalar(select(func.count()).select_from(Metric)) == 2
+        stored = session.get_one(Run, run.id).result
+        assert stored["metrics"]["scheduler"] == "ddim"
+        assert base64.b64decode(stored["tensors"]["out_sample"]) == b"\x93NUMPY-bytes"
         assert run.job.state == "running"
         ingest_result(session, _result(other, outcome="failed"))
         session.commit()

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
+from hexfleet.broker import device_queue, queues_for_device
 from hexfleet.errors import InvalidRequest
-from orchestrator.scheduler import plan_runs, queues_for_device, retry_queue
+from orchestrator.scheduler import plan_runs, retry_queue
 from orchestrator.selectors import parse_selector
 
 FLEET = [
@@ -60,5 +63,12 @@ def test_a_selector_matching_nothing_is_refused_at_submit() -> None:
 
 def test_retry_never_goes_back_to_a_lost_phone() -> None:
     selector = parse_selector("soc=SM8550")
-    assert retry_queue(selector, FLEET, {"a"}) == "device.b"
+    assert retry_queue(selector, FLEET, {"a"}) == ("device.b", "b")
     assert retry_queue(selector, FLEET, {"a", "b"}) is None
+
+
+def test_device_queues_are_safe_names_for_every_transport() -> None:
+    queue = device_queue("127.0.0.1:5555")
+    assert re.fullmatch(r"[A-Za-z0-9._-]+", queue)
+    assert queue != device_queue("127.0.0.1_5555")
+    assert device_queue("R5CT1234ABC") == "device.R5CT1234ABC"

@@ -1,0 +1,117 @@
+"""`hexfleet agent`: watches the adb server for phones and keeps one worker process per online one.
+
+A phone that appears (or comes back) gets a worker within a poll interval; one that disappears or
+goes `offline` has its worker stopped and is reported offline. A worker that dies while its phone
+is still online is restarted, at most once per RESTART_BACKOFF_S. The agent never opens the
+database: all it says goes through the broker's `ingest` queue.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+import adbutils
+
+from device_agent.messages import DeviceFacts, DeviceHealth, Heartbeat
+from hexfleet.broker import INGEST_HEARTBEAT_TASK, INGEST_QUEUE, make_celery
+from hexfleet.errors import ServiceUnavailable
+from hexfleet.settings import Settings
+
+log = logging.getLogger(__name__)
+POLL_S = 1.0
+RESTART_BACKOFF_S = 5.0
+STOP_GRACE_S = 30.0
+
+
+@dataclass
+class WorkerProcess:
+    serial: str
+    process: subprocess.Popen[bytes]
+    started: float = field(default_factory=time.monotonic)
+
+
+class Agent:
+    def __init__(self, settings: Settings, poll_s: float = POLL_S) -> None:
+        self.settings = settings
+        self.poll_s = poll_s
+        self.client = adbutils.AdbClient(host=settings.adb_host, port=settings.adb_port)
+        self.app = make_celery(settings, name="agent")
+        self.host = socket.gethostname()
+        self.workers: dict[str, WorkerProcess] = {}
+        self.stopped = threading.Event()
+
+    def online_serials(self) -> set[str]:
+        try:
+            return {info.serial for info in self.client.list() if info.state == "device"}
+        except (adbutils.AdbError, OSError) as exc:
+            raise ServiceUnavailable(
+                f"the adb server at {self.settings.adb_host}:{self.settings.adb_port} "
+                f"does not answer: {exc}"
+            ) from exc
+
+    def start_worker(self, serial: str) -> None:
+        log.info("phone %s online: starting its worker", serial)
+        process = subprocess.Popen(  # noqa: S603 - fixed argv; the serial came from adb itself
+            [sys.executable, "-m", "device_agent.worker", serial], start_new_session=True
+        )
+        self.workers[serial] = WorkerProcess(serial, process)
+
+    def stop_worker(self, serial: str) -> None:
+        worker = self.workers.pop(serial)
+        if worker.process.poll() is None:
+            worker.process.send_signal(signal.SIGTERM)
+            try:
+                worker.process.wait(timeout=STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                worker.process.kill()
+                worker.process.wait()
+
+    def report_offline(self, serial: str) -> None:
+        beat = Heartbeat(
+            host=self.host,
+            facts=DeviceFacts(serial=serial),
+            health=DeviceHealth(),
+            state="offline",
+            sent_at=dt.datetime.now(dt.UTC),
+        )
+        self.app.send_task(INGEST_HEARTBEAT_TASK, args=[beat.model_dump_json()], queue=INGEST_QUEUE)
+
+    def scan(self) -> None:
+        """One look at the adb server: start, stop and restart workers to match it."""
+        online = self.online_serials()
+        for serial in sorted(set(self.workers) - online):
+            log.info("phone %s gone or offline: stopping its worker", serial)
+            self.stop_worker(serial)
+            self.report_offline(serial)
+        for serial in sorted(online):
+            worker = self.workers.get(serial)
+            if worker is None:
+                self.start_worker(serial)
+            elif worker.process.poll() is not None:
+                if time.monotonic() - worker.started >= RESTART_BACKOFF_S:
+                    log.warning(
+                        "worker of %s exited (%s): restarting", serial, worker.process.returncode
+                    )
+                    self.workers.pop(serial)
+                    self.start_worker(serial)
+
+    def run(self) -> None:
+        """Scan until `stop()` (or SIGINT/SIGTERM through the CLI), then stop every worker."""
+        try:
+            while not self.stopped.is_set():
+                self.scan()
+                self.stopped.wait(self.poll_s)
+        finally:
+            for serial in list(self.workers):
+                self.stop_worker(serial)
+
+    def stop(self) -> None:
+        self.stopped.set()

@@ -1,0 +1,228 @@
+"""A whole farm on one machine for end-to-end tests: real adb server, virtual phones, `hexfleet
+serve` and `hexfleet agent` as processes, a model registered — the embedded defaults or, with
+`farm_services`, real Redis and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import adbutils
+import httpx
+import pytest
+
+from device_agent.virtual.fleet import ThreadedFleet
+from device_agent.virtual.health import ThermalSettings
+from device_agent.virtual.phone import Phone, PhoneConfig
+from device_agent.virtual.profiles import get_profile
+from hexfleet.settings import Settings
+from models.registration import register_tiny_sd
+from models.store import ModelStore
+from models.synthetic_sd import write_tiny_layout
+
+HEXFLEET = str(Path(sys.executable).parent / "hexfleet")
+ADB = adbutils.adb_path()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = 60.0, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:g} s waiting for {what or condition}")
+        time.sleep(0.1)
+
+
+@dataclass
+class Farm:
+    settings: Settings
+    env: dict[str, str]
+    adb: adbutils.AdbClient
+    adb_port: int
+    fleet: ThreadedFleet
+    root: Path
+    phones: list[Phone] = field(default_factory=list)
+    processes: list[subprocess.Popen[str]] = field(default_factory=list)
+
+    def api(self, path: str) -> Any:
+        token = self.settings.client_token()
+        response = httpx.get(
+            f"{self.settings.api_url}{path}",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        )
+        response.raise_for_status()
+        return response.json()
+
+    def post(self, path: str, body: dict[str, Any]) -> Any:
+        token = self.settings.client_token()
+        response = httpx.post(
+            f"{self.settings.api_url}{path}",
+            json=body,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
+        assert response.status_code < 300, response.text
+        return response.json()
+
+    def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [HEXFLEET, *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def add_phone(self, soc: str, **overrides: Any) -> Phone:
+        index = len(self.phones) + 1
+        config = PhoneConfig(
+            profile=get_profile(soc),
+            root=self.root / f"phone{index}",
+            index=index,
+            port=free_port(),
+            compute="cpu",
+            thermal=ThermalSettings(heat_time_s=2, cool_time_s=1),
+            reboot_s=0.5,
+        )
+        for key, value in overrides.items():
+            setattr(config, key, value)
+        phone = self.fleet.start_phone(config)
+        self.phones.append(phone)
+        self.connect(phone)
+        return phone
+
+    def connect(self, phone: Phone) -> None:
+        assert "connected" in self.adb.connect(phone.serial, timeout=10)
+
+    def online_in_api(self) -> set[str]:
+        return {d["serial"] for d in self.api("/api/v1/devices") if d["state"] != "offline"}
+
+    def wait_for_job(self, job_id: str, timeout: float = 120) -> dict[str, Any]:
+        def done() -> dict[str, Any] | None:
+            job = self.api(f"/api/v1/jobs/{job_id}")
+            return job if job["state"] in ("succeeded", "failed", "cancelled") else None
+
+        return wait_until(done, timeout, f"job {job_id}")
+
+    def start(self, *args: str) -> subprocess.Popen[str]:
+        log = (self.root / f"{args[0]}-{len(self.processes)}.log").open("w")
+        process = subprocess.Popen(
+            [HEXFLEET, *args], env=self.env, stdout=log, stderr=subprocess.STDOUT, text=True
+        )
+        self.processes.append(process)
+        return process
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.send_signal(signal.SIGINT)
+        for process in self.processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text()[-3000:] for p in sorted(self.root.glob("*.log")))
+
+
+def build_farm(root: Path, overrides: dict[str, str], socs: list[str]) -> Iterator[Farm]:
+    adb_port = free_port()
+    subprocess.run(
+        [ADB, "-P", str(adb_port), "start-server"], check=True, capture_output=True, timeout=30
+    )
+    data_dir = root / "data"
+    env = {
+        **os.environ,
+        "HEXFLEET_DATA_DIR": str(data_dir),
+        "HEXFLEET_API_URL": f"http://127.0.0.1:{free_port()}",
+        "HEXFLEET_ADB_PORT": str(adb_port),
+        "HEXFLEET_AGENT_THERMAL_WAIT_S": "5",
+        **overrides,
+    }
+    for key in ("HEXFLEET_API_TOKEN", "HEXFLEET_SUBMIT_TOKENS", "HEXFLEET_VIEWER_TOKENS"):
+        env.pop(key, None)
+    settings = Settings(
+        data_dir=data_dir,
+        api_url=env["HEXFLEET_API_URL"],
+        adb_port=adb_port,
+        database_url=overrides.get("HEXFLEET_DATABASE_URL"),
+        broker_url=overrides.get("HEXFLEET_BROKER_URL"),
+    )
+    register_tiny_sd(ModelStore.from_settings(settings), write_tiny_layout(root / "tiny-sd"))
+    with ThreadedFleet() as fleet:
+        farm = Farm(settings, env, adbutils.AdbClient("127.0.0.1", adb_port), adb_port, fleet, root)
+        try:
+            for soc in socs:
+                farm.add_phone(soc)
+            farm.start("serve")
+            wait_until(lambda: _healthy(settings), 60, "the API")
+            farm.start("agent", "--poll", "0.5")
+            wait_until(
+                lambda: farm.online_in_api() >= {p.serial for p in farm.phones},
+                90,
+                "every phone's heartbeat",
+            )
+            yield farm
+        except BaseException:
+            print(farm.logs())
+            raise
+        finally:
+            farm.stop()
+            subprocess.run(
+                [ADB, "-P", str(adb_port), "kill-server"],
+                capture_output=True,
+                timeout=30,
+                check=False,
+            )
+
+
+def _healthy(settings: Settings) -> bool:
+    try:
+        return httpx.get(f"{settings.api_url}/api/v1/health", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Farm]:
+    """Embedded defaults (SQLite, filesystem broker): two phones, SM8550 and SM8650."""
+    yield from build_farm(tmp_path_factory.mktemp("farm"), {}, ["sm8550", "sm8650"])
+
+
+def job_body(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "kind": "generate",
+        "model": "tiny-sd",
+        "precision": "fp32",
+        "selector": "all",
+        "params": {
+            "prompts": ["a red circle on the left in a blue background"],
+            "steps": 3,
+            "runtime": "cpu",
+        },
+    }
+    body.update(overrides)
+    return body
+
+
+__all__ = ["Farm", "job_body", "json", "wait_until"]

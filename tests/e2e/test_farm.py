@@ -1,0 +1,167 @@
+"""The farm end to end on embedded defaults: CLI → API → broker → agent → virtual phones (through
+the real adb server) → runner → ingest → database → CLI.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+from conftest import Farm, job_body, wait_until
+from PIL import Image
+
+from models.store import ModelStore
+
+PROMPT = "a red circle on the left in a blue background"
+
+
+def test_generate_on_every_phone_through_the_cli(farm: Farm, tmp_path: Path) -> None:
+    out = tmp_path / "images"
+    result = farm.cli(
+        "generate",
+        PROMPT,
+        "--devices",
+        "all",
+        "--precision",
+        "fp32",
+        "--runtime",
+        "cpu",
+        "--steps",
+        "3",
+        "--seed",
+        "7",
+        "--out",
+        str(out),
+        "--json",
+    )
+    assert result.returncode == 0, result.stderr + farm.logs()
+    job = json.loads(result.stdout)
+    assert job["state"] == "succeeded"
+    serials = sorted(r["device_serial"] for r in job["runs"])
+    assert serials == sorted(p.serial for p in farm.phones)
+    for run in job["runs"]:
+        assert run["simulated"] is True
+        assert len(run["timings"]["unet_steps_s"]) == 3
+        assert run["progress"]["step"] == run["progress"]["total"] == 3
+        png = next((out / run["device_serial"]).glob("*.png"))
+        assert Image.open(png).size == (16, 16)
+    assert (out / f"{job['id']}.json").is_file()
+    first, second = (next((out / s).glob("*.png")).read_bytes() for s in serials)
+    assert first == second, "same model, seed and runtime: the same image on every phone"
+
+
+def test_second_run_pushes_nothing_and_benchmark_reports_statistics(farm: Farm) -> None:
+    job = farm.post("/api/v1/jobs", job_body(selector="soc=SM8550"))
+    done = farm.wait_for_job(job["id"])
+    assert done["state"] == "succeeded"
+    assert done["runs"][0]["metrics"]["pushed_bytes"] == 0
+    assert done["runs"][0]["metrics"]["cached_files"] == 4
+
+    bench = farm.cli(
+        "bench",
+        "tiny-sd",
+        "--devices",
+        "soc=SM8650",
+        "--precision",
+        "fp32",
+        "--runtime",
+        "cpu",
+        "--iterations",
+        "5",
+        "--warmup",
+        "1",
+        "--json",
+    )
+    assert bench.returncode == 0, bench.stderr
+    (run,) = json.loads(bench.stdout)["runs"]
+    timings, metrics = run["timings"], run["metrics"]
+    assert len(timings["iterations_ms"]) == 5
+    assert timings["p50_ms"] <= timings["p99_ms"]
+    assert metrics["temp_before_c"] is not None and metrics["temp_after_c"] is not None
+    assert metrics["throttled"] is False
+    assert "npu_share" in metrics
+
+
+def test_infer_returns_the_output_tensor(farm: Farm) -> None:
+    latent = np.zeros((1, 4, 8, 8), dtype=np.float32)
+    buffer = io.BytesIO()
+    np.save(buffer, latent)
+    import base64
+
+    body = job_body(
+        kind="infer",
+        selector="soc=SM8650",
+        params={
+            "component": "vae_decoder",
+            "runtime": "cpu",
+            "tensors": {"latent_sample": base64.b64encode(buffer.getvalue()).decode()},
+        },
+    )
+    done = farm.wait_for_job(farm.post("/api/v1/jobs", body)["id"])
+    assert done["state"] == "succeeded", done["runs"][0]["error"]
+
+
+def test_hostile_prompts_never_reach_a_shell(farm: Farm) -> None:
+    hostile = "a red circle; touch /data/local/tmp/pwned $(touch /data/local/tmp/pwned2) 'x\"\n`id`"
+    job = farm.post(
+        "/api/v1/jobs",
+        job_body(
+            selector="soc=SM8550", params={"prompts": [hostile], "steps": 2, "runtime": "cpu"}
+        ),
+    )
+    done = farm.wait_for_job(job["id"])
+    assert done["state"] == "failed"
+    assert "vocabulary" in done["runs"][0]["error"]
+    root = farm.phones[0].config.root
+    assert not list(root.rglob("pwned*"))
+    assert (
+        not list(Path("/data/local/tmp").glob("pwned*"))
+        if Path("/data/local/tmp").exists()
+        else True
+    )
+
+
+def test_a_corrupt_cached_file_is_detected_and_repaired(farm: Farm) -> None:
+    manifest = ModelStore.from_settings(farm.settings).load("tiny-sd")
+    unet = manifest.components["unet"].file
+    phone = farm.phones[1]
+    cached = phone.config.root / "data/local/tmp/hexfleet/cache" / unet.sha256
+    wait_until(cached.is_file, 30, "the unet in the phone's cache")
+    data = bytearray(cached.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    cached.chmod(0o644)
+    cached.write_bytes(bytes(data))
+    job = farm.post("/api/v1/jobs", job_body(selector=f"serial={phone.serial}"))
+    done = farm.wait_for_job(job["id"])
+    assert done["state"] == "succeeded", done["runs"][0]["error"]
+    assert done["runs"][0]["metrics"]["pushed_bytes"] == unet.size
+    assert cached.read_bytes() != bytes(data)
+
+
+def test_a_phone_lost_mid_run_completes_elsewhere(farm: Farm) -> None:
+    long_run = job_body(
+        selector="model~SM-S9",
+        count=1,
+        params={"prompts": [PROMPT], "steps": 150, "images_per_prompt": 8, "runtime": "cpu"},
+    )
+    job = farm.post("/api/v1/jobs", long_run)
+
+    def running_on() -> str | None:
+        run = farm.api(f"/api/v1/jobs/{job['id']}")["runs"][0]
+        return run["device_serial"] if run["state"] == "running" and run["progress"] else None
+
+    serial = wait_until(running_on, 60, "the run to start")
+    victim = next(p for p in farm.phones if p.serial == serial)
+    farm.fleet.stop_phone(victim)
+    done = farm.wait_for_job(job["id"], timeout=180)
+    try:
+        assert done["state"] == "succeeded", [r["error"] for r in done["runs"]]
+        attempts = sorted(done["runs"], key=lambda r: r["attempt"])
+        assert [r["state"] for r in attempts] == ["lost", "succeeded"]
+        assert attempts[1]["device_serial"] != serial
+    finally:
+        farm.fleet.restart_phone(victim)
+        farm.connect(victim)
+        wait_until(lambda: serial in farm.online_in_api(), 60, "the phone back online")
