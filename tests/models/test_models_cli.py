@@ -146,3 +146,25 @@ def test_quantize_compile_and_evaluate_on_htp(cli_dir: Path) -> None:
     assert report["psnr_db_vs_fp32"]["mean"] > 10  # type: ignore[index]
     variants = [m["ref"] for m in _json(cli_dir, "list")]  # type: ignore[union-attr,index]
     assert variants == ["tiny-sd/1/fp32", "tiny-sd/1/w8a8", "tiny-sd/1/w8a8-v75"]
+
+
+def test_train_without_torch_says_which_extra(tmp_path: Path) -> None:
+    """CI installs only `.[dev]`: training must say how to get torch, in one line."""
+    code = (
+        "import sys; sys.modules['torch'] = None; "
+        "sys.argv = ['hexfleet', 'models', 'train', 'tiny-sd']; "
+        "from orchestrator.cli import main; main()"
+    )
+    env = {**os.environ, "HEXFLEET_DATA_DIR": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "install the train extra" in result.stderr and result.stderr.count("\n") == 1
+    other = _run(tmp_path, "train", "sd15")
+    assert other.returncode == 2 and "only tiny-sd is trained here" in other.stderr
