@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import socket
-import subprocess
 import threading
 from typing import Annotated
 
 import typer
 
-from hexfleet.errors import InvalidRequest, ServiceUnavailable
+from device_agent import adb_server
+from hexfleet.errors import InvalidRequest
 from hexfleet.settings import Settings
 
 agent_app = typer.Typer(help="Run the device agent for the phones attached to this host.")
@@ -37,62 +36,6 @@ def agent(
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: runner.stop())
     runner.run()
-
-
-def _adb_client(settings: Settings):  # noqa: ANN202 - adbutils is imported lazily
-    import adbutils
-
-    return adbutils.AdbClient(host=settings.adb_host, port=settings.adb_port)
-
-
-def _adb_server_reachable(settings: Settings) -> bool:
-    try:
-        with socket.create_connection((settings.adb_host, settings.adb_port), timeout=2):
-            return True
-    except OSError:
-        return False
-
-
-def _start_local_adb_server(settings: Settings) -> None:
-    """Start the bundled adb server on the configured port (adbutils alone would pick 5037)."""
-    import adbutils
-
-    if _adb_server_reachable(settings):
-        return
-    if settings.adb_host not in ("127.0.0.1", "localhost", "::1"):
-        raise ServiceUnavailable(f"no adb server at {settings.adb_host}:{settings.adb_port}")
-    subprocess.run(  # noqa: S603 - fixed argv, the bundled adb binary
-        [adbutils.adb_path(), "-P", str(settings.adb_port), "start-server"],
-        capture_output=True, timeout=30, check=False,
-    )
-
-
-def _connect(settings: Settings, serials: list[str]) -> None:
-    import adbutils
-
-    _start_local_adb_server(settings)
-    client = _adb_client(settings)
-    for serial in serials:
-        try:
-            message = client.connect(serial, timeout=10)
-        except (adbutils.AdbError, OSError) as exc:
-            raise ServiceUnavailable(
-                f"adb server at {settings.adb_host}:{settings.adb_port} could not connect "
-                f"{serial}: {exc}"
-            ) from exc
-        if "connected" not in message:
-            raise ServiceUnavailable(f"adb connect {serial}: {message}")
-
-
-def _disconnect(settings: Settings, serials: list[str]) -> None:
-    import adbutils
-
-    if not _adb_server_reachable(settings):
-        return
-    client = _adb_client(settings)
-    for serial in serials:
-        with contextlib.suppress(adbutils.AdbError, OSError):
-            client.disconnect(serial)
 
 
 @virtual_devices_app.command("up")
@@ -146,7 +89,7 @@ def up(
         return
     records = fleet.start_processes(data_dir, specs)
     if connect:
-        _connect(settings, [record.serial for record in records])
+        adb_server.connect(settings, [record.serial for record in records])
         for record in records:
             fleet.mark_connected(data_dir, record.port)
     for record in records:
@@ -165,7 +108,7 @@ def _serve_foreground(settings: Settings, specs: list, *, connect: bool) -> None
         with fleet.foreground(specs) as phones:
             serials = [phone.serial for phone in phones]
             if connect:
-                _connect(settings, serials)
+                adb_server.connect(settings, serials)
             for phone in phones:
                 typer.echo(f"{phone.serial}  {phone.profile.soc}  serialno {phone.serialno}")
             typer.echo("serving in the foreground; Ctrl-C stops")
@@ -173,7 +116,7 @@ def _serve_foreground(settings: Settings, specs: list, *, connect: bool) -> None
                 while not stop.wait(0.5):
                     pass
             if connect:
-                _disconnect(settings, serials)
+                adb_server.disconnect(settings, serials)
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -191,7 +134,7 @@ def down(
     stopped = fleet.stop_processes(settings.data_dir, serial or None)
     connected = [record.serial for record in stopped if record.connected]
     if connected:
-        _disconnect(settings, connected)
+        adb_server.disconnect(settings, connected)
     typer.echo(f"stopped {len(stopped)} virtual phone(s)")
 
 
