@@ -32,7 +32,13 @@ from models.calibration import (
     default_prompts,
     record_activations,
 )
-from models.htp_rewrites import constants_to_initializers, flatten_silu, fold_static_shapes
+from models.htp_rewrites import (
+    constants_to_initializers,
+    drop_unused_initializers,
+    flatten_silu,
+    fold_static_shapes,
+    instance_norm_4d,
+)
 from models.manifest import ROLES, Manifest, Precision, Thresholds
 from models.pipeline import Pipeline
 from models.registration import store_component
@@ -109,7 +115,9 @@ def prepare_graph(source: Path, target: Path, feed: dict[str, np.ndarray]) -> Pa
     del model.graph.value_info[:]
     constants_to_initializers(model)
     fold_static_shapes(model)
+    instance_norm_4d(model)
     flatten_silu(model)
+    drop_unused_initializers(model)
     model = onnx.shape_inference.infer_shapes(model, data_prop=True)
     onnx.save(model, str(target))
     return target

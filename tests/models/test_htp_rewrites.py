@@ -11,7 +11,13 @@ from onnxruntime.quantization import QuantType, quantize
 from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config
 
 from models.calibration import FeedsReader
-from models.htp_rewrites import constants_to_initializers, flatten_silu, fold_static_shapes
+from models.htp_rewrites import (
+    constants_to_initializers,
+    drop_unused_initializers,
+    flatten_silu,
+    fold_static_shapes,
+    instance_norm_4d,
+)
 from models.quantize import quantize_component
 from models.runtime import open_session
 
@@ -106,11 +112,13 @@ def _torch_style_group_norm() -> onnx.ModelProto:
     return model
 
 
-def test_constants_and_shapes_become_initializers(tmp_path: Path) -> None:
+def test_constants_shapes_and_group_norm_rewrites(tmp_path: Path) -> None:
     model = _torch_style_group_norm()
     onnx.save(model, str(tmp_path / "a.onnx"))
     assert constants_to_initializers(model) == 3
     assert fold_static_shapes(model) == 1
+    assert instance_norm_4d(model) == 1
+    assert drop_unused_initializers(model) == 1  # the 3-D group shape
     onnx.checker.check_model(model)
     assert [n.op_type for n in model.graph.node] == [
         "Conv",
@@ -118,6 +126,8 @@ def test_constants_and_shapes_become_initializers(tmp_path: Path) -> None:
         "InstanceNormalization",
         "Reshape",
     ]
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    assert inits[model.graph.node[1].input[1]].tolist() == [1, 8, 192, 32]
     onnx.save(model, str(tmp_path / "b.onnx"))
     x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
     assert np.array_equal(
