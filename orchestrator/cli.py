@@ -240,9 +240,50 @@ def serve(
 
 
 @app.command()
-def demo() -> None:
-    """Bring up a farm of virtual phones, generate and benchmark, print the results, tear down."""
-    _not_yet("demo")
+def up(
+    phones: Annotated[str, typer.Option(help="SoCs of the virtual phones, cycled.")] = (
+        "sm8450,sm8550,sm8650,sm8750"
+    ),
+    count: Annotated[int | None, typer.Option(min=1, max=64, help="How many phones.")] = None,
+    compute: Annotated[str, typer.Option(help="htp (QNN HTP simulator) or cpu.")] = "htp",
+    base_port: Annotated[int, typer.Option(min=1024, max=65000, help="First phone's port.")] = (
+        18500
+    ),
+) -> None:
+    """Bring the whole farm up on this machine: virtual phones, agent, API, ingest (no servers)."""
+    from orchestrator import farm
+
+    settings = Settings()
+    state = farm.up(settings, phones, count, compute, base_port, progress=typer.echo)
+    typer.echo(
+        f"farm up: {len(state.phone_serials)} phones; API {state.api_url}; "
+        f"logs in {farm.logs_dir(settings)}; `hexfleet down` stops it"
+    )
+
+
+@app.command()
+def down() -> None:
+    """Stop the farm started by `hexfleet up` (phones, agent, API, ingest)."""
+    from orchestrator import farm
+
+    stopped = farm.down(Settings())
+    typer.echo(f"stopped {len(stopped)} processes" if stopped else "nothing was running")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where the images go.")] = Path(
+        "demo-output"
+    ),
+    prompt: Annotated[str, typer.Option(help="What to draw.")] = (
+        "a red circle on the left in a blue background"
+    ),
+    keep: Annotated[bool, typer.Option(help="Leave the farm running afterwards.")] = False,
+) -> None:
+    """Up + generate on four virtual phones (w8a16 on the HTP simulator) + benchmark + down."""
+    from orchestrator import demo as demo_run
+
+    demo_run.run(Settings(), out, prompt, keep=keep)
 
 
 def main() -> None:
