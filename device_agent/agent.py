@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -44,7 +43,7 @@ class Agent:
         self.poll_s = poll_s
         self.client = adbutils.AdbClient(host=settings.adb_host, port=settings.adb_port)
         self.app = make_celery(settings, name="agent")
-        self.host = socket.gethostname()
+        self.host = settings.host_name
         self.workers: dict[str, WorkerProcess] = {}
         self.stopped = threading.Event()
 

@@ -12,7 +12,6 @@ import datetime as dt
 import logging
 import os
 import signal
-import socket
 import sys
 import threading
 import time
@@ -73,7 +72,7 @@ class PhoneWorker:
 
     def __init__(self, settings: Settings, serial: str) -> None:
         self.settings = settings
-        self.host = socket.gethostname()
+        self.host = settings.host_name
         client = adbutils.AdbClient(host=settings.adb_host, port=settings.adb_port)
         self.phone = Phone(client.device(serial))
         self.facts: DeviceFacts = self.phone.facts()

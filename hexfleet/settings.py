@@ -6,6 +6,7 @@ environment variables.
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
@@ -31,6 +32,7 @@ class Settings(BaseSettings):
     adb_host: str = "127.0.0.1"
     adb_port: int = Field(default=5037, ge=1, le=65535)
     require_services: bool = False
+    agent_name: str | None = None
     agent_cache_quota_bytes: int = Field(default=8 << 30, gt=0)
     agent_thermal_limit_c: float = Field(default=45.0, gt=0)
     agent_thermal_wait_s: float = Field(default=120.0, ge=0)
@@ -85,6 +87,11 @@ class Settings(BaseSettings):
         if self.token_file.is_file():
             return self.token_file.read_text().strip() or None
         return None
+
+    @property
+    def host_name(self) -> str:
+        """How this host's agent names itself in the fleet (default: the machine's hostname)."""
+        return self.agent_name or socket.gethostname()
 
     def ensure_data_dir(self) -> Path:
         self.data_dir.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ A test that needs a server which is not running is skipped, unless HEXFLEET_REQU
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,9 +62,8 @@ def redis_url() -> Iterator[str]:
         client.close()
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """SQLAlchemy URL of a fresh database on the real PostgreSQL, dropped after the session."""
+@contextlib.contextmanager
+def _fresh_database() -> Iterator[str]:
     name = f"hexfleet_test_{uuid.uuid4().hex[:12]}"
     try:
         admin = psycopg.connect(POSTGRES_ADMIN_DSN, autocommit=True)
@@ -77,3 +77,34 @@ def postgres_url() -> Iterator[str]:
             admin.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
+
+
+@pytest.fixture(scope="module")
+def module_redis_url() -> Iterator[str]:
+    """A dedicated Redis database (14) for one test module, flushed before and after."""
+    url = "redis://127.0.0.1:6379/14"
+    client = redis_lib.Redis.from_url(url, socket_connect_timeout=3)
+    try:
+        client.ping()
+    except redis_lib.exceptions.ConnectionError as exc:
+        _unavailable("Redis at 127.0.0.1:6379", exc)
+    client.flushdb()
+    try:
+        yield url
+    finally:
+        client.flushdb()
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """SQLAlchemy URL of a fresh database on the real PostgreSQL, dropped after the session."""
+    with _fresh_database() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def module_postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database of its own for one test module (e.g. a whole farm)."""
+    with _fresh_database() as url:
+        yield url
