@@ -61,6 +61,25 @@ class Farm:
     root: Path
     phones: list[Phone] = field(default_factory=list)
     processes: list[subprocess.Popen[str]] = field(default_factory=list)
+    adb_of_host: dict[str, tuple[adbutils.AdbClient, int]] = field(default_factory=dict)
+    host_of_phone: dict[str, str] = field(default_factory=dict)
+
+    def add_host(self, name: str, socs: list[str]) -> list[Phone]:
+        """A second host: its own adb server, phones and agent (own cache dir, same API/broker)."""
+        port = free_port()
+        subprocess.run(
+            [ADB, "-P", str(port), "start-server"], check=True, capture_output=True, timeout=30
+        )
+        self.adb_of_host[name] = (adbutils.AdbClient("127.0.0.1", port), port)
+        phones = [self.add_phone(soc, host=name) for soc in socs]
+        env = {
+            **self.env,
+            "HEXFLEET_ADB_PORT": str(port),
+            "HEXFLEET_AGENT_NAME": name,
+            "HEXFLEET_DATA_DIR": str(self.root / f"{name}-data"),
+        }
+        self.start("agent", "--poll", "0.5", env=env)
+        return phones
 
     def api(self, path: str) -> Any:
         token = self.settings.client_token()
@@ -93,7 +112,7 @@ class Farm:
             check=False,
         )
 
-    def add_phone(self, soc: str, **overrides: Any) -> Phone:
+    def add_phone(self, soc: str, host: str = "host-a", **overrides: Any) -> Phone:
         index = len(self.phones) + 1
         config = PhoneConfig(
             profile=get_profile(soc),
@@ -108,11 +127,15 @@ class Farm:
             setattr(config, key, value)
         phone = self.fleet.start_phone(config)
         self.phones.append(phone)
+        self.host_of_phone[phone.serial] = host
         self.connect(phone)
         return phone
 
     def connect(self, phone: Phone) -> None:
-        assert "connected" in self.adb.connect(phone.serial, timeout=10)
+        adb, _ = self.adb_of_host.get(
+            self.host_of_phone.get(phone.serial, "host-a"), (self.adb, self.adb_port)
+        )
+        assert "connected" in adb.connect(phone.serial, timeout=10)
 
     def online_in_api(self) -> set[str]:
         return {d["serial"] for d in self.api("/api/v1/devices") if d["state"] != "offline"}
@@ -124,10 +147,10 @@ class Farm:
 
         return wait_until(done, timeout, f"job {job_id}")
 
-    def start(self, *args: str) -> subprocess.Popen[str]:
+    def start(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
         log = (self.root / f"{args[0]}-{len(self.processes)}.log").open("w")
         process = subprocess.Popen(
-            [HEXFLEET, *args], env=self.env, stdout=log, stderr=subprocess.STDOUT, text=True
+            [HEXFLEET, *args], env=env or self.env, stdout=log, stderr=subprocess.STDOUT, text=True
         )
         self.processes.append(process)
         return process
@@ -151,26 +174,29 @@ def build_farm(root: Path, overrides: dict[str, str], socs: list[str]) -> Iterat
         [ADB, "-P", str(adb_port), "start-server"], check=True, capture_output=True, timeout=30
     )
     data_dir = root / "data"
-    env = {
-        **os.environ,
-        "HEXFLEET_DATA_DIR": str(data_dir),
-        "HEXFLEET_API_URL": f"http://127.0.0.1:{free_port()}",
-        "HEXFLEET_ADB_PORT": str(adb_port),
-        "HEXFLEET_AGENT_THERMAL_WAIT_S": "5",
-        **overrides,
-    }
-    for key in ("HEXFLEET_API_TOKEN", "HEXFLEET_SUBMIT_TOKENS", "HEXFLEET_VIEWER_TOKENS"):
-        env.pop(key, None)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HEXFLEET_")}
+    env.update(
+        {
+            "HEXFLEET_DATA_DIR": str(data_dir),
+            "HEXFLEET_API_URL": f"http://127.0.0.1:{free_port()}",
+            "HEXFLEET_ADB_PORT": str(adb_port),
+            "HEXFLEET_AGENT_NAME": "host-a",
+            "HEXFLEET_AGENT_THERMAL_WAIT_S": "5",
+            **overrides,
+        }
+    )
     settings = Settings(
         data_dir=data_dir,
         api_url=env["HEXFLEET_API_URL"],
         adb_port=adb_port,
         database_url=overrides.get("HEXFLEET_DATABASE_URL"),
         broker_url=overrides.get("HEXFLEET_BROKER_URL"),
+        api_token=overrides.get("HEXFLEET_API_TOKEN"),
     )
     register_tiny_sd(ModelStore.from_settings(settings), write_tiny_layout(root / "tiny-sd"))
     with ThreadedFleet() as fleet:
         farm = Farm(settings, env, adbutils.AdbClient("127.0.0.1", adb_port), adb_port, fleet, root)
+        farm.adb_of_host["host-a"] = (farm.adb, adb_port)
         try:
             for soc in socs:
                 farm.add_phone(soc)
@@ -188,12 +214,13 @@ def build_farm(root: Path, overrides: dict[str, str], socs: list[str]) -> Iterat
             raise
         finally:
             farm.stop()
-            subprocess.run(
-                [ADB, "-P", str(adb_port), "kill-server"],
-                capture_output=True,
-                timeout=30,
-                check=False,
-            )
+            for _, port in farm.adb_of_host.values():
+                subprocess.run(
+                    [ADB, "-P", str(port), "kill-server"],
+                    capture_output=True,
+                    timeout=30,
+                    check=False,
+                )
 
 
 def _healthy(settings: Settings) -> bool:
