@@ -49,15 +49,18 @@ class CancelWatch:
         token = settings.client_token()
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(base_url=settings.api_url, headers=headers, timeout=5)
-        self._checked = 0.0
+        self._checked: dict[str, float] = {}
         self._cancelled: set[str] = set()
 
     def __call__(self, run_id: str) -> bool:
         if run_id in self._cancelled:
             return True
-        if time.monotonic() - self._checked < CANCEL_POLL_S:
+        last = self._checked.get(run_id)
+        if last is not None and time.monotonic() - last < CANCEL_POLL_S:
             return False
-        self._checked = time.monotonic()
+        if last is None:
+            self._checked.clear()
+        self._checked[run_id] = time.monotonic()
         try:
             response = self.http.get(f"/api/v1/runs/{run_id}")
         except httpx.TransportError:
@@ -118,6 +121,9 @@ class PhoneWorker:
     def run(self, body: str) -> str:
         """The `hexfleet.run` task: run on this phone, publish the result, return the outcome."""
         task = RunTask.model_validate_json(body)
+        if self.executor.cancelled(task.run_id):
+            log.info("run %s was cancelled before it started", task.run_id)
+            return "cancelled"
         self.current_run = task.run_id
         self.heartbeat("busy")
         try:

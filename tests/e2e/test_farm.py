@@ -165,3 +165,27 @@ def test_a_phone_lost_mid_run_completes_elsewhere(farm: Farm) -> None:
         farm.fleet.restart_phone(victim)
         farm.connect(victim)
         wait_until(lambda: serial in farm.online_in_api(), 60, "the phone back online")
+
+
+def test_cancel_stops_the_run_on_the_phone(farm: Farm) -> None:
+    phone = farm.phones[0]
+    long_run = job_body(
+        selector=f"serial={phone.serial}",
+        params={"prompts": [PROMPT], "steps": 150, "images_per_prompt": 8, "runtime": "cpu"},
+    )
+    job = farm.post("/api/v1/jobs", long_run)
+    wait_until(
+        lambda: farm.api(f"/api/v1/jobs/{job['id']}")["runs"][0]["progress"],
+        60,
+        "the run to make progress",
+    )
+    cancelled = farm.cli("cancel", job["id"])
+    assert cancelled.returncode == 0 and "cancelled" in cancelled.stdout
+    runner = "/data/local/tmp/hexfleet/bin/hexfleet-runner"
+
+    def runner_gone() -> bool:
+        rows = phone.processes.rows()
+        return not any(runner in row.args for row in rows)
+
+    wait_until(runner_gone, 30, "the runner to be stopped on the phone")
+    assert farm.api(f"/api/v1/jobs/{job['id']}")["state"] == "cancelled"

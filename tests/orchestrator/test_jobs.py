@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from device_agent.messages import RunResult
-from hexfleet.broker import make_celery
+from hexfleet.broker import device_queue, make_celery
 from hexfleet.errors import InvalidRequest, NotFound
 from hexfleet.settings import Settings
 from orchestrator.db.schema import Device, Run
@@ -141,3 +141,21 @@ def test_a_lost_run_is_retried_on_another_phone_up_to_the_bound(
         assert len(job.runs) == RETRY_LIMIT + 1, "no retry past the bound"
         assert job.state == "failed"
         assert session.get_one(Device, "b").state == "offline"
+
+
+def test_a_more_urgent_run_is_taken_first(
+    db_engine: Engine, dispatcher: CeleryDispatcher, add_fleet: AddFleet
+) -> None:
+    with Session(db_engine) as session:
+        add_fleet(session, FLEET)
+        low = submit(session, request(selector="serial=a", priority=1), dispatcher, "alice").id
+        high = submit(session, request(selector="serial=a", priority=8), dispatcher, "alice").id
+    with dispatcher.app.connection_for_read() as connection:
+        queue = connection.SimpleQueue(device_queue("a"))
+        order = []
+        for _ in range(2):
+            message = queue.get(timeout=10)
+            order.append(json.loads(message.payload[0][0])["job_id"])
+            message.ack()
+        queue.close()
+    assert order == [high, low]
