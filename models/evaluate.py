@@ -142,7 +142,7 @@ def evaluate(
     if manifest.precision != "fp32":
         fp32 = store.load(manifest.name, manifest.version, "fp32")
         reference = Pipeline.from_manifest(fp32, store, "cpu", threads=threads)
-    steps = steps or manifest.default_steps
+    steps = manifest.default_steps if steps is None else steps
     scheduler = scheduler or manifest.default_scheduler
     guidance = manifest.default_guidance if guidance is None else guidance
     images, psnrs, image_times, step_times = [], [], [], []

@@ -221,7 +221,11 @@ class Pipeline:
         return _output(self.text_encoder.run({"input_ids": ids}), "last_hidden_state")
 
     def _timestep_feed(self, t: float) -> np.ndarray:
-        length = self._timestep.shape[0] if self._timestep.shape else 1
+        """t in the UNet's timestep dtype (diffusers' ONNX pipeline reads it from the model too):
+        a scalar, [1] or [batch], as the graph declares."""
+        if not self._timestep.shape:
+            return np.asarray(t).astype(self._timestep.dtype)
+        length = self._timestep.shape[0]
         count = length if isinstance(length, int) and length > 0 else self._unet_batch
         return np.full((count,), t).astype(self._timestep.dtype)
 
@@ -272,7 +276,7 @@ class Pipeline:
     ) -> Generation:
         """One image for a prompt; every unset option comes from the manifest."""
         start = time.perf_counter()
-        steps = steps or self.manifest.default_steps
+        steps = self.manifest.default_steps if steps is None else steps
         guidance = self.manifest.default_guidance if guidance is None else guidance
         scheduler_name = scheduler or self.manifest.default_scheduler
         sampler = make_scheduler(scheduler_name, self.scheduler_config)

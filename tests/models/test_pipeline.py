@@ -89,6 +89,8 @@ def test_unknown_scheduler_and_bad_steps(pipeline: Pipeline) -> None:
         pipeline.generate("a red circle", scheduler="lms")
     with pytest.raises(InvalidRequest, match="steps"):
         pipeline.generate("a red circle", steps=5000)
+    with pytest.raises(InvalidRequest, match="at least 1, not 0"):
+        pipeline.generate("a red circle", steps=0)
 
 
 def test_fp32_on_htp_needs_quantizing(tiny_manifest: Manifest, store: ModelStore) -> None:
