@@ -64,3 +64,22 @@ def test_incomplete_or_corrupt_export(
     unet.write_bytes(unet.read_bytes()[:2000])
     with pytest.raises(ModelError, match="model.onnx"):
         import_optimum_sd(store, copy)
+
+
+@pytest.mark.slow
+def test_imported_export_quantizes_to_static_shapes_for_htp(
+    store: ModelStore, optimum_layout: Path
+) -> None:
+    """Dynamic batch and timestep dims are fixed to what the pipeline feeds (HTP is static)."""
+    from models.quantize import quantize_model
+
+    manifest = import_optimum_sd(store, optimum_layout, name="sd15-tiny")
+    report = quantize_model(store, manifest, "w8a8", calibration_prompts=2, calibration_steps=2)
+    assert all(part.fully_on_htp for part in report.components.values())
+    unet = report.manifest.components["unet"]
+    assert [i.shape for i in unet.inputs] == [[2, 4, 8, 8], [2], [2, 77, 32]]
+    assert report.manifest.components["text_encoder"].inputs[0].shape == [1, 77]
+    image = (
+        Pipeline.from_manifest(report.manifest, store, "htp").generate("a red cat", steps=2).image
+    )
+    assert image.shape == (64, 64, 3)
