@@ -86,6 +86,9 @@ def ingest_result(
             )
         )
     run.metrics.extend(_metrics(result))
+    if result.outcome == RunState.SUCCEEDED and run.progress.get("total"):
+        # The last progress message may arrive after the result: a finished run is complete.
+        run.progress = {**run.progress, "step": run.progress["total"]}
     session.flush()
     if result.outcome == RunState.LOST:
         device = session.get(Device, result.serial)
