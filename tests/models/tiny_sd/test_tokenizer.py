@@ -58,8 +58,11 @@ def test_too_long_prompt_is_a_clear_error() -> None:
 
 def test_from_file_and_bad_files(tmp_path: Path) -> None:
     path = tmp_path / "vocab.json"
-    path.write_text(json.dumps({"max_length": 5, "tokens": {"<pad>": 0, "<bos>": 1, "<eos>": 2,
-                                                             "<unk>": 3, "hi": 4}}))
+    path.write_text(
+        json.dumps(
+            {"max_length": 5, "tokens": {"<pad>": 0, "<bos>": 1, "<eos>": 2, "<unk>": 3, "hi": 4}}
+        )
+    )
     tokenizer = WordTokenizer.from_file(path)
     assert list(tokenizer.encode("hi")) == [1, 4, 2, 0, 0]
     path.write_text(json.dumps({"max_length": 5, "tokens": {"hi": 0}}))

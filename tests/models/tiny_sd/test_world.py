@@ -32,8 +32,12 @@ def test_split_is_deterministic_disjoint_and_covers_every_value() -> None:
     assert len(held_out) >= 200
     assert not set(train) & set(held_out)
     assert set(train) | set(held_out) == set(all_scenes())
-    for field, values in (("color", COLORS), ("shape", SHAPES), ("position", POSITIONS),
-                          ("background", BACKGROUNDS)):
+    for field, values in (
+        ("color", COLORS),
+        ("shape", SHAPES),
+        ("position", POSITIONS),
+        ("background", BACKGROUNDS),
+    ):
         assert {getattr(scene, field) for scene in train} == set(values)
     pairs = {(scene.color, scene.shape, scene.background) for scene in train}
     assert pairs == {(s.color, s.shape, s.background) for s in all_scenes()}
