@@ -1,4 +1,7 @@
-"""Helpers for the virtual phone tests: free ports, waiting on a condition, a private adb server."""
+"""Helpers for device_agent tests: free ports, waiting on a condition, a private adb server.
+
+Imported by tests/device_agent/conftest.py and by test modules under virtual/ and agent/.
+"""
 
 from __future__ import annotations
 

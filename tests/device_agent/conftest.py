@@ -1,8 +1,9 @@
-"""Fixtures for the virtual phone: a private adb server, phones on free ports, and clean-up.
+"""Fixtures for every device_agent test: a private adb server, virtual phones, and clean-up.
 
 The adb server is the real binary bundled with adbutils, started on its own port (`adb -P`), so
 tests never touch a developer's server on 5037. Phones run on a background event loop in this
-process so tests can inject faults directly.
+process so tests can inject faults directly. Shared by `virtual/` (the phone itself) and `agent/`
+(the device agent driving it).
 """
 
 from __future__ import annotations

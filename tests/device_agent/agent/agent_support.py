@@ -1,0 +1,96 @@
+"""Helpers for the device agent's tests: run tasks for the tiny model, and what the phone saw.
+
+`opened(caplog)` lists the services the virtual phone's adbd opened (it logs every OPEN), which
+is how the tests check that no user string ever reached a shell command line.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from device_agent.execution import Executor
+from device_agent.messages import RunProgress, RunTask
+from device_agent.virtual.phone import Phone
+from models.manifest import Manifest
+from models.store import ModelStore
+
+VIEWER_TOKEN = "agent-tests-viewer"
+PROMPT = "a red circle on the left in a blue background"
+ADBD_LOGGER = "device_agent.virtual.adbd"
+SYNC_LOGGER = "device_agent.virtual.sync"
+
+
+@dataclass
+class ModelServer:
+    """The orchestrator API serving the tiny model's artifacts."""
+
+    url: str
+    token: str
+    store: ModelStore
+    manifest: Manifest
+
+
+@dataclass
+class Runs:
+    """An executor on the phone, the progress it reported and the cancel switch tests flip."""
+
+    executor: Executor
+    progress: list[RunProgress] = field(default_factory=list)
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+def make_task(manifest: Manifest, deadline_s: float = 120.0, **params: Any) -> RunTask:
+    """A generate run of the tiny model on the CPU (`params` override the defaults)."""
+    body: dict[str, Any] = {"kind": "generate", "prompts": [PROMPT], "steps": 2, "runtime": "cpu"}
+    body.update(params)
+    return RunTask(
+        run_id=str(uuid.uuid4()),
+        job_id=str(uuid.uuid4()),
+        attempt=1,
+        kind=body["kind"],
+        model=manifest.name,
+        manifest=manifest.model_dump(mode="json"),
+        params=body,
+        deadline_s=deadline_s,
+    )
+
+
+def jobs_left(phone: Phone) -> list[str]:
+    """Job folders still on the phone (read from its disk, not through the agent)."""
+    jobs = phone.fs.root / "data/local/tmp/hexfleet/jobs"
+    return sorted(p.name for p in jobs.iterdir()) if jobs.is_dir() else []
+
+
+def watch_phone(caplog: pytest.LogCaptureFixture) -> None:
+    """Record every service the phone opens and every path its sync service touches."""
+    caplog.set_level(logging.INFO, logger=ADBD_LOGGER)
+    caplog.set_level(logging.DEBUG, logger=SYNC_LOGGER)
+
+
+def opened(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """Destinations the phone's adbd opened (`shell,v2,raw:rm -rf ...`, `sync:`), in order."""
+    return [
+        str(record.args[1])
+        for record in caplog.records
+        if record.name == ADBD_LOGGER and record.msg.startswith("%s: OPEN")
+    ]
+
+
+def synced(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str]]:
+    """(request, device path) of every sync request (SEND, RECV, LIST, STAT...), in order."""
+    return [
+        (bytes(record.args[0]).decode(), str(record.args[1]))
+        for record in caplog.records
+        if record.name == SYNC_LOGGER
+    ]
+
+
+def shell_commands(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The command lines of every shell the phone ran."""
+    return [d.partition(":")[2] for d in opened(caplog) if d.startswith(("shell", "exec"))]
