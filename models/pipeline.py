@@ -80,8 +80,9 @@ class Generation:
 
 
 def initial_noise(seed: int, shape: tuple[int, ...]) -> np.ndarray:
-    """The starting latent: numpy's PCG64 normal draws, identical on every platform."""
-    return np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
+    """The starting latent: numpy's PCG64 float64 normal draws (identical on every platform, and
+    the same as tiny-sd's export check), rounded to float32."""
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
 
 
 def to_image(decoded: np.ndarray) -> np.ndarray:
