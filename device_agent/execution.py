@@ -8,6 +8,7 @@ every other user value travel in spec.json; the runner's command line is a fixed
 from __future__ import annotations
 
 import datetime as dt
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,6 +41,20 @@ class ThermalGate:
             if temp is None or temp < limit or time.monotonic() - started >= self.max_wait_s:
                 return temp, time.monotonic() - started
             time.sleep(THERMAL_POLL_S)
+
+
+def _failure(exit_code: int, stderr: str) -> str:
+    """Why the runner failed: its last stderr line, and the signal that killed it if one did."""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    reason = lines[-1] if lines else ""
+    if exit_code > 128:  # a shell reports a process killed by signal N as 128 + N
+        try:
+            name = signal.Signals(exit_code - 128).name
+        except ValueError:
+            name = f"signal {exit_code - 128}"
+        killed = f"the runner was killed by {name}"
+        return f"{killed}: {reason}" if reason else killed
+    return reason or f"the runner exited with {exit_code}"
 
 
 def _now() -> dt.datetime:
@@ -154,9 +169,7 @@ class Executor:
                     "and was killed on the phone"
                 )
             if streamed.exit_code != 0:
-                lines = [line for line in streamed.stderr.splitlines() if line.strip()]
-                reason = lines[-1] if lines else f"the runner exited with {streamed.exit_code}"
-                raise RunnerFailed(reason)
+                raise RunnerFailed(_failure(streamed.exit_code, streamed.stderr))
             result = RunnerResult.model_validate_json(
                 self.phone.pull_bytes(f"{folder}/result.json")
             )

@@ -7,6 +7,7 @@ Connection failures become `DeviceLost`, so callers can retry the work on anothe
 
 from __future__ import annotations
 
+import posixpath
 import re
 import shlex
 import socket
@@ -32,8 +33,9 @@ HTP_ARCH_BY_SOC = {
     "SM8750": 79,
     "SM8850": 81,
 }
-SHA256 = re.compile(r"^[0-9a-f]{64}$")
-RUN_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+# Used with fullmatch: `$` alone would accept a trailing newline.
+SHA256 = re.compile(r"[0-9a-f]{64}")
+RUN_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _PROP = re.compile(r"^\[(?P<key>[^\]]+)\]: \[(?P<value>[^\]]*)\]$")
 THROTTLING_STATUS = 3  # PowerManager.THERMAL_STATUS_SEVERE
 _THERMAL_STATUS = re.compile(r"^Thermal Status: (\d+)", re.M)
@@ -42,13 +44,13 @@ ADB_ERRORS = (adbutils.AdbError, adbutils.AdbTimeout, OSError, socket.timeout, E
 
 
 def check_sha256(value: str) -> str:
-    if not SHA256.match(value):
+    if not SHA256.fullmatch(value):
         raise InvalidRequest(f"{value!r} is not a sha256 hex digest")
     return value
 
 
 def check_run_id(value: str) -> str:
-    if not RUN_ID.match(value):
+    if not RUN_ID.fullmatch(value):
         raise InvalidRequest(f"{value!r} is not a run id")
     return value
 
@@ -183,7 +185,7 @@ class Phone:
     def sha256(self, device_path: str) -> str | None:
         code, out, _ = self.shell("sha256sum", device_path, timeout=300)
         digest = out.split()[0] if code == 0 and out.split() else ""
-        return digest if SHA256.match(digest) else None
+        return digest if SHA256.fullmatch(digest) else None
 
     def cache_entries(self) -> dict[str, tuple[int, int]]:
         """The phone's cached artifacts: sha256 → (size, mtime)."""
@@ -192,12 +194,14 @@ class Phone:
         return {
             e.path: (e.size, int(e.mtime.timestamp()) if e.mtime else 0)
             for e in entries
-            if SHA256.match(e.path)
+            if SHA256.fullmatch(e.path)
         }
 
     def remove(self, *device_paths: str) -> None:
         for path in device_paths:
-            if not path.startswith(DEVICE_ROOT_DIR + "/"):
+            # normpath catches `..`, `.` and `//`, which a prefix check alone would let through
+            inside = path.startswith(DEVICE_ROOT_DIR + "/") and posixpath.normpath(path) == path
+            if not inside:
                 raise InvalidRequest(f"refusing to remove {path!r} outside hexfleet's folder")
         self.checked("rm", "-rf", *device_paths)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,15 +16,18 @@ from typing import Any
 import pytest
 
 from device_agent.execution import Executor
-from device_agent.messages import RunProgress, RunTask
+from device_agent.messages import RunProgress, RunResult, RunTask
 from device_agent.virtual.phone import Phone
 from models.manifest import Manifest
 from models.store import ModelStore
 
 VIEWER_TOKEN = "agent-tests-viewer"
 PROMPT = "a red circle on the left in a blue background"
+# About half a minute of denoising on a CPU phone: long enough to be stopped while it runs.
+LONG_RUN = {"steps": 150, "prompts": [PROMPT] * 16, "images_per_prompt": 8}
 ADBD_LOGGER = "device_agent.virtual.adbd"
 SYNC_LOGGER = "device_agent.virtual.sync"
+RUNNER_NAME = "hexfleet-runner"
 
 
 @dataclass
@@ -45,9 +49,32 @@ class Runs:
     cancel: threading.Event = field(default_factory=threading.Event)
 
 
+class RunnerWatch:
+    """When runner processes started and ended on a phone, as its own process table saw it."""
+
+    def __init__(self, phone: Phone) -> None:
+        self._table = phone.processes
+        self.started: dict[int, float] = {}
+        self.ended: dict[int, float] = {}
+        self._table.on_change(self._changed)
+
+    def _changed(self) -> None:
+        now = time.monotonic()
+        live = {p.pid for p in self._table.rows() if p.name == RUNNER_NAME}
+        for pid in live - set(self.started):
+            self.started[pid] = now
+        for pid in set(self.started) - live - set(self.ended):
+            self.ended[pid] = now
+
+    def running(self) -> list[int]:
+        return [pid for pid in self.started if pid not in self.ended]
+
+
 def make_task(manifest: Manifest, deadline_s: float = 120.0, **params: Any) -> RunTask:
-    """A generate run of the tiny model on the CPU (`params` override the defaults)."""
-    body: dict[str, Any] = {"kind": "generate", "prompts": [PROMPT], "steps": 2, "runtime": "cpu"}
+    """A run of the tiny model on the CPU: generate unless `params` name another kind."""
+    body: dict[str, Any] = {"kind": "generate", "runtime": "cpu"}
+    if params.get("kind", "generate") == "generate":
+        body.update(prompts=[PROMPT], steps=2)
     body.update(params)
     return RunTask(
         run_id=str(uuid.uuid4()),
@@ -59,6 +86,20 @@ def make_task(manifest: Manifest, deadline_s: float = 120.0, **params: Any) -> R
         params=body,
         deadline_s=deadline_s,
     )
+
+
+def in_background(executor: Executor, task: RunTask) -> tuple[threading.Thread, list[RunResult]]:
+    """Start `executor.execute(task)` in a thread; `finished` joins it and returns the result."""
+    results: list[RunResult] = []
+    thread = threading.Thread(target=lambda: results.append(executor.execute(task)))
+    thread.start()
+    return thread, results
+
+
+def finished(thread: threading.Thread, results: list[RunResult], timeout: float) -> RunResult:
+    thread.join(timeout)
+    assert not thread.is_alive(), f"execute did not return within {timeout:g} s"
+    return results[0]
 
 
 def jobs_left(phone: Phone) -> list[str]:

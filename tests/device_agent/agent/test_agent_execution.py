@@ -1,0 +1,163 @@
+"""Executor on a virtual phone: a run with hostile prompts, the deadline, cancel, a runner crash, a
+runner failure, a phone lost mid-run; the job folder is gone after each, the runner killed.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+
+import numpy as np
+import pytest
+from agent_support import (
+    LONG_RUN,
+    RunnerWatch,
+    Runs,
+    finished,
+    in_background,
+    jobs_left,
+    make_task,
+    shell_commands,
+    synced,
+    watch_phone,
+)
+from PIL import Image
+from virtual_phone_support import wait_until
+
+from device_agent.messages import RunTask
+from device_agent.phone import Phone as AgentPhone
+from device_agent.phone import job_dir
+from device_agent.push import ArtifactPusher
+from device_agent.runner.spec import RUNNER_PATH
+from device_agent.virtual.fleet import ThreadedFleet
+from device_agent.virtual.phone import Phone
+from models.manifest import Manifest
+
+# The tiny model knows a few words and ignores punctuation, so the shell syntax is the payload.
+HOSTILE_PROMPTS = [
+    "a red circle; a blue square",
+    "$(a green triangle) `a purple cross`",
+    "a \"yellow\" 'circle' && a white background",
+    "a pink square\nat the top | in a gray background > the center",
+]
+USER_BITS = ("circle", "square", "triangle", "cross", "$(", "`", ";", "&", "|", ">", "\n", "'", '"')
+# Every shell command the agent may send starts with one of these fixed programs.
+TEMPLATES = ("mkdir", "rm", "touch", "sha256sum", "mv", "ps", "kill", "dumpsys", RUNNER_PATH)
+KILLED_WITHIN_S = 3.0
+
+
+def assert_runner_gone(watch: RunnerWatch, agent_phone: AgentPhone, task: RunTask) -> None:
+    assert watch.started, "the runner never started"
+    wait_until(lambda: not watch.running(), KILLED_WITHIN_S, "the runner to end on the phone")
+    assert agent_phone.runner_pids(task.run_id) == [], "`ps` still lists the runner"
+
+
+def test_hostile_prompts_travel_in_the_spec_and_never_reach_a_shell(
+    runs: Runs, phone: Phone, manifest: Manifest, caplog: pytest.LogCaptureFixture
+) -> None:
+    watch_phone(caplog)
+    task = make_task(manifest, prompts=HOSTILE_PROMPTS, steps=2)
+    result = runs.executor.execute(task)
+
+    assert result.outcome == "succeeded", result.error
+    assert [image.prompt for image in result.images] == HOSTILE_PROMPTS
+    assert all(Image.open(io.BytesIO(i.png)).size == (16, 16) for i in result.images)
+    assert result.metrics["pushed_bytes"] == manifest.total_size()
+    assert runs.progress[-1].step == runs.progress[-1].total == 2 * len(HOSTILE_PROMPTS)
+    commands = shell_commands(caplog)
+    assert commands and all(command.startswith(TEMPLATES) for command in commands), commands
+    for seen in commands + [path for _request, path in synced(caplog)]:
+        assert not any(bit in seen for bit in USER_BITS), seen
+    assert (phone.fs.root / RUNNER_PATH.lstrip("/")).is_file()
+    assert jobs_left(phone) == []
+
+
+def test_the_deadline_fails_the_run_and_kills_the_runner(
+    runs: Runs, pusher: ArtifactPusher, agent_phone: AgentPhone, phone: Phone, manifest: Manifest
+) -> None:
+    pusher.ensure(manifest.files())  # so the deadline falls while the runner runs, not pushes
+    watch = RunnerWatch(phone)
+    task = make_task(manifest, deadline_s=4.0, **LONG_RUN)
+    started = time.monotonic()
+    result = runs.executor.execute(task)
+
+    assert result.outcome == "failed"
+    assert "deadline" in (result.error or "")
+    assert time.monotonic() - started < task.deadline_s + KILLED_WITHIN_S
+    assert_runner_gone(watch, agent_phone, task)
+    assert jobs_left(phone) == []
+
+
+def test_cancel_stops_the_run_and_kills_the_runner(
+    runs: Runs, agent_phone: AgentPhone, phone: Phone, manifest: Manifest
+) -> None:
+    watch = RunnerWatch(phone)
+    task = make_task(manifest, **LONG_RUN)
+    thread, results = in_background(runs.executor, task)
+    wait_until(lambda: runs.progress, 60, "the runner's first progress line")
+    runs.cancel.set()
+    result = finished(thread, results, KILLED_WITHIN_S)
+
+    assert result.outcome == "cancelled"
+    assert_runner_gone(watch, agent_phone, task)
+    assert jobs_left(phone) == []
+
+
+def test_a_runner_crash_is_a_failed_run_with_its_signal_not_retried(
+    runs: Runs, pusher: ArtifactPusher, phone: Phone, manifest: Manifest
+) -> None:
+    pusher.ensure(manifest.files())
+    watch = RunnerWatch(phone)
+    phone.faults.crash_runner(after_s=0.3)
+    result = runs.executor.execute(make_task(manifest, **LONG_RUN))
+
+    assert result.outcome == "failed"
+    assert "SIGSEGV" in (result.error or ""), result.error
+    assert len(watch.started) == 1, "a crashed runner is not started again"
+    assert jobs_left(phone) == []
+
+
+def test_a_runner_failure_reports_its_stderr_line_and_inputs_keep_fixed_names(
+    runs: Runs, phone: Phone, manifest: Manifest, caplog: pytest.LogCaptureFixture
+) -> None:
+    buffer = io.BytesIO()
+    np.save(buffer, np.zeros((1, 8), dtype=np.int64))
+    task = make_task(
+        manifest,
+        kind="infer",
+        component="text_encoder",
+        runtime="cpu",
+        inputs=["../../escape", "../second"],
+    ).model_copy(update={"inputs": {"../../escape": buffer.getvalue()}})
+    watch = RunnerWatch(phone)
+    watch_phone(caplog)
+    result = runs.executor.execute(task)
+
+    assert result.outcome == "failed"
+    assert result.error == (
+        "RunnerFailed: hexfleet-runner: InvalidRequest: "
+        "input '../second' is missing (expected input-1.npy)"
+    )
+    assert len(watch.started) == 1
+    folder = job_dir(task.run_id)
+    sent = [path.partition(",")[0] for request, path in synced(caplog) if request == "SEND"]
+    job_files = [path for path in sent if path.startswith(folder)]
+    assert job_files == [f"{folder}/spec.json", f"{folder}/input-0.npy"]
+    assert jobs_left(phone) == []
+
+
+def test_a_phone_lost_mid_run_is_reported_lost_within_seconds(
+    runs: Runs, fleet: ThreadedFleet, phone: Phone, manifest: Manifest
+) -> None:
+    task = make_task(manifest, **LONG_RUN)
+    thread, results = in_background(runs.executor, task)
+
+    def denoising() -> bool:
+        return any(p.stage == "unet" for p in runs.progress)
+
+    wait_until(denoising, 60, "the first denoising step")
+    fleet.stop_phone(phone)
+    result = finished(thread, results, 5.0)
+
+    assert result.outcome == "lost"
+    assert phone.serial in (result.error or "")

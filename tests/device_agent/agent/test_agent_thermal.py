@@ -1,0 +1,58 @@
+"""The thermal gate on a virtual phone heated by its own compute (fast thermal time constants):
+throttling seen in health, a bounded wait while hot, a benchmark held back until the phone cooled.
+"""
+
+from __future__ import annotations
+
+from agent_support import LONG_RUN, RunnerWatch, Runs, finished, in_background, make_task
+from virtual_phone_support import wait_until
+
+from device_agent.execution import THERMAL_POLL_S, Executor, ThermalGate
+from device_agent.host_cache import HostCache
+from device_agent.phone import Phone as AgentPhone
+from device_agent.push import ArtifactPusher
+from device_agent.virtual.phone import Phone
+from models.manifest import Manifest
+
+LIMIT_C = 45.0
+
+
+def test_a_hot_phone_throttles_and_a_benchmark_waits_until_it_cooled(
+    runs: Runs, agent_phone: AgentPhone, host_cache: HostCache, phone: Phone, manifest: Manifest
+) -> None:
+    assert not agent_phone.health().throttled
+    watch = RunnerWatch(phone)
+    heater = make_task(manifest, **LONG_RUN)
+    heating, heated = in_background(runs.executor, heater)
+    wait_until(lambda: agent_phone.health().throttled, 60, "thermal status 3 (severe)")
+    assert (agent_phone.thermal()[0] or 0) >= 3
+
+    temp, waited = ThermalGate(LIMIT_C, max_wait_s=1.0).wait(agent_phone)
+    assert temp is not None and temp >= LIMIT_C
+    assert 1.0 <= waited < 1.0 + 2 * THERMAL_POLL_S, "the wait is bounded by max_wait_s"
+
+    bench_executor = Executor(
+        agent_phone,
+        ArtifactPusher(agent_phone, host_cache),
+        host="test-host",
+        htp_arch=int(phone.profile.htp_arch),
+        on_progress=lambda _progress: None,
+        cancelled=lambda _run_id: False,
+        thermal=ThermalGate(LIMIT_C, max_wait_s=60.0),
+    )
+    bench = make_task(manifest, kind="benchmark", component="unet", warmup=0, iterations=3)
+    benching, benched = in_background(bench_executor, bench)
+    wait_until(lambda: bench_executor.last_push is not None, 30, "the benchmark at the gate")
+    assert len(watch.started) == 1, "the benchmark's runner started on a hot phone"
+    runs.cancel.set()
+    assert finished(heating, heated, 10).outcome == "cancelled"
+    result = finished(benching, benched, 60)
+
+    assert result.outcome == "succeeded", result.error
+    assert result.metrics["temp_before_c"] < LIMIT_C
+    assert result.metrics["thermal_wait_s"] > 0
+    assert result.metrics["throttled"] is False
+    assert "temp_after_c" in result.metrics
+    (heater_pid, bench_pid) = sorted(watch.started)
+    assert watch.started[bench_pid] >= watch.ended[heater_pid], "ran before the phone cooled"
+    assert not agent_phone.health().throttled
