@@ -13,13 +13,15 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 
+from hexfleet.errors import HexfleetError
+from models.runtime import TensorSpec, open_session
+
 ComputeMode = Literal["htp", "cpu"]
 COMPUTE_MODES: tuple[ComputeMode, ...] = ("htp", "cpu")
-QNN_EP = "QNNExecutionProvider"
 
 # Environment variables a phone sets for the programs it runs (the runner reads them).
 ENV_COMPUTE = "HEXFLEET_VIRTUAL_COMPUTE"
@@ -60,73 +62,34 @@ class ComputeSettings:
         )
 
 
-_qnn_registered = False
-
-
-def _register_qnn() -> None:
-    global _qnn_registered
-    if _qnn_registered:
-        return
-    import onnxruntime as ort
-    import onnxruntime_qnn
-
-    ort.register_execution_provider_library(QNN_EP, onnxruntime_qnn.get_library_path())
-    _qnn_registered = True
-
-
-def session_options(settings: ComputeSettings) -> Any:
-    """ONNX Runtime session options for these settings (one intra-op thread, as on a phone)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    if settings.mode == "htp":
-        import onnxruntime_qnn
-
-        _register_qnn()
-        devices = [d for d in ort.get_ep_devices() if d.ep_name == QNN_EP]
-        if not devices:
-            raise RuntimeError("the QNN execution provider exposes no device")
-        options.add_provider_for_devices(
-            devices[:1],
-            {"backend_path": onnxruntime_qnn.get_qnn_htp_path(), "htp_arch": settings.htp_arch},
-        )
-    return options
-
-
 class PhoneSession:
-    """An ONNX Runtime session as the phone runs it; a faulty NPU perturbs every output."""
+    """A model as the phone runs it (models.runtime on its backend); a faulty NPU perturbs every
+    output."""
 
     def __init__(self, model_path: Path, settings: ComputeSettings) -> None:
-        import onnxruntime as ort
-
         self.settings = settings
-        options = session_options(settings)
-        providers = None if settings.mode == "htp" else ["CPUExecutionProvider"]
-        self._session = ort.InferenceSession(str(model_path), options, providers=providers)
+        self._session = open_session(
+            model_path,
+            settings.mode,
+            htp_arch=settings.htp_arch,
+            allow_cpu_fallback=True,
+            threads=1,
+        )
         self._seed = int.from_bytes(hashlib.sha256(str(model_path).encode()).digest()[:4], "little")
 
     @property
-    def inputs(self) -> list[Any]:
-        return self._session.get_inputs()
-
-    @property
-    def outputs(self) -> list[Any]:
-        return self._session.get_outputs()
+    def inputs(self) -> list[TensorSpec]:
+        return self._session.inputs
 
     def providers(self) -> list[str]:
-        return self._session.get_providers()
+        return self._session.inner.get_providers()
 
-    def run(
-        self, output_names: Sequence[str] | None, feeds: Mapping[str, np.ndarray]
-    ) -> list[np.ndarray]:
-        """Same signature as `InferenceSession.run`."""
-        results = self._session.run(list(output_names) if output_names else None, dict(feeds))
+    def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        results = list(self._session.run(feeds).values())
         if self.settings.faulty_npu > 0:
-            results = [perturb(r, self.settings.faulty_npu, self._seed + i) for i, r in
-                       enumerate(results)]
+            results = [
+                perturb(r, self.settings.faulty_npu, self._seed + i) for i, r in enumerate(results)
+            ]
         return results
 
 
@@ -163,12 +126,14 @@ def run_tool(argv: Sequence[str] | None = None) -> int:
     try:
         session = PhoneSession(args.model, settings)
         where = f"htp (htp_arch {settings.htp_arch})" if settings.mode == "htp" else "cpu"
-        print(f"loaded model on {where} in {(time.perf_counter() - started) * 1000:.0f} ms",
-              flush=True)
+        print(
+            f"loaded model on {where} in {(time.perf_counter() - started) * 1000:.0f} ms",
+            flush=True,
+        )
         feeds = _load_inputs(args.input, session)
         started = time.perf_counter()
-        outputs = session.run(None, feeds)
-    except Exception as exc:  # noqa: BLE001 - the tool reports any runtime failure as exit 1
+        outputs = session.run(feeds)
+    except (HexfleetError, OSError, ValueError) as exc:
         print(f"hexfleet-onnx-run: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         return 1
     elapsed_ms = (time.perf_counter() - started) * 1000
