@@ -44,6 +44,8 @@ class Stream:
         self.close_sent = False
         self._may_send = asyncio.Event()
         self._may_send.set()  # The host's OPEN implies its first OKAY (protocol.txt).
+        # Several writers share a stream (shell v2's stdout and stderr pumps): one WRTE at a time.
+        self._send_lock = asyncio.Lock()
         self._out = bytearray()
         self._inbound: deque[bytes] = deque()
         self._inbound_size = 0
@@ -69,13 +71,16 @@ class Stream:
             await self._send_chunk(min(len(self._out), self.conn.max_send))
 
     async def _send_chunk(self, size: int) -> None:
-        await self._may_send.wait()
-        if self.closed:
-            raise StreamClosed(self.destination)
-        chunk = bytes(self._out[:size])
-        del self._out[:size]
-        self._may_send.clear()
-        await self.conn.send(proto.A_WRTE, self.local_id, self.remote_id, chunk)
+        async with self._send_lock:
+            await self._may_send.wait()
+            if self.closed:
+                raise StreamClosed(self.destination)
+            if not self._out:
+                return
+            chunk = bytes(self._out[:size])
+            del self._out[:size]
+            self._may_send.clear()
+            await self.conn.send(proto.A_WRTE, self.local_id, self.remote_id, chunk)
 
     def on_okay(self) -> None:
         self._may_send.set()
