@@ -1,9 +1,11 @@
 """`hexfleet agent`: watches the adb server for phones and keeps one worker process per online one.
 
 A phone that appears (or comes back) gets a worker within a poll interval; one that disappears or
-goes `offline` has its worker stopped and is reported offline. A worker that dies while its phone
-is still online is restarted, at most once per RESTART_BACKOFF_S. The agent never opens the
-database: all it says goes through the broker's `ingest` queue.
+goes `offline` has its worker stopped and is reported offline. Stopping does not hold up the scan
+(a Celery worker's warm shutdown takes seconds): the worker is signalled, then reaped, or killed
+after STOP_GRACE_S, by later scans. A worker that dies while its phone is still online is
+restarted, at most once per RESTART_BACKOFF_S. The agent never opens the database: all it says
+goes through the broker's `ingest` queue.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class WorkerProcess:
     serial: str
     process: subprocess.Popen[bytes]
     started: float = field(default_factory=time.monotonic)
+    stopping_since: float | None = None
 
 
 class Agent:
@@ -45,6 +48,7 @@ class Agent:
         self.app = make_celery(settings, name="agent")
         self.host = settings.host_name
         self.workers: dict[str, WorkerProcess] = {}
+        self.leaving: list[WorkerProcess] = []  # signalled to stop, not yet exited
         self.stopped = threading.Event()
 
     def online_serials(self) -> set[str]:
@@ -63,15 +67,36 @@ class Agent:
         )
         self.workers[serial] = WorkerProcess(serial, process)
 
-    def stop_worker(self, serial: str) -> None:
+    def release_worker(self, serial: str) -> None:
+        """Ask `serial`'s worker to stop (SIGTERM: Celery's warm shutdown) without waiting."""
         worker = self.workers.pop(serial)
         if worker.process.poll() is None:
             worker.process.send_signal(signal.SIGTERM)
+            worker.stopping_since = time.monotonic()
+            self.leaving.append(worker)
+
+    def reap(self) -> None:
+        """Forget workers that exited; SIGKILL those still running STOP_GRACE_S after SIGTERM."""
+        for worker in list(self.leaving):
+            if worker.process.poll() is not None:
+                self.leaving.remove(worker)
+            elif time.monotonic() - (worker.stopping_since or 0.0) >= STOP_GRACE_S:
+                log.warning("worker of %s ignored SIGTERM: killing it", worker.serial)
+                worker.process.kill()
+
+    def stop_worker(self, serial: str) -> None:
+        """Stop `serial`'s worker and wait until it exited (SIGKILL after STOP_GRACE_S)."""
+        self.release_worker(serial)
+        self.wait_for_leaving()
+
+    def wait_for_leaving(self) -> None:
+        for worker in list(self.leaving):
             try:
                 worker.process.wait(timeout=STOP_GRACE_S)
             except subprocess.TimeoutExpired:
                 worker.process.kill()
                 worker.process.wait()
+            self.leaving.remove(worker)
 
     def report_offline(self, serial: str) -> None:
         beat = Heartbeat(
@@ -86,9 +111,10 @@ class Agent:
     def scan(self) -> None:
         """One look at the adb server: start, stop and restart workers to match it."""
         online = self.online_serials()
+        self.reap()
         for serial in sorted(set(self.workers) - online):
             log.info("phone %s gone or offline: stopping its worker", serial)
-            self.stop_worker(serial)
+            self.release_worker(serial)
             self.report_offline(serial)
         for serial in sorted(online):
             worker = self.workers.get(serial)
@@ -110,7 +136,8 @@ class Agent:
                 self.stopped.wait(self.poll_s)
         finally:
             for serial in list(self.workers):
-                self.stop_worker(serial)
+                self.release_worker(serial)
+            self.wait_for_leaving()
 
     def stop(self) -> None:
         self.stopped.set()
