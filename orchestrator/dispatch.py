@@ -6,6 +6,7 @@ import threading
 from collections.abc import Sequence
 
 from celery import Celery
+from kombu import Connection
 
 from device_agent.messages import RunTask
 from hexfleet.broker import RUN_TASK
@@ -17,15 +18,25 @@ class CeleryDispatcher:
     def __init__(self, app: Celery) -> None:
         self.app = app
         self._lock = threading.Lock()
+        self._local = threading.local()
 
     def send(self, task: RunTask, queue: str, priority: int) -> None:
         """Queue `task`; `priority` 9 is the most urgent (Celery counts the other way).
 
-        One connection per send, under a lock: the API calls this from many threads, and some
-        transports (the embedded filesystem one) do not share channels across threads.
+        One connection per calling thread, kept for its later sends, used under a lock: the API
+        calls this from many threads, and some transports (the embedded filesystem one) do not
+        share channels across threads. A new connection for every send (connect, ping, declare
+        the queue again) made dispatch most of the cost of submitting a large job.
         """
-        with self._lock, self.app.connection_for_write() as connection:
-            self._send(task, queue, priority, connection)
+        with self._lock:
+            self._send(task, queue, priority, self._connection())
+
+    def _connection(self) -> Connection:
+        """This thread's connection; kombu re-establishes it if the broker dropped it."""
+        connection: Connection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = self._local.connection = self.app.connection_for_write()
+        return connection
 
     def _send(self, task: RunTask, queue: str, priority: int, connection: object) -> None:
         self.app.send_task(

@@ -172,6 +172,7 @@ def submit(session: Session, request: JobRequest, dispatcher: Dispatcher, submit
             queue=plan.queue,
             device_serial=plan.serial,
             deadline_s=request.deadline_s,
+            images=[],  # known empty: the API's reply does not query each new run's images
         )
         for plan in planned
     ]
