@@ -147,8 +147,7 @@ class Executor:
         if spec.params.kind == "benchmark":
             temp, waited = self.thermal.wait(self.phone, spec.params.max_start_temp_c)
             metrics.update(temp_before_c=temp, thermal_wait_s=waited)
-        self.phone.remove(folder)
-        self.phone.mkdirs(folder)
+        self.phone.remove(folder)  # a previous attempt's leftovers; pushing creates it again
         try:
             self.phone.push_bytes(spec.model_dump_json().encode(), f"{folder}/spec.json")
             for index, data in enumerate(task.inputs.values()):
@@ -219,8 +218,8 @@ class Executor:
         self, task: RunTask, folder: str, result: RunnerResult, extra: dict[str, object]
     ) -> RunResult:
         images, tensors = [], {}
-        for output in result.outputs:
-            data = self.phone.pull_bytes(f"{folder}/{output.name}")
+        files = self.phone.pull_files([f"{folder}/{output.name}" for output in result.outputs])
+        for output, data in zip(result.outputs, files, strict=True):
             if output.kind == "image":
                 images.append(
                     ImageOut(

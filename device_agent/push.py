@@ -3,6 +3,8 @@
 The phone's cache is `/data/local/tmp/hexfleet/cache/<sha256>`. A push goes to `<sha256>.part`,
 is checked with `sha256sum` on the phone, then renamed; a file's mtime is its last use (touched on
 every hit), and the least recently used files go first when the cache would exceed its quota.
+With the phone's connections cheap (see phone.py), a hit is one listing and one `touch`; the
+sync push creates the cache folder.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from dataclasses import dataclass, field
 
 from device_agent.host_cache import HostCache
 from device_agent.phone import Phone, cache_path
-from device_agent.runner.spec import CACHE_DIR
 from hexfleet.errors import ArtifactMismatch, InvalidRequest
 from models.manifest import FileRef
 
@@ -48,7 +49,6 @@ class ArtifactPusher:
                 f"the model needs {sum(r.size for r in needed.values())} bytes on the phone, "
                 f"more than its cache quota of {self.quota_bytes}"
             )
-        self.phone.mkdirs(CACHE_DIR)
         present = self.phone.cache_entries()
         missing = [ref for sha, ref in needed.items() if present.get(sha, (-1, 0))[0] != ref.size]
         hits = [sha for sha in needed if sha not in {r.sha256 for r in missing}]
@@ -87,13 +87,16 @@ class ArtifactPusher:
         return evicted
 
     def _push_verified(self, ref: FileRef) -> None:
+        """Push to `<sha256>.part`, hash it on the phone, rename it; one retry on a mismatch.
+
+        One file at a time, so a phone lost mid-push leaves at most one `.part` behind."""
         local = self.host_cache.path(ref)
         final = cache_path(ref.sha256)
         partial = f"{final}.part"
         for attempt in range(1, PUSH_ATTEMPTS + 1):
             self.phone.push(local, partial)
             if self.phone.sha256(partial) == ref.sha256:
-                self.phone.checked("mv", partial, final)
+                self.phone.rename(partial, final)
                 return
             self.phone.remove(partial)
             if attempt == PUSH_ATTEMPTS:

@@ -1,25 +1,39 @@
-"""Fixtures for every device_agent test: a private adb server, virtual phones, and clean-up.
+"""Fixtures for every device_agent test: a private adb server, virtual phones, and clean-up;
+for the agent's tests also the tiny model served by a real orchestrator API and the agent's parts.
 
 The adb server is the real binary bundled with adbutils, started on its own port (`adb -P`), so
 tests never touch a developer's server on 5037. Phones run on a background event loop in this
-process so tests can inject faults directly. Shared by `virtual/` (the phone itself) and `agent/`
-(the device agent driving it).
+process so tests can inject faults directly. The API is `orchestrator.api.app.create_app` on
+uvicorn in a thread (imported only when an agent test asks for it). Nothing of ADB, the runner or
+ONNX Runtime is replaced.
+
+The agent's fixtures live here rather than in agent/conftest.py: tests/e2e imports helpers with
+`from conftest import ...`, which a conftest loaded later in the same session would shadow.
 """
 
 from __future__ import annotations
 
 import subprocess
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import adbutils
 import pytest
-from virtual_phone_support import ADB, AdbServer, free_port
+from agent_support import VIEWER_TOKEN, ModelServer, Runs
+from virtual_phone_support import ADB, AdbServer, free_port, wait_until
 
+from device_agent.execution import Executor, ThermalGate
+from device_agent.host_cache import HostCache
+from device_agent.messages import RunProgress
+from device_agent.phone import Phone as AgentPhone
+from device_agent.push import ArtifactPusher
 from device_agent.virtual.fleet import ThreadedFleet
 from device_agent.virtual.health import ThermalSettings
 from device_agent.virtual.phone import Phone, PhoneConfig
 from device_agent.virtual.profiles import get_profile
+from hexfleet.settings import Settings
+from models.manifest import Manifest
 
 
 @pytest.fixture(scope="session")
@@ -82,3 +96,83 @@ def device(adb_server: AdbServer, phone: Phone) -> Iterator[adbutils.AdbDevice]:
         yield connected
     finally:
         adb_server.disconnect(phone.serial)
+
+
+# the device agent ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServer]:
+    """`create_app` on uvicorn in a thread, its store holding the tiny model (fp32)."""
+    import uvicorn
+
+    from hexfleet.broker import make_celery
+    from models.registration import register_tiny_sd
+    from models.store import ModelStore
+    from models.synthetic_sd import write_tiny_layout
+    from orchestrator.api.app import create_app
+    from orchestrator.dispatch import CeleryDispatcher
+
+    root = tmp_path_factory.mktemp("orchestrator")
+    port = free_port()
+    settings = Settings(
+        data_dir=root / "data",
+        database_url=None,
+        broker_url=None,
+        api_url=f"http://127.0.0.1:{port}",
+        viewer_tokens=[VIEWER_TOKEN],  # type: ignore[list-item]
+    )
+    store = ModelStore.from_settings(settings)
+    manifest = register_tiny_sd(store, write_tiny_layout(root / "tiny-sd"))
+    app = create_app(settings, CeleryDispatcher(make_celery(settings)))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="orchestrator-api", daemon=True)
+    thread.start()
+    wait_until(lambda: server.started, timeout=30, what="the orchestrator API")
+    try:
+        yield ModelServer(settings.api_url, VIEWER_TOKEN, store, manifest)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def manifest(model_server: ModelServer) -> Manifest:
+    return model_server.manifest
+
+
+@pytest.fixture
+def host_cache(model_server: ModelServer, tmp_path: Path) -> Iterator[HostCache]:
+    cache = HostCache(tmp_path / "agent-cache", model_server.url, model_server.token)
+    try:
+        yield cache
+    finally:
+        cache.close()
+
+
+@pytest.fixture
+def agent_phone(device: adbutils.AdbDevice) -> AgentPhone:
+    """The virtual phone as the agent drives it, through the private adb server."""
+    return AgentPhone(device)
+
+
+@pytest.fixture
+def pusher(agent_phone: AgentPhone, host_cache: HostCache) -> ArtifactPusher:
+    return ArtifactPusher(agent_phone, host_cache)
+
+
+@pytest.fixture
+def runs(agent_phone: AgentPhone, pusher: ArtifactPusher, phone: Phone) -> Runs:
+    """An Executor whose progress is recorded and whose cancel switch the test holds."""
+    progress: list[RunProgress] = []
+    cancel = threading.Event()
+    executor = Executor(
+        agent_phone,
+        pusher,
+        host="test-host",
+        htp_arch=int(phone.profile.htp_arch),
+        on_progress=progress.append,
+        cancelled=lambda _run_id: cancel.is_set(),
+        thermal=ThermalGate(limit_c=45.0, max_wait_s=10.0),
+    )
+    return Runs(executor, progress, cancel)

@@ -5,6 +5,8 @@ runner failure, a phone lost mid-run; the job folder is gone after each, the run
 from __future__ import annotations
 
 import io
+import re
+import shlex
 import time
 
 import numpy as np
@@ -28,7 +30,7 @@ from device_agent.messages import RunTask
 from device_agent.phone import Phone as AgentPhone
 from device_agent.phone import job_dir
 from device_agent.push import ArtifactPusher
-from device_agent.runner.spec import RUNNER_PATH
+from device_agent.runner.spec import CACHE_DIR, JOBS_DIR, RUNNER_PATH
 from device_agent.virtual.fleet import ThreadedFleet
 from device_agent.virtual.phone import Phone
 from models.manifest import Manifest
@@ -40,9 +42,19 @@ HOSTILE_PROMPTS = [
     "a \"yellow\" 'circle' && a white background",
     "a pink square\nat the top | in a gray background > the center",
 ]
-USER_BITS = ("circle", "square", "triangle", "cross", "$(", "`", ";", "&", "|", ">", "\n", "'", '"')
-# Every shell command the agent may send starts with one of these fixed programs.
-TEMPLATES = ("mkdir", "rm", "touch", "sha256sum", "mv", "ps", "kill", "dumpsys", RUNNER_PATH)
+USER_WORDS = ("circle", "square", "triangle", "cross", "yellow", "purple")
+# Every word of every shell command the agent sends is a fixed word or a validated identifier.
+UUID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+FIXED_WORD = re.compile(
+    "|".join(
+        [
+            r"mkdir|rm|touch|sha256sum|mv|ps|kill|dumpsys|-[a-zA-Z0-9]+|PID,ARGS|[0-9]+",
+            rf"{re.escape(CACHE_DIR)}/[0-9a-f]{{64}}(\.part)?",
+            rf"{re.escape(JOBS_DIR)}/{UUID}(/spec\.json)?",
+            re.escape(RUNNER_PATH),
+        ]
+    )
+)
 KILLED_WITHIN_S = 3.0
 
 
@@ -65,9 +77,11 @@ def test_hostile_prompts_travel_in_the_spec_and_never_reach_a_shell(
     assert result.metrics["pushed_bytes"] == manifest.total_size()
     assert runs.progress[-1].step == runs.progress[-1].total == 2 * len(HOSTILE_PROMPTS)
     commands = shell_commands(caplog)
-    assert commands and all(command.startswith(TEMPLATES) for command in commands), commands
+    assert any(command.startswith(RUNNER_PATH) for command in commands)
+    for command in commands:
+        assert all(FIXED_WORD.fullmatch(word) for word in shlex.split(command)), command
     for seen in commands + [path for _request, path in synced(caplog)]:
-        assert not any(bit in seen for bit in USER_BITS), seen
+        assert not any(word in seen for word in USER_WORDS), seen
     assert (phone.fs.root / RUNNER_PATH.lstrip("/")).is_file()
     assert jobs_left(phone) == []
 

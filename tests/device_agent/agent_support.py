@@ -11,7 +11,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -19,7 +19,9 @@ from device_agent.execution import Executor
 from device_agent.messages import RunProgress, RunResult, RunTask
 from device_agent.virtual.phone import Phone
 from models.manifest import Manifest
-from models.store import ModelStore
+
+if TYPE_CHECKING:
+    from models.store import ModelStore
 
 VIEWER_TOKEN = "agent-tests-viewer"
 PROMPT = "a red circle on the left in a blue background"
