@@ -1,0 +1,57 @@
+"""The agent's own ADB client (device_agent.phone) against the real adb server and a virtual phone:
+sync SEND/RECV/LIST at chunk boundaries, shell v2 exit codes and stderr, failures as DeviceLost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from device_agent.phone import SEND_BATCH, SYNC_DATA_MAX
+from device_agent.phone import Phone as AgentPhone
+from device_agent.runner.spec import DEVICE_ROOT_DIR
+from device_agent.virtual.phone import Phone
+from hexfleet.errors import DeviceLost
+
+BATCH = SEND_BATCH * SYNC_DATA_MAX
+SIZES = [0, 1, SYNC_DATA_MAX - 1, SYNC_DATA_MAX, SYNC_DATA_MAX + 1, BATCH, BATCH + 1, 3 * BATCH + 7]
+
+
+def test_files_round_trip_at_every_chunk_boundary(
+    agent_phone: AgentPhone, phone: Phone, tmp_path: Path
+) -> None:
+    for size in SIZES:
+        data = os.urandom(size)
+        local = tmp_path / f"file-{size}"
+        local.write_bytes(data)
+        remote = f"{DEVICE_ROOT_DIR}/wire/file-{size}"
+        assert agent_phone.push(local, remote) == size
+        assert agent_phone.sha256(remote) == hashlib.sha256(data).hexdigest()
+        assert agent_phone.pull_bytes(remote) == data
+    names = [f"{DEVICE_ROOT_DIR}/wire/file-{size}" for size in SIZES]
+    assert [len(data) for data in agent_phone.pull_files(names)] == SIZES
+    agent_phone.push_bytes(b'{"spec": 1}', f"{DEVICE_ROOT_DIR}/wire/deeper/spec.json")
+    assert (phone.fs.root / DEVICE_ROOT_DIR.lstrip("/") / "wire/deeper/spec.json").is_file()
+
+
+def test_shell_reports_exit_codes_stdout_and_stderr(agent_phone: AgentPhone) -> None:
+    code, out, err = agent_phone.shell("ls", "/data/local/tmp/hexfleet")
+    assert code == 0 and "bin" in out.split() and err == ""
+    code, out, err = agent_phone.shell("ls", "/data/local/tmp/nothing-here")
+    assert code != 0 and out == "" and "nothing-here" in err
+    with pytest.raises(DeviceLost, match="`ls` failed"):
+        agent_phone.checked("ls", "/data/local/tmp/nothing-here")
+
+
+def test_a_missing_file_or_cache_is_reported_and_the_connection_stays_usable(
+    agent_phone: AgentPhone,
+) -> None:
+    assert agent_phone.cache_entries() == {}
+    with pytest.raises(DeviceLost, match=r"pulling missing\.bin"):
+        agent_phone.pull_bytes(f"{DEVICE_ROOT_DIR}/missing.bin")
+    with pytest.raises(DeviceLost, match="pushing a file"):
+        agent_phone.push_bytes(b"x", "/system/bin/not-writable")
+    assert agent_phone.shell("echo", "still here")[1] == "still here\n"
