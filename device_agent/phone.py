@@ -1,4 +1,4 @@
-"""A phone as the agent drives it through adbutils: facts, health, fixed shell commands, files.
+"""A phone as the agent drives it through the adb server: facts, health, fixed commands, files.
 
 Every shell command is built here from a fixed template whose only variables are validated
 identifiers (sha256 hex, run UUIDs, PIDs), quoted anyway; nothing a user typed ever reaches it.
