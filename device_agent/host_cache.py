@@ -15,6 +15,7 @@ import httpx
 
 from hexfleet.errors import ArtifactMismatch, NotFound, ServiceUnavailable
 from models.manifest import FileRef
+from models.store import sha256_file
 
 
 class HostCache:
@@ -24,17 +25,30 @@ class HostCache:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(base_url=api_url.rstrip("/"), headers=headers, timeout=60)
         self.fetched_bytes = 0
+        self._verified: set[str] = set()
 
     def close(self) -> None:
         self.http.close()
 
     def path(self, ref: FileRef) -> Path:
-        """The local file for `ref`, fetched from the orchestrator if this host lacks it."""
+        """The local file for `ref`, fetched from the orchestrator if this host lacks it.
+
+        A file already here is hashed once per process before it is trusted; one that does not
+        hash to its name is fetched again.
+        """
         target = self.root / ref.sha256
         if target.is_file() and target.stat().st_size == ref.size:
-            return target
+            if ref.sha256 in self._verified or sha256_file(target) == ref.sha256:
+                self._verified.add(ref.sha256)
+                return target
         self._fetch(ref, target)
+        self._verified.add(ref.sha256)
         return target
+
+    def forget(self, ref: FileRef) -> None:
+        """Drop this host's copy of `ref` (the next `path` fetches it again)."""
+        self._verified.discard(ref.sha256)
+        (self.root / ref.sha256).unlink(missing_ok=True)
 
     def _fetch(self, ref: FileRef, target: Path) -> None:
         digest = hashlib.sha256()

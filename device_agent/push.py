@@ -100,6 +100,8 @@ class ArtifactPusher:
                 return
             self.phone.remove(partial)
             if attempt == PUSH_ATTEMPTS:
+                # The host's copy may be the corrupt one: fetch it again next time.
+                self.host_cache.forget(ref)
                 raise ArtifactMismatch(
                     f"{self.phone.serial}: {ref.name} ({ref.sha256[:12]}) did not hash correctly "
                     f"on the phone after {PUSH_ATTEMPTS} pushes"

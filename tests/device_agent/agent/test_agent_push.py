@@ -156,3 +156,8 @@ def test_bytes_that_do_not_hash_to_their_name_never_enter_the_cache(
     assert len(sends) == PUSH_ATTEMPTS, "pushed again once, then gave up"
     assert unet.sha256 not in agent_phone.cache_entries()
     assert not [name for name in cache_listing(phone) if name.endswith(".part")]
+    # The host's copy was the corrupt one: it is dropped, and the next ensure fetches and heals.
+    assert not (host_cache.root / unet.sha256).exists()
+    report = pusher.ensure(manifest.files())
+    assert report.pushed_bytes >= unet.size
+    assert agent_phone.sha256(cache_path(unet.sha256)) == unet.sha256
