@@ -25,6 +25,7 @@ from device_agent.host_cache import HostCache
 from device_agent.messages import DeviceFacts, Heartbeat, RunProgress, RunTask
 from device_agent.phone import Phone
 from device_agent.push import ArtifactPusher
+from device_agent.runner.spec import JOBS_DIR
 from hexfleet.broker import (
     INGEST_HEARTBEAT_TASK,
     INGEST_PROGRESS_TASK,
@@ -155,6 +156,8 @@ class PhoneWorker:
                 self.heartbeat()
 
     def serve(self) -> None:
+        # Runs lost with a previous worker (phone gone mid-run) leave their folders: sweep them.
+        self.phone.remove(JOBS_DIR)
         self.heartbeat()
         threading.Thread(target=self.beat_forever, name="heartbeat", daemon=True).start()
         queues = queues_for_device(self.facts.model_dump())
