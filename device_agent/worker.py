@@ -131,6 +131,15 @@ class PhoneWorker:
             result = self.executor.execute(task)
         finally:
             self.current_run = None
+        result = result.model_copy(
+            update={
+                "metrics": {
+                    **result.metrics,
+                    "soc": self.facts.soc,
+                    "phone_model": self.facts.model,
+                }
+            }
+        )
         self.publish(INGEST_RESULT_TASK, result.model_dump_json())
         log.info(
             "run %s attempt %d on %s: %s",

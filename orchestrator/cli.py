@@ -279,11 +279,13 @@ def demo(
         "a red circle on the left in a blue background"
     ),
     keep: Annotated[bool, typer.Option(help="Leave the farm running afterwards.")] = False,
+    steps: Annotated[int, typer.Option(min=1, max=150, help="Denoising steps.")] = 10,
+    scheduler: Annotated[str, typer.Option(help="ddim, euler or dpm++2m.")] = "dpm++2m",
 ) -> None:
     """Up + generate on four virtual phones (w8a16 on the HTP simulator) + benchmark + down."""
     from orchestrator import demo as demo_run
 
-    demo_run.run(Settings(), out, prompt, keep=keep)
+    demo_run.run(Settings(), out, prompt, keep=keep, steps=steps, scheduler=scheduler)
 
 
 def main() -> None:

@@ -88,34 +88,36 @@ def runs_table(job: dict[str, Any]) -> Table:
 
 def bench_table(job: dict[str, Any]) -> Table:
     """Per phone: load, first inference, p50/p90/p99, NPU share, throttled."""
+    simulated = any(r.get("simulated") for r in job["runs"])
     table = Table(
-        title="benchmark"
-        + (" (simulated timings)" if any(r.get("simulated") for r in job["runs"]) else "")
+        title="benchmark" + (" (simulated timings: QNN HTP simulator)" if simulated else "")
     )
     for column in (
         "phone",
+        "SoC",
         "load ms",
         "first ms",
         "p50 ms",
         "p90 ms",
         "p99 ms",
-        "NPU share",
+        "NPU",
         "throttled",
-        "state",
     ):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column == "phone")
     for r in job["runs"]:
-        m = r["timings"]
+        t, m = r["timings"], r["metrics"]
+        if r["state"] != "succeeded":
+            table.add_row(r["device_serial"] or "-", "", r["state"], (r["error"] or "")[:50])
+            continue
         table.add_row(
             r["device_serial"] or "-",
-            _fmt(m.get("load_ms")),
-            _fmt(m.get("first_ms")),
-            _fmt(m.get("p50_ms")),
-            _fmt(m.get("p90_ms")),
-            _fmt(m.get("p99_ms")),
-            _fmt(m.get("npu_share") and 100 * m["npu_share"], "%", 0),
-            _fmt(m.get("throttled")),
-            r["state"],
+            str(m.get("soc", "")),
+            *(
+                _fmt(t.get(k), digits=0)
+                for k in ("load_ms", "first_ms", "p50_ms", "p90_ms", "p99_ms")
+            ),
+            _fmt(m["npu_share"] * 100, "%", 0) if m.get("npu_share") is not None else "-",
+            "yes" if m.get("throttled") else "no",
         )
     return table
 

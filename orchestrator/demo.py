@@ -37,7 +37,14 @@ def ensure_model(store: ModelStore, console: Console) -> None:
         quantize_model(store, fp32, PRECISION)  # type: ignore[arg-type]
 
 
-def run(settings: Settings, out: Path, prompt: str, keep: bool = False) -> None:
+def run(
+    settings: Settings,
+    out: Path,
+    prompt: str,
+    keep: bool = False,
+    steps: int = 10,
+    scheduler: str = "dpm++2m",
+) -> None:
     console = Console()
     started = time.monotonic()
     ensure_model(ModelStore.from_settings(settings), console)
@@ -51,7 +58,13 @@ def run(settings: Settings, out: Path, prompt: str, keep: bool = False) -> None:
                     "model": "tiny-sd",
                     "precision": PRECISION,
                     "selector": "all",
-                    "params": {"prompts": [prompt], "seed": 0, "runtime": "htp"},
+                    "params": {
+                        "prompts": [prompt],
+                        "seed": 0,
+                        "runtime": "htp",
+                        "steps": steps,
+                        "scheduler": scheduler,
+                    },
                 },
             )
             console.print(f"generate job {created['id']} on {len(created['runs'])} phones")
