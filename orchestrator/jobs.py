@@ -131,6 +131,22 @@ def find_model(session: Session, name: str, precision: str) -> Model:
     return model
 
 
+def for_device(session: Session, model: Model, serial: str | None) -> Model:
+    """The variant to send to one phone: a QNN context binary compiled for its Hexagon arch when
+    one is registered (loads 70-130x faster than compiling the QDQ graph), else `model` itself."""
+    device = session.get(Device, serial) if serial else None
+    if device is None or device.htp_arch is None:
+        return model
+    compiled = session.scalars(
+        select(Model).where(
+            Model.name == model.name,
+            Model.version == model.version,
+            Model.variant == f"{model.variant}-v{device.htp_arch}",
+        )
+    ).first()
+    return compiled or model
+
+
 def _task(job: Job, run: Run, model: Model, request: JobRequest) -> RunTask:
     params, tensors = request.runner_params()
     return RunTask(
@@ -179,7 +195,8 @@ def submit(session: Session, request: JobRequest, dispatcher: Dispatcher, submit
     session.add_all(runs)
     session.commit()
     for run in runs:
-        dispatcher.send(_task(job, run, model, request), run.queue, request.priority)
+        variant = for_device(session, model, run.device_serial)
+        dispatcher.send(_task(job, run, variant, request), run.queue, request.priority)
     return job
 
 
@@ -212,7 +229,9 @@ def retry_lost(session: Session, lost: Run, dispatcher: Dispatcher) -> Run | Non
     )
     session.add(run)
     session.flush()
-    dispatcher.send(_task(job, run, model, request), queue, request.priority)
+    dispatcher.send(
+        _task(job, run, for_device(session, model, serial), request), queue, request.priority
+    )
     return run
 
 

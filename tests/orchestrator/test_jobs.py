@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import uuid
@@ -9,6 +10,7 @@ from collections.abc import Callable
 
 import pytest
 import redis as redis_lib
+from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -16,7 +18,7 @@ from device_agent.messages import RunResult
 from hexfleet.broker import device_queue, make_celery
 from hexfleet.errors import InvalidRequest, NotFound
 from hexfleet.settings import Settings
-from orchestrator.db.schema import Device, Run
+from orchestrator.db.schema import Device, Model, Run
 from orchestrator.dispatch import CeleryDispatcher
 from orchestrator.ingest import ingest_result
 from orchestrator.jobs import JobRequest, cancel, get_job, submit
@@ -159,3 +161,24 @@ def test_a_more_urgent_run_is_taken_first(
             message.ack()
         queue.close()
     assert order == [high, low]
+
+
+def test_a_phone_gets_the_context_binary_compiled_for_its_arch(
+    db_engine: Engine, dispatcher: CeleryDispatcher, add_fleet: AddFleet, redis_url: str
+) -> None:
+    with Session(db_engine) as session:
+        add_fleet(session, FLEET)
+        portable = session.scalars(select(Model).where(Model.variant == "fp32")).one()
+        compiled = {**portable.manifest, "htp_arch": "75"}
+        session.add(Model(name=portable.name, version=portable.version, precision="fp32",
+                          variant="fp32-v75", manifest_sha256="1" * 64, manifest=compiled))
+        session.commit()
+        submit(session, request(selector="htp_arch<=75", precision="fp32"), dispatcher, "alice")
+
+    def manifest_arch(serial: str) -> object:
+        (message,) = _queued(redis_url, device_queue(serial))
+        body = json.loads(base64.b64decode(message["body"]))[0][0]
+        return json.loads(body)["manifest"]["htp_arch"]
+
+    assert manifest_arch("b") == "75", "SM8650 (v75) gets the v75 context binary"
+    assert manifest_arch("a") is None, "SM8550 (v73) has none compiled: the portable QDQ model"
