@@ -26,15 +26,30 @@ def reachable(settings: Settings) -> bool:
         return False
 
 
-def ensure_local_server(settings: Settings) -> None:
-    """Start the bundled adb server on the configured port (adbutils alone would pick 5037)."""
+def ensure_local_server(settings: Settings) -> bool:
+    """Start the bundled adb server on the configured port (adbutils alone would pick 5037).
+
+    Returns whether it was started here (False when one already answered)."""
     if reachable(settings):
-        return
+        return False
     if settings.adb_host not in ("127.0.0.1", "localhost", "::1"):
         raise ServiceUnavailable(f"no adb server at {settings.adb_host}:{settings.adb_port}")
     subprocess.run(  # noqa: S603 - fixed argv, the bundled adb binary
         [adbutils.adb_path(), "-P", str(settings.adb_port), "start-server"],
-        capture_output=True, timeout=30, check=False,
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    return True
+
+
+def kill_local_server(settings: Settings) -> None:
+    """Stop the bundled adb server on the configured port (what `ensure_local_server` started)."""
+    subprocess.run(  # noqa: S603 - fixed argv, the bundled adb binary
+        [adbutils.adb_path(), "-P", str(settings.adb_port), "kill-server"],
+        capture_output=True,
+        timeout=30,
+        check=False,
     )
 
 

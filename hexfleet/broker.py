@@ -10,12 +10,19 @@ delivered again; the visibility timeout sits above the longest run deadline (FAC
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import time
+import uuid
 from collections.abc import Mapping
+from pathlib import Path
 
+from amqp.exceptions import ChannelError
 from celery import Celery
+from kombu.transport import TRANSPORT_ALIASES, filesystem
+from kombu.utils.json import dumps
 
-from hexfleet.settings import Settings
+from hexfleet.settings import EMBEDDED_SCHEME, Settings
 
 RUN_TASK = "hexfleet.run"
 INGEST_RESULT_TASK = "hexfleet.ingest.result"
@@ -57,6 +64,32 @@ def queues_for_device(facts: Mapping[str, object]) -> list[str]:
         queues.append(arch_queue(int(facts["htp_arch"])))  # type: ignore[call-overload]
     queues.append(ANY_QUEUE)
     return queues
+
+
+class _AtomicFilesystemChannel(filesystem.Channel):
+    """kombu's filesystem channel, but a message file appears only once it is complete.
+
+    kombu writes the message file in place, so a consumer listing the folder can take it half
+    written and die on the JSON (celery/kombu#1551): write elsewhere in the folder, then rename.
+    """
+
+    def _put(self, queue: str, payload: dict[str, object], **kwargs: object) -> None:
+        name = f"{int(round(time.monotonic() * 1000))}_{uuid.uuid4()}.{queue}.msg"
+        folder = Path(self.data_folder_out)
+        partial = folder / f".incoming-{uuid.uuid4()}"
+        try:
+            partial.write_bytes(dumps(payload).encode())
+            os.replace(partial, folder / name)
+        except OSError as exc:
+            partial.unlink(missing_ok=True)
+            raise ChannelError(f"cannot add a message to {folder}: {exc}") from exc
+
+
+class AtomicFilesystemTransport(filesystem.Transport):
+    Channel = _AtomicFilesystemChannel
+
+
+TRANSPORT_ALIASES.setdefault(EMBEDDED_SCHEME, f"{__name__}:AtomicFilesystemTransport")
 
 
 def make_celery(settings: Settings, name: str = "hexfleet") -> Celery:

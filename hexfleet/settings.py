@@ -12,6 +12,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+EMBEDDED_SCHEME = "hexfleet-fs"
+
 
 def _default_data_dir() -> Path:
     return Path.home() / ".local" / "share" / "hexfleet"
@@ -51,8 +53,8 @@ class Settings(BaseSettings):
 
     @property
     def resolved_broker_url(self) -> str:
-        """The Celery broker URL; by default kombu's server-less filesystem transport."""
-        return self.broker_url or "filesystem://"
+        """The Celery broker URL; by default the embedded, server-less filesystem transport."""
+        return self.broker_url or f"{EMBEDDED_SCHEME}://"
 
     @property
     def broker_folder(self) -> Path:
@@ -61,7 +63,7 @@ class Settings(BaseSettings):
 
     def broker_transport_options(self) -> dict[str, object]:
         """Transport options for Celery; the filesystem transport needs its folders."""
-        if self.resolved_broker_url.startswith("filesystem://"):
+        if self.resolved_broker_url.startswith((f"{EMBEDDED_SCHEME}://", "filesystem://")):
             folder = self.broker_folder
             for sub in ("in", "processed", "control"):
                 (folder / sub).mkdir(parents=True, exist_ok=True)

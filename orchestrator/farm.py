@@ -36,6 +36,7 @@ class FarmState(BaseModel):
     agent_pid: int
     phone_serials: list[str]
     api_url: str
+    started_adb_server: bool = False
 
 
 def state_file(settings: Settings) -> Path:
@@ -127,6 +128,7 @@ def up(
     progress(f"starting {len(specs)} virtual phones ({compute})")
     records = fleet.start_processes(settings.data_dir, specs)
     serials = [record.serial for record in records]
+    started_adb = adb_server.ensure_local_server(settings)
     try:
         adb_server.connect(settings, serials)
         for record in records:
@@ -146,6 +148,7 @@ def up(
             agent_pid=agent.pid,
             phone_serials=serials,
             api_url=settings.api_url,
+            started_adb_server=started_adb,
         )
         state_file(settings).write_text(state.model_dump_json(indent=1))
         _wait(
@@ -158,6 +161,8 @@ def up(
         return state
     except BaseException:
         down(settings)
+        if started_adb:
+            adb_server.kill_local_server(settings)
         raise
 
 
@@ -169,8 +174,9 @@ def _healthy(settings: Settings) -> bool:
 
 
 def _stop(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
+    """SIGTERM the process's whole group (serve's ingest child too), SIGKILL it if it lingers."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_TIMEOUT_S
     while _alive(pid) and time.monotonic() < deadline:
         with contextlib.suppress(ChildProcessError):
@@ -178,24 +184,28 @@ def _stop(pid: int) -> None:
                 return
         time.sleep(0.1)
     if _alive(pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
 
 
 def down(settings: Settings) -> list[str]:
     """Stop the agent, the orchestrator and the virtual phones; returns what was stopped."""
     stopped = []
     path = state_file(settings)
-    if path.is_file():
-        state = FarmState.model_validate_json(path.read_text())
+    state = FarmState.model_validate_json(path.read_text()) if path.is_file() else None
+    if state is not None:
         for name, pid in (("agent", state.agent_pid), ("serve", state.serve_pid)):
             if _alive(pid):
                 _stop(pid)
                 stopped.append(name)
-        path.unlink()
     phones = fleet.stop_processes(settings.data_dir)
     adb_server.disconnect(settings, [r.serial for r in phones if r.connected])
     stopped.extend(r.serial for r in phones)
+    if state is not None:
+        if state.started_adb_server:
+            adb_server.kill_local_server(settings)
+            stopped.append("adb server")
+        path.unlink()
     return stopped
 
 

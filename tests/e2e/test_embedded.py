@@ -76,6 +76,7 @@ def test_up_generate_down(tmp_path: Path) -> None:
     assert not state_file(settings).exists()
     for pid in (state.serve_pid, state.agent_pid):
         wait_until(lambda pid=pid: not _alive(pid), 30, f"process {pid} to stop")
-    with socket.socket() as probe:
-        assert probe.connect_ex(("127.0.0.1", base)) != 0
+    for port in (base, int(env["HEXFLEET_ADB_PORT"])):
+        with socket.socket() as probe:
+            assert probe.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still answers"
     assert _cli(env, "down").stdout.strip() == "nothing was running"

@@ -9,6 +9,7 @@ import redis as redis_lib
 import sqlalchemy as sa
 from celery import Celery
 
+from hexfleet.broker import make_celery
 from hexfleet.settings import Settings
 
 
@@ -33,10 +34,7 @@ def test_postgres_fixture_is_a_fresh_database(postgres_url: str) -> None:
 
 
 def _celery(settings: Settings, broker_url: str) -> Celery:
-    app = Celery("probe", broker=broker_url)
-    app.conf.broker_transport_options = settings.broker_transport_options()
-    app.conf.broker_connection_retry_on_startup = False
-    return app
+    return make_celery(settings.model_copy(update={"broker_url": broker_url}), name="probe")
 
 
 def _round_trip(app: Celery) -> dict[str, object]:

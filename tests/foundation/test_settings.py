@@ -13,7 +13,7 @@ from hexfleet.settings import Settings
 
 def test_defaults_are_embedded(settings: Settings, data_dir: Path) -> None:
     assert settings.resolved_database_url == f"sqlite:///{data_dir / 'hexfleet.db'}"
-    assert settings.resolved_broker_url == "filesystem://"
+    assert settings.resolved_broker_url == "hexfleet-fs://"
     assert settings.adb_host == "127.0.0.1"
     assert settings.adb_port == 5037
 
