@@ -147,7 +147,6 @@ class Executor:
         if spec.params.kind == "benchmark":
             temp, waited = self.thermal.wait(self.phone, spec.params.max_start_temp_c)
             metrics.update(temp_before_c=temp, thermal_wait_s=waited)
-        self.phone.remove(folder)  # a previous attempt's leftovers; pushing creates it again
         try:
             self.phone.push_bytes(spec.model_dump_json().encode(), f"{folder}/spec.json")
             for index, data in enumerate(task.inputs.values()):

@@ -22,7 +22,7 @@ from celery import Celery
 
 from device_agent.execution import Executor, ThermalGate
 from device_agent.host_cache import HostCache
-from device_agent.messages import DeviceFacts, Heartbeat, RunProgress, RunTask
+from device_agent.messages import DeviceFacts, DeviceHealth, Heartbeat, RunProgress, RunTask
 from device_agent.phone import Phone
 from device_agent.push import ArtifactPusher
 from device_agent.runner.spec import JOBS_DIR
@@ -82,6 +82,7 @@ class PhoneWorker:
         self.facts: DeviceFacts = self.phone.facts()
         self.app: Celery = make_celery(settings, name=f"phone-{serial}")
         self.current_run: str | None = None
+        self._health: DeviceHealth | None = None
         self.stopping = threading.Event()
         cache = HostCache(
             settings.data_dir / "agent-cache", settings.api_url, settings.client_token()
@@ -103,11 +104,14 @@ class PhoneWorker:
     def publish_progress(self, progress: RunProgress) -> None:
         self.publish(INGEST_PROGRESS_TASK, progress.model_dump_json())
 
-    def heartbeat(self, state: str | None = None) -> None:
-        try:
-            health = self.phone.health()
-        except DeviceLost:
-            return
+    def heartbeat(self, state: str | None = None, fresh: bool = True) -> None:
+        """Report the phone; `fresh=False` (around runs) reuses the last health reading."""
+        if fresh or self._health is None:
+            try:
+                self._health = self.phone.health()
+            except DeviceLost:
+                return
+        health = self._health
         busy = "busy" if self.current_run else "online"
         beat = Heartbeat(
             host=self.host,
@@ -126,7 +130,7 @@ class PhoneWorker:
             log.info("run %s was cancelled before it started", task.run_id)
             return "cancelled"
         self.current_run = task.run_id
-        self.heartbeat("busy")
+        self.heartbeat("busy", fresh=False)
         try:
             result = self.executor.execute(task)
         finally:
@@ -151,7 +155,7 @@ class PhoneWorker:
         if result.outcome == "lost":
             self.stop_soon()
         else:
-            self.heartbeat()
+            self.heartbeat(fresh=False)
         return result.outcome
 
     def stop_soon(self) -> None:
