@@ -243,6 +243,23 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _run_records(run: Path) -> dict:
+    """The run's wall/CPU seconds (last process) and its in-training evaluations."""
+    records: dict = {}
+    summary_path = run / "summary.json"
+    if summary_path.exists():
+        summary = json.loads(summary_path.read_text())
+        for key in ("wall_seconds", "process_cpu_seconds"):
+            if key in summary:
+                records[f"last_process_{key}"] = round(summary[key], 1)
+    eval_path = run / "eval.jsonl"
+    if eval_path.exists():
+        records["evaluation_during_training_torch_ema"] = [
+            json.loads(line) for line in eval_path.read_text().splitlines() if line.strip()
+        ]
+    return records
+
+
 def export_run(
     run: Path,
     out: Path = WEIGHTS_DIR,
@@ -322,9 +339,7 @@ def export_run(
         "evaluation_held_out_onnx_cpu_fp32": evaluation,
         "evaluation_sampler": "DDIM trailing spacing, eta 0, one seed per prompt (0..N-1)",
     }
-    summary_path = run / "summary.json"
-    if summary_path.exists():
-        training["wall_seconds"] = json.loads(summary_path.read_text())["wall_seconds"]
+    training.update(_run_records(run))
     (out / "training.json").write_text(json.dumps(training, indent=2) + "\n")
     return training
 
