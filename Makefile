@@ -16,8 +16,7 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 demo: setup
-	$(VENV)/bin/hexfleet --help
-	$(VENV)/bin/hexfleet version
+	$(VENV)/bin/hexfleet demo
 
 lint: setup
 	$(VENV)/bin/ruff check .
