@@ -46,20 +46,26 @@ def settings(data_dir: Path) -> Settings:
     return Settings(data_dir=data_dir, database_url=None, broker_url=None)
 
 
-@pytest.fixture
-def redis_url() -> Iterator[str]:
-    """URL of a dedicated database on the real Redis server, flushed before and after the test."""
-    client = redis_lib.Redis.from_url(REDIS_TEST_URL, socket_connect_timeout=3)
+@contextlib.contextmanager
+def _flushed_redis(url: str) -> Iterator[str]:
+    client = redis_lib.Redis.from_url(url, socket_connect_timeout=3)
     try:
         client.ping()
     except redis_lib.exceptions.ConnectionError as exc:
         _unavailable("Redis at 127.0.0.1:6379", exc)
     client.flushdb()
     try:
-        yield REDIS_TEST_URL
+        yield url
     finally:
         client.flushdb()
         client.close()
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """URL of a dedicated database on the real Redis server, flushed before and after the test."""
+    with _flushed_redis(REDIS_TEST_URL) as url:
+        yield url
 
 
 @contextlib.contextmanager
@@ -82,18 +88,8 @@ def _fresh_database() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def module_redis_url() -> Iterator[str]:
     """A dedicated Redis database (14) for one test module, flushed before and after."""
-    url = "redis://127.0.0.1:6379/14"
-    client = redis_lib.Redis.from_url(url, socket_connect_timeout=3)
-    try:
-        client.ping()
-    except redis_lib.exceptions.ConnectionError as exc:
-        _unavailable("Redis at 127.0.0.1:6379", exc)
-    client.flushdb()
-    try:
+    with _flushed_redis("redis://127.0.0.1:6379/14") as url:
         yield url
-    finally:
-        client.flushdb()
-        client.close()
 
 
 @pytest.fixture(scope="session")
