@@ -13,6 +13,7 @@ from device_agent.runner import progress
 from device_agent.runner.device import Device, with_device_faults
 from device_agent.runner.models_on_device import cache_store, open_component
 from device_agent.runner.spec import BenchmarkParams, RunnerResult, RunnerSpec
+from device_agent.runner.thermal import Zones
 from models.runtime import TensorSpec
 
 
@@ -59,12 +60,22 @@ def run(device: Device, spec: RunnerSpec, job_dir: Path) -> RunnerResult:
     for n in range(max(params.warmup - 1, 0)):
         graph.run(feeds)
         progress.report("warmup", 2 + n, total)
-    samples = []
+    zones = Zones.of(device)
+    samples: list[float] = []
+    temps: list[float] = []
     for n in range(params.iterations):
         mark = time.perf_counter()
         graph.run(feeds)
         samples.append((time.perf_counter() - mark) * 1000)
+        # Read after the clock stopped: sysfs reads never count as inference time.
+        temp = zones.max_temp_c()
+        if temp is not None or temps:
+            temps.append(temp if temp is not None else temps[-1])
         progress.report("iteration", 1 + params.warmup + n + 1, total)
+    hottest = zones.hottest()
+    thermal: dict[str, object] = {}
+    if hottest is not None and len(temps) == len(samples):
+        thermal = {"temp_trace_c": temps, "throttle_temp_c": hottest[1]}
     placement = session.placement()
     placed = len(placement.htp_nodes) + len(placement.cpu_nodes)
     return RunnerResult(
@@ -90,5 +101,6 @@ def run(device: Device, spec: RunnerSpec, job_dir: Path) -> RunnerResult:
             "npu_nodes": len(placement.htp_nodes),
             "cpu_nodes": len(placement.cpu_nodes),
             "npu_share": len(placement.htp_nodes) / placed if placed else 0.0,
+            **thermal,
         },
     )

@@ -25,6 +25,9 @@ from device_agent.virtual.sync import serve_sync
 from device_agent.virtual.toolbox import PhoneContext, Toolbox
 
 log = logging.getLogger(__name__)
+# How often a computing phone rewrites its /sys thermal files; a phone's thermal driver polls its
+# sensors at a similar rate, and programs (the runner's temperature trace) read the files directly.
+SYSFS_REFRESH_S = 0.2
 
 
 @dataclass
@@ -84,6 +87,7 @@ class Phone:
         )
         self.port = config.port
         self._offline_timer: asyncio.TimerHandle | None = None
+        self._sysfs_refresh: asyncio.Task[None] | None = None
 
     @property
     def serial(self) -> str:
@@ -103,7 +107,26 @@ class Phone:
         )
 
     def _update_load(self) -> None:
-        self.health.set_load(1.0 if self.processes.computing() else 0.0)
+        computing = self.processes.computing()
+        self.health.set_load(1.0 if computing else 0.0)
+        if computing and self._sysfs_refresh is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # not on the phone's loop (a test driving the table directly)
+                return
+            self._sysfs_refresh = loop.create_task(self._refresh_sysfs())
+
+    async def _refresh_sysfs(self) -> None:
+        """Keep /sys current while something computes (a shell `cat` refreshes it anyway)."""
+        try:
+            while self.processes.computing():
+                self.health.write_sysfs(self.fs)
+                await asyncio.sleep(SYSFS_REFRESH_S)
+            self.health.write_sysfs(self.fs)
+        except OSError as exc:  # the phone's folder went away (a test tearing it down)
+            log.warning("%s: /sys not refreshed: %s", self.serialno, exc)
+        finally:
+            self._sysfs_refresh = None
 
     async def start(self) -> None:
         """Create the phone's folders (kept across restarts) and start listening."""
@@ -124,6 +147,9 @@ class Phone:
         if self.context.background:
             await asyncio.gather(*list(self.context.background), return_exceptions=True)
         self.processes.kill_all()
+        if self._sysfs_refresh is not None:
+            self._sysfs_refresh.cancel()
+            await asyncio.gather(self._sysfs_refresh, return_exceptions=True)
 
     async def go_offline(self, seconds: float | None = None) -> None:
         """Disappear from the network; come back on the same port after `seconds` (if given)."""

@@ -127,6 +127,34 @@ def test_benchmark_statistics(phone_root: Path, manifest_and_blobs: tuple[Manife
     assert metrics["npu_share"] == 0.0 and metrics["cpu_nodes"] > 0 and metrics["peak_rss_mb"] > 0
 
 
+def _zone(root: Path, index: int, temp: str, trip: str | None = None) -> None:
+    folder = root / f"sys/class/thermal/thermal_zone{index}"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "temp").write_text(temp)
+    if trip is not None:
+        (folder / "trip_point_0_temp").write_text(trip)
+
+
+def test_benchmark_records_the_hottest_zone_after_every_iteration(
+    phone_root: Path, manifest_and_blobs: tuple[Manifest, Path]
+) -> None:
+    params = {"kind": "benchmark", "component": "unet", "warmup": 0, "iterations": 4}
+    spec = spec_for(manifest_and_blobs[0], params)
+    result, job = run_runner(phone_root, spec, name="no-sys")
+    assert result.returncode == 0, result.stderr
+    assert "temp_trace_c" not in json.loads((job / "result.json").read_text())["metrics"]
+
+    _zone(phone_root, 0, "45000\n", "85000\n")
+    _zone(phone_root, 1, "-273000\n", "85000\n")  # a dead sensor: ignored
+    _zone(phone_root, 2, "51500\n", "95000\n")  # the hottest: its trip point counts
+    _zone(phone_root, 10, "garbage\n")
+    result, job = run_runner(phone_root, spec, name="with-sys")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((job / "result.json").read_text())["metrics"]
+    assert metrics["temp_trace_c"] == [51.5] * 4
+    assert metrics["throttle_temp_c"] == 95.0
+
+
 def test_infer_on_given_tensors(
     phone_root: Path, manifest_and_blobs: tuple[Manifest, Path]
 ) -> None:

@@ -19,7 +19,7 @@ from device_agent.virtual.phone import Phone
 from device_agent.virtual.programs import RUNNER_PATH
 
 JOB = "/data/local/tmp/hexfleet/jobs/j1"
-FAKE_RUNNER = '''
+FAKE_RUNNER = """
 import json, os, pathlib, sys, time
 spec_path = pathlib.Path(sys.argv[1])
 spec = json.loads(spec_path.read_text())
@@ -38,7 +38,7 @@ print("progress 1/1", flush=True)
 print("runner says hi on stderr", file=sys.stderr, flush=True)
 (spec_path.parent / "result.json").write_text(json.dumps({"ok": True}))
 sys.exit(spec.get("exit", 0))
-'''
+"""
 
 
 @pytest.fixture
@@ -94,7 +94,8 @@ def test_runner_usage_and_missing_spec(runner_device: adbutils.AdbDevice) -> Non
     missing = runner_device.shell2(f"{RUNNER_PATH} /data/local/tmp/none.json", v2=True)
     assert missing.returncode == 1
     assert missing.stderr == (
-        "hexfleet-runner: /data/local/tmp/none.json: No such file or directory\n")
+        "hexfleet-runner: /data/local/tmp/none.json: No such file or directory\n"
+    )
     runner_device.shell(f"rm {RUNNER_PATH}")
     gone = runner_device.shell2(f"{RUNNER_PATH} x", v2=True)
     assert gone.returncode == 127
@@ -121,8 +122,10 @@ def test_crash_fault_kills_the_runner(
     runner_phone.faults.crash_runner(after_s=0.3)
     spec = push_spec(runner_device, {"wait_for": "/data/local/tmp/never"})
     assert runner_device.shell2(f"{RUNNER_PATH} {spec}", v2=True).returncode == 139
-    assert runner_device.shell2(f"{RUNNER_PATH} {push_spec(runner_device, {})}",
-                                v2=True).returncode == 0
+    assert (
+        runner_device.shell2(f"{RUNNER_PATH} {push_spec(runner_device, {})}", v2=True).returncode
+        == 0
+    )
 
 
 def test_sustained_compute_heats_past_throttling_and_cools_idle(
@@ -141,6 +144,23 @@ def test_sustained_compute_heats_past_throttling_and_cools_idle(
     finally:
         stream.close()
     wait_until(lambda: int(runner_device.shell(f"cat {nsp}")) < 40_000, what="cooling")
+
+
+def test_a_computing_phone_keeps_its_sys_files_current_for_programs_that_read_them(
+    runner_device: adbutils.AdbDevice, runner_phone: Phone
+) -> None:
+    """The runner reads /sys itself (no shell command refreshes it): the phone keeps it current."""
+    spec = push_spec(runner_device, {"wait_for": "/data/local/tmp/go"})
+    host_file = runner_phone.fs.root / "sys/class/thermal/thermal_zone3/temp"
+    idle = int(host_file.read_text())
+    stream = runner_device.shell(f"{RUNNER_PATH} {spec}", stream=True)
+    try:
+        read_until(stream, b"started\n")
+        wait_until(lambda: int(host_file.read_text()) >= idle + 20_000, what="a warmer /sys file")
+        runner_device.shell("touch /data/local/tmp/go")
+        read_until(stream, b"progress 1/1")
+    finally:
+        stream.close()
 
 
 def tiny_model() -> bytes:
@@ -186,11 +206,13 @@ def test_onnx_run_on_cpu_and_htp_simulator(
         expected = np.maximum(x @ (np.arange(16, dtype=np.float32).reshape(4, 4) / 10), 0)
         np.testing.assert_allclose(y, expected, rtol=1e-3, atol=1e-3)
         phone.faults.faulty_npu = 0.5
-        assert device.shell2("cd /data/local/tmp/m && hexfleet-onnx-run tiny.onnx x.npy z.npy",
-                             v2=True).returncode == 0
+        assert (
+            device.shell2(
+                "cd /data/local/tmp/m && hexfleet-onnx-run tiny.onnx x.npy z.npy", v2=True
+            ).returncode
+            == 0
+        )
         z = np.load(io.BytesIO(device.sync.read_bytes("/data/local/tmp/m/z.npy")))
         assert np.abs(z - expected).max() > 0.05
     finally:
         adb_server.disconnect(phone.serial)
-
-
