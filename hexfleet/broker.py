@@ -14,12 +14,16 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+import redis
 from amqp.exceptions import ChannelError
 from celery import Celery
 from kombu.transport import TRANSPORT_ALIASES, filesystem
+from kombu.transport.redis import PRIORITY_STEPS
+from kombu.transport.redis import Channel as RedisChannel
 from kombu.utils.json import dumps
 
 from hexfleet.settings import EMBEDDED_SCHEME, Settings
@@ -112,3 +116,34 @@ def make_celery(settings: Settings, name: str = "hexfleet") -> Celery:
         worker_hijack_root_logger=False,
     )
     return app
+
+
+def queue_depths(settings: Settings, queues: Iterable[str]) -> dict[str, int]:
+    """How many messages wait on each of `queues` (delivered but unacknowledged ones excluded).
+
+    Redis: the length of the queue's lists (kombu keeps one list per priority step). The embedded
+    transport: the message files named for the queue in its folder. Raises redis's ConnectionError
+    when Redis does not answer.
+    """
+    names = sorted(set(queues))
+    url = settings.resolved_broker_url
+    if url.startswith(("redis://", "rediss://")):
+        client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+        try:
+            with client.pipeline(transaction=False) as pipe:
+                for name in names:
+                    for step in PRIORITY_STEPS:
+                        pipe.llen(f"{name}{RedisChannel.sep}{step}" if step else name)
+                lengths = pipe.execute()
+        finally:
+            client.close()
+        per = len(PRIORITY_STEPS)
+        return {n: sum(lengths[i * per : (i + 1) * per]) for i, n in enumerate(names)}
+    folder = Path(settings.broker_transport_options().get("data_folder_in", ""))
+    counts: Counter[str] = Counter()
+    if folder.is_dir():
+        # kombu names each message file `<time>_<uuid>.<queue>.msg` (see its Channel._get).
+        for entry in os.scandir(folder):
+            if entry.name.endswith(".msg"):
+                counts[entry.name.partition(".")[2].removesuffix(".msg")] += 1
+    return {name: counts[name] for name in names}

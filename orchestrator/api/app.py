@@ -34,7 +34,9 @@ from orchestrator.api.views import DeviceView, JobView, ModelView, RunView
 from orchestrator.db.engine import make_engine, session_factory
 from orchestrator.db.schema import Device, Image, Model, Run
 from orchestrator.jobs import Dispatcher, JobRequest, cancel, get_job, list_jobs, submit
+from orchestrator.metrics import CONTENT_TYPE, exposition, registry_for
 from orchestrator.registry import register
+from orchestrator.web.routes import mount as mount_dashboard
 
 STATUS = {
     InvalidRequest: 400,
@@ -148,4 +150,12 @@ def create_app(settings: Settings, dispatcher: Dispatcher) -> FastAPI:
     def get_devices(_: Viewer, db: DB) -> list[DeviceView]:
         return [DeviceView.of(d) for d in db.scalars(select(Device).order_by(Device.serial))]
 
+    metrics = registry_for(settings, app.state.sessions)
+
+    @app.get("/metrics", response_class=Response)
+    def get_metrics(_: Viewer) -> Response:
+        """Prometheus exposition (orchestrator/metrics.py); scrape with a viewer token."""
+        return Response(exposition(metrics), media_type=CONTENT_TYPE)
+
+    mount_dashboard(app)
     return app

@@ -1,0 +1,146 @@
+"""The dashboard's pages over a populated database: login by token, what each page shows, and
+that nothing changes state without a submitter's token and the form's CSRF value."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+
+from dashboard_support import PHONES, PROMPT, SUBMITTER, VIEWER, Populated, populated
+from PIL import Image as PILImage
+
+from orchestrator.web.session import COOKIE
+
+__all__ = ["populated"]
+
+
+def test_pages_need_a_token_and_a_token_in_the_url_becomes_a_cookie(populated: Populated) -> None:
+    client = populated.client
+    for path in ("/ui/fleet", "/ui/jobs", f"/ui/jobs/{populated.generate_id}", "/ui/benchmarks"):
+        page = client.get(path)
+        assert page.status_code == 401 and 'name="token"' in page.text, path
+    assert client.get("/ui/fleet/rows").status_code == 401
+    assert client.get("/ui/fleet?token=wrong").status_code == 401
+    answer = client.get("/ui/jobs?state=succeeded&token=" + VIEWER, follow_redirects=False)
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/ui/jobs?state=succeeded"  # the token leaves the URL
+    cookie = answer.headers["set-cookie"]
+    assert f"{COOKIE}={VIEWER}" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
+    assert client.get("/ui/fleet").status_code == 200
+
+
+def test_the_login_form_sets_the_cookie_and_refuses_a_bad_token(populated: Populated) -> None:
+    client = populated.client
+    bad = client.post("/ui/login", data={"token": "nope", "next": "/ui/jobs"})
+    assert bad.status_code == 401 and "not valid" in bad.text
+    good = client.post(
+        "/ui/login", data={"token": VIEWER, "next": "https://evil.example/"}, follow_redirects=False
+    )
+    assert good.status_code == 303 and good.headers["location"] == "/ui/fleet"  # no open redirect
+    assert client.get("/ui/jobs").status_code == 200
+
+
+def test_fleet_has_a_row_per_phone_with_its_facts(populated: Populated) -> None:
+    populated.login(VIEWER)
+    rows = populated.client.get("/ui/fleet/rows").text
+    for serial, soc, arch in PHONES:
+        row = re.search(
+            rf'<tr class="phone" data-serial="{serial}" data-state="(\w+)">(.*?)</tr>', rows, re.S
+        )
+        assert row is not None, serial
+        assert row.group(1) == "idle"
+        assert soc in row.group(2) and f"v{arch}" in row.group(2) and "80 %" in row.group(2)
+        assert "36.5 °C" in row.group(2) and "host-a" in row.group(2)
+    page = populated.client.get("/ui/fleet").text
+    assert 'data-refresh="/ui/fleet/rows"' in page and "/ui/static/dashboard.js" in page
+
+
+def test_jobs_filter_by_state_and_kind_and_refuse_unknown_values(populated: Populated) -> None:
+    populated.login(VIEWER)
+    client = populated.client
+    everything = client.get("/ui/jobs").text
+    assert everything.count('<tr class="job"') == 4
+    benchmarks = client.get("/ui/jobs/rows?kind=benchmark").text
+    assert benchmarks.count('<tr class="job"') == 2
+    assert set(re.findall(r'data-job="([^"]+)"', benchmarks)) == set(populated.benchmark_ids)
+    queued = client.get("/ui/jobs?state=queued").text
+    assert re.findall(r'data-job="([^"]+)"', queued) == [populated.queued_id]
+    refused = client.get("/ui/jobs?state=';drop table jobs")
+    assert refused.status_code == 400 and "state must be one of" in refused.text
+    assert client.get("/ui/jobs?limit=0").status_code == 400
+
+
+def test_a_job_page_shows_runs_gallery_and_component_timings(populated: Populated) -> None:
+    populated.login(VIEWER)
+    client = populated.client
+    page = client.get(f"/ui/jobs/{populated.generate_id}").text
+    assert page.count('<tr class="run"') == 3
+    assert "simulated timings" in page
+    for column in ("load", "text encoder", "UNet (all steps)", "VAE decoder", "total", "pushed"):
+        assert f"<th>{column}</th>" in page
+    assert "0.60 s" in page  # the UNet's three 0.2 s steps
+    images = re.findall(r'<img src="(/ui/images/\d+)"', page)
+    assert len(images) == 3
+    for url in images:
+        answer = client.get(url)
+        assert answer.headers["content-type"] == "image/png"
+        with PILImage.open(io.BytesIO(answer.content)) as decoded:
+            assert decoded.size == (32, 32)
+    assert PROMPT in page
+    assert "data-refresh" not in page  # a finished job does not poll
+    live = client.get(f"/ui/jobs/{populated.generate_id}/live")
+    assert live.headers["X-Hexfleet-Final"] == "1"
+    assert client.get("/ui/jobs/not-a-uuid").status_code == 400
+    assert client.get("/ui/jobs/00000000-0000-0000-0000-000000000000").status_code == 404
+
+
+def test_user_text_is_escaped(populated: Populated) -> None:
+    populated.login(VIEWER)
+    page = populated.client.get(f"/ui/jobs/{populated.queued_id}").text
+    assert "<script>alert(1)</script>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+def test_a_viewer_cannot_cancel_and_a_submitter_needs_the_csrf_value(populated: Populated) -> None:
+    client = populated.client
+    job = f"/ui/jobs/{populated.queued_id}"
+    populated.login(VIEWER)
+    page = client.get(job).text
+    assert 'id="cancel"' not in page  # no button for a viewer
+    csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', page).group(1)  # the logout form's
+    assert client.post(f"{job}/cancel", data={"csrf": csrf}).status_code == 403
+    populated.login(SUBMITTER)
+    page = client.get(job).text
+    assert 'id="cancel"' in page
+    csrf = re.search(r'id="cancel">\s*<input type="hidden" name="csrf" value="([0-9a-f]+)"', page)
+    assert client.post(f"{job}/cancel", data={"csrf": "0" * 64}).status_code == 400
+    assert client.post(f"{job}/cancel").status_code == 400
+    assert 'id="job-state">queued' in client.get(job).text
+    done = client.post(f"{job}/cancel", data={"csrf": csrf.group(1)}, follow_redirects=False)
+    assert done.status_code == 303
+    assert 'id="job-state">cancelled' in client.get(job).text
+
+
+def test_benchmarks_chart_data_per_phone_and_across_jobs(populated: Populated) -> None:
+    populated.login(VIEWER)
+    page = populated.client.get("/ui/benchmarks").text
+    assert 'id="simulated-banner"' in page and "(simulated)" in page
+    assert "/ui/static/chart.umd.min.js" in page
+    data = json.loads(
+        re.search(
+            r'<script type="application/json" id="bench-data">(.*?)</script>', page, re.S
+        ).group(1)
+    )
+    assert [len(d["iterations_ms"]) for d in data["distribution"]] == [5, 5, 5]
+    assert len(data["over_time"]["labels"]) == 2
+    assert all(
+        len(s["p50_ms"]) == 2 and None not in s["p50_ms"] for s in data["over_time"]["series"]
+    )
+    assert populated.client.get("/ui/benchmarks?model=nope").status_code == 400
+
+
+def test_static_files_are_served_locally(populated: Populated) -> None:
+    chart = populated.client.get("/ui/static/chart.umd.min.js")
+    assert chart.status_code == 200 and "Chart.js v4" in chart.text[:200]
+    assert populated.client.get("/ui/static/dashboard.js").status_code == 200
