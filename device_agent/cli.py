@@ -163,7 +163,7 @@ def fault(
         str,
         typer.Argument(
             help="bandwidth | drop_after_bytes | drop_at | stall | offline | online | "
-            "crash_runner | faulty_npu | clear"
+            "crash_runner | faulty_npu | slow_npu | clear"
         ),
     ],
     value: Annotated[float | None, typer.Argument(help="MB/s, bytes or seconds.")] = None,

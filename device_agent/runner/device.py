@@ -7,6 +7,7 @@ a host process and hands these over in the process environment (`from_environmen
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -69,7 +70,30 @@ class FaultyNpu:
         return getattr(self._graph, name)
 
 
+class SlowNpu:
+    """Wraps a graph so every run takes `fraction` longer: a virtual phone's injected slowdown,
+    which is how a timing regression is produced on purpose (the simulator has no clock)."""
+
+    def __init__(self, graph: Any, fraction: float) -> None:
+        self._graph = graph
+        self._fraction = fraction
+        self.inputs: list[TensorSpec] = graph.inputs
+        self.outputs: list[TensorSpec] = graph.outputs
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        started = time.perf_counter()
+        outputs = self._graph.run(feeds)
+        time.sleep((time.perf_counter() - started) * self._fraction)
+        return outputs
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._graph, name)
+
+
 def with_device_faults(device: Device, graphs: Sequence[Any]) -> list[Any]:
-    if device.compute.faulty_npu <= 0:
-        return list(graphs)
-    return [FaultyNpu(g, device.compute.faulty_npu, 1000 * i) for i, g in enumerate(graphs)]
+    wrapped = list(graphs)
+    if device.compute.faulty_npu > 0:
+        wrapped = [FaultyNpu(g, device.compute.faulty_npu, 1000 * i) for i, g in enumerate(wrapped)]
+    if device.compute.slow_npu > 0:
+        wrapped = [SlowNpu(g, device.compute.slow_npu) for g in wrapped]
+    return wrapped

@@ -28,16 +28,19 @@ ENV_COMPUTE = "HEXFLEET_VIRTUAL_COMPUTE"
 ENV_HTP_ARCH = "HEXFLEET_VIRTUAL_HTP_ARCH"
 ENV_SOC = "HEXFLEET_VIRTUAL_SOC"
 ENV_FAULTY_NPU = "HEXFLEET_VIRTUAL_FAULTY_NPU"
+ENV_SLOW_NPU = "HEXFLEET_VIRTUAL_SLOW_NPU"
 
 
 @dataclass(frozen=True)
 class ComputeSettings:
-    """How a phone runs models: backend, Hexagon arch, and how faulty its NPU is (0 = healthy)."""
+    """How a phone runs models: backend, Hexagon arch, how faulty its NPU is (0 = healthy) and
+    how much slower than the simulator it is (0.05: every inference takes 5 % longer)."""
 
     mode: ComputeMode = "htp"
     htp_arch: str = "73"
     soc: str = "SM8550"
     faulty_npu: float = 0.0
+    slow_npu: float = 0.0
 
     def to_env(self) -> dict[str, str]:
         """The environment variables that carry these settings to a program."""
@@ -46,6 +49,7 @@ class ComputeSettings:
             ENV_HTP_ARCH: self.htp_arch,
             ENV_SOC: self.soc,
             ENV_FAULTY_NPU: repr(self.faulty_npu),
+            ENV_SLOW_NPU: repr(self.slow_npu),
         }
 
     @classmethod
@@ -59,6 +63,7 @@ class ComputeSettings:
             htp_arch=env.get(ENV_HTP_ARCH, "73"),
             soc=env.get(ENV_SOC, "SM8550"),
             faulty_npu=float(env.get(ENV_FAULTY_NPU, "0") or 0),
+            slow_npu=max(0.0, float(env.get(ENV_SLOW_NPU, "0") or 0)),
         )
 
 

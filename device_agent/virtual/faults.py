@@ -26,6 +26,7 @@ FaultKind = Literal[
     "online",
     "crash_runner",
     "faulty_npu",
+    "slow_npu",
     "clear",
 ]
 
@@ -36,6 +37,7 @@ class FaultCommand(BaseModel):
     bandwidth: MB/s (None lifts the limit) · drop_after_bytes: bytes · drop_at: seconds from now ·
     stall: seconds (None = until cleared) · offline: seconds (None = until `online`) · online ·
     crash_runner: seconds after the next program starts · faulty_npu: noise magnitude (0 heals) ·
+    slow_npu: extra time per inference as a fraction (0.05: 5 % slower; 0 heals) ·
     clear: lift every link fault.
     """
 
@@ -82,6 +84,7 @@ class LinkFaults:
         self._stalled_until: float | None = None
         self._runner_crash: RunnerCrash | None = None
         self.faulty_npu = 0.0
+        self.slow_npu = 0.0
 
     def limit_bandwidth(self, megabytes_per_s: float | None) -> None:
         """Throttle each direction of the link to this many MB/s (None lifts the limit)."""

@@ -104,6 +104,7 @@ class Phone:
             htp_arch=self.profile.htp_arch,
             soc=self.profile.soc,
             faulty_npu=self.faults.faulty_npu,
+            slow_npu=self.faults.slow_npu,
         )
 
     def _update_load(self) -> None:
@@ -211,9 +212,12 @@ class Phone:
             self.faults.crash_runner(after_s=value or 0.0)
         elif kind == "faulty_npu":
             self.faults.faulty_npu = value or 0.0
+        elif kind == "slow_npu":
+            self.faults.slow_npu = value or 0.0
         elif kind == "clear":
             self.faults.clear_link()
             self.faults.faulty_npu = 0.0
+            self.faults.slow_npu = 0.0
         log.info("%s: fault %s %s applied", self.serialno, kind, value)
 
     def describe(self) -> dict[str, object]:

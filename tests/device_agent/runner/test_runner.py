@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 from PIL import Image
 
 from device_agent.runner import progress
+from device_agent.runner.device import Device, with_device_faults
 from device_agent.runner.spec import CACHE_DIR, RunnerSpec
 from device_agent.virtual.compute import ComputeSettings
 from device_agent.virtual.programs import ENV_DEVICE_ROOT
@@ -214,3 +216,28 @@ def test_spec_round_trip(manifest_and_blobs: tuple[Manifest, Path]) -> None:
         manifest_and_blobs[0], {"kind": "infer", "component": "unet", "inputs": ["sample"]}
     )
     assert RunnerSpec.model_validate(spec).model_dump(mode="json")["params"]["inputs"] == ["sample"]
+
+
+class _BusyGraph:
+    """A graph whose every run computes for 20 ms."""
+
+    inputs: list = []
+    outputs: list = []
+
+    def run(self, feeds: dict) -> dict:
+        started = time.perf_counter()
+        while time.perf_counter() - started < 0.02:
+            pass
+        return {}
+
+
+def test_a_slow_npu_makes_every_inference_longer_by_its_fraction() -> None:
+    settings = ComputeSettings(mode="cpu", slow_npu=0.5)
+    assert ComputeSettings.from_env(settings.to_env()) == settings
+    device = Device(Path("/"), True, settings)
+    (graph,) = with_device_faults(device, [_BusyGraph()])
+    started = time.perf_counter()
+    graph.run({})
+    assert time.perf_counter() - started >= 0.03, "20 ms of compute + 50 % = at least 30 ms"
+    healthy = Device(Path("/"), True, ComputeSettings(mode="cpu"))
+    assert with_device_faults(healthy, [graph]) == [graph], "a healthy phone wraps nothing"

@@ -55,12 +55,15 @@ def test_fault_commands_apply_to_a_phone(
     assert phone.faults.bandwidth_mb_s == 35
     fleet.call(phone.apply(FaultCommand(kind="faulty_npu", value=0.1)))
     assert phone.compute_settings().faulty_npu == 0.1
+    fleet.call(phone.apply(FaultCommand(kind="slow_npu", value=0.05)))
+    assert phone.programs.environment()["HEXFLEET_VIRTUAL_SLOW_NPU"] == "0.05"
     fleet.call(phone.apply(FaultCommand(kind="offline")))
     wait_until(lambda: adb_server.state(phone.serial) != "device", what="offline")
     fleet.call(phone.apply(FaultCommand(kind="online")))
     assert adb_server.connect(phone.serial).shell("echo back") == "back"
     fleet.call(phone.apply(FaultCommand(kind="clear")))
     assert phone.faults.bandwidth_mb_s is None and phone.faults.faulty_npu == 0
+    assert phone.compute_settings().slow_npu == 0
 
 
 def test_reboot_drops_the_phone_and_it_returns(
