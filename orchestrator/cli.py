@@ -93,6 +93,8 @@ def job(job_id: str, as_json: JsonFlag = False) -> None:
         _print_json(found)
     else:
         Console().print(views.runs_table(found))
+        if found.get("benchmark"):
+            Console().print(views.bench_table(found))
 
 
 @app.command()
@@ -191,14 +193,18 @@ def bench(
     iterations: Annotated[int, typer.Option(min=1, max=10000)] = 10,
     warmup: Annotated[int, typer.Option(min=0, max=100)] = 2,
     runtime: Annotated[str, typer.Option(help="htp (NPU) or cpu.")] = "htp",
+    repeat: Annotated[
+        int, typer.Option(min=1, max=1000, help="Runs per phone, each after a cool-down.")
+    ] = 1,
     as_json: JsonFlag = False,
 ) -> None:
-    """Benchmark one model component on the selected phones: a table per phone."""
+    """Benchmark one model component on the selected phones: statistics per phone."""
     body = {
         "kind": "benchmark",
         "model": model,
         "precision": precision,
         "selector": devices,
+        "repeat": repeat,
         "params": {
             "component": component,
             "iterations": iterations,
@@ -213,6 +219,34 @@ def bench(
     else:
         Console().print(views.bench_table(final))
     _finish(final)
+
+
+@app.command()
+def compare(
+    job_a: Annotated[str, typer.Argument(help="The baseline job's id.")],
+    job_b: Annotated[str, typer.Argument(help="The job compared with it.")],
+    threshold: Annotated[
+        float, typer.Option(min=0, max=10, help="Smallest relative change that counts (0.03: 3 %).")
+    ] = 0.03,
+    fail: Annotated[
+        bool, typer.Option("--fail/--no-fail", help="Exit 1 when a regression is flagged.")
+    ] = True,
+    as_json: JsonFlag = False,
+) -> None:
+    """Compare two jobs' timings per phone: change in median, CI, Mann–Whitney p, verdict.
+
+    A regression is a slowdown larger than --threshold with p < 0.01. Exit status: 0 none,
+    1 at least one regression (unless --no-fail), 2 and above the usual errors.
+    """
+    with _client() as client:
+        found = client.get("/api/v1/compare", a=job_a, b=job_b, threshold=threshold)
+    if as_json:
+        _print_json(found)
+    else:
+        Console().print(views.compare_table(found))
+    if fail and found["regressions"]:
+        typer.echo(f"{found['regressions']} regression(s) flagged", err=True)
+        raise typer.Exit(1)
 
 
 def _not_yet(what: str) -> None:

@@ -63,13 +63,21 @@ def jobs_table(jobs: list[dict[str, Any]]) -> Table:
     return table
 
 
+SIMULATED_NOTE = "simulated timings: QNN HTP simulator on a host, not a device timing"
+
+
+def _timing_label(simulated: bool | None) -> str:
+    """Which clock a timing comes from: a virtual phone's is simulated, a real phone's is not."""
+    return "-" if simulated is None else ("simulated" if simulated else "device")
+
+
 def runs_table(job: dict[str, Any]) -> Table:
     simulated = any(r.get("simulated") for r in job["runs"])
     title = f"job {job['id'][:8]} ({job['kind']}, {job['state']})"
     if simulated:
-        title += " — timings simulated (QNN HTP simulator, not a device timing)"
+        title += f" — {SIMULATED_NOTE}"
     table = Table(title=title)
-    for column in ("run", "phone", "attempt", "state", "progress", "total", "error"):
+    for column in ("run", "phone", "attempt", "state", "progress", "total", "timing", "error"):
         table.add_column(column)
     for r in job["runs"]:
         progress = r["progress"]
@@ -81,43 +89,106 @@ def runs_table(job: dict[str, Any]) -> Table:
             r["state"],
             f"{progress.get('step', 0)}/{progress.get('total', '?')}" if progress else "-",
             _fmt(total, " s", 2),
+            _timing_label(r.get("simulated")) if r["timings"] else "-",
             (r["error"] or "")[:60],
         )
     return table
 
 
+def _trend(latency: dict[str, Any]) -> str:
+    trend = latency.get("trend")
+    if not trend:
+        return "-"
+    text = f"{trend['relative']:+.1%}"
+    return f"{text} (p={trend['p_value']:.2g})" if trend["significant"] else text
+
+
+def _temps(thermal: dict[str, Any] | None) -> str:
+    """The hottest zone at the first and last timed iteration (the phone's last run)."""
+    if not thermal:
+        return "-"
+    return f"{thermal['start_c']:.0f}→{thermal['end_c']:.0f}"
+
+
 def bench_table(job: dict[str, Any]) -> Table:
-    """Per phone: load, first inference, p50/p90/p99, NPU share, throttled."""
-    simulated = any(r.get("simulated") for r in job["runs"])
+    """Per phone: load, first inference, median with its CI, p90/p99, CV, drift, throttling."""
+    stats = job.get("benchmark") or []
+    simulated = any(s["simulated"] for s in stats) or any(r.get("simulated") for r in job["runs"])
+    confidence = stats[0]["latency"]["confidence"] if stats else 0.95
     table = Table(
-        title="benchmark" + (" (simulated timings: QNN HTP simulator)" if simulated else "")
+        title="benchmark" + (f" — {SIMULATED_NOTE}" if simulated else ""),
+        caption=(
+            f"median [{confidence:.0%} bootstrap CI] of every timed iteration; "
+            "trend: change over the run (p-value shown when significant)"
+        ),
     )
-    for column in (
-        "phone",
-        "SoC",
-        "load ms",
-        "first ms",
-        "p50 ms",
-        "p90 ms",
-        "p99 ms",
-        "NPU",
-        "throttled",
-    ):
-        table.add_column(column, no_wrap=column == "phone")
-    for r in job["runs"]:
-        t, m = r["timings"], r["metrics"]
-        if r["state"] != "succeeded":
-            table.add_row(r["device_serial"] or "-", "", r["state"], (r["error"] or "")[:50])
-            continue
+    columns = ("phone", "SoC", "timing", "runs", "load ms", "first ms", "median ms")
+    columns += ("p90 ms", "p99 ms", "CV", "trend", "temp °C", "NPU", "throttled")
+    for column in columns:
+        table.add_column(column, no_wrap=column in ("phone", "median ms"))
+    for s in stats:
+        lat = s["latency"]
         table.add_row(
-            r["device_serial"] or "-",
-            str(m.get("soc", "")),
-            *(
-                _fmt(t.get(k), digits=0)
-                for k in ("load_ms", "first_ms", "p50_ms", "p90_ms", "p99_ms")
-            ),
-            _fmt(m["npu_share"] * 100, "%", 0) if m.get("npu_share") is not None else "-",
-            "yes" if m.get("throttled") else "no",
+            s["serial"],
+            s["soc"],
+            _timing_label(s["simulated"]),
+            str(s["runs"]),
+            _fmt(s["load_ms"], digits=0),
+            _fmt(s["first_ms"], digits=0),
+            f"{lat['median']:.1f} [{lat['ci_low']:.1f}, {lat['ci_high']:.1f}]",
+            _fmt(lat["p90"]),
+            _fmt(lat["p99"]),
+            f"{lat['cv']:.1%}",
+            _trend(lat),
+            _temps(s["thermal"]),
+            _fmt(s["npu_share"] * 100, "%", 0) if s["npu_share"] is not None else "-",
+            ("yes: " + "; ".join(s["reasons"])) if s["throttled"] else "no",
+        )
+    for r in job["runs"]:
+        if r["state"] != "succeeded":
+            table.add_row(r["device_serial"] or "-", "", "-", r["state"], (r["error"] or "")[:50])
+    return table
+
+
+def _change(c: dict[str, Any]) -> str:
+    if c["verdict"] == "too few samples":
+        return f"{c['change']:+.1%}"
+    return f"{c['change']:+.1%} [{c['ci_low']:+.1%}, {c['ci_high']:+.1%}]"
+
+
+def compare_table(comparison: dict[str, Any]) -> Table:
+    """Per phone × metric: medians, the change with its CI, the p-value and the verdict."""
+    title = f"job {comparison['job_b'][:8]} vs {comparison['job_a'][:8]}"
+    if comparison["simulated"]:
+        title += f" — {SIMULATED_NOTE}"
+    notes = [
+        f"regression = change > {comparison['threshold']:.1%} and Mann–Whitney p < "
+        f"{comparison['alpha']:g}; CI {comparison['confidence']:.0%} bootstrap"
+    ]
+    if comparison["setup_differences"]:
+        notes.append("setup differs: " + "; ".join(comparison["setup_differences"]))
+    if comparison["unpaired"]:
+        notes.append("ran only one of the jobs: " + ", ".join(comparison["unpaired"]))
+    table = Table(title=title, caption="\n".join(notes))
+    for column in ("phone", "SoC", "metric", "timing", "n a/b", "median a", "median b"):
+        table.add_column(column, no_wrap=column == "phone")
+    for column in ("change [CI]", "p", "verdict"):
+        table.add_column(column, no_wrap=True)
+    styles = {"regression": "bold red", "improvement": "green"}
+    for c in comparison["changes"]:
+        unit = f" {c['unit']}" if c["unit"] else ""
+        table.add_row(
+            c["serial"],
+            c["soc"],
+            c["metric"],
+            _timing_label(c["simulated"]),
+            f"{c['n_a']}/{c['n_b']}",
+            f"{c['median_a']:.4g}{unit}",
+            f"{c['median_b']:.4g}{unit}",
+            _change(c),
+            "-" if c["p_value"] is None else f"{c['p_value']:.2g}",
+            c["verdict"],
+            style=styles.get(c["verdict"]),
         )
     return table
 

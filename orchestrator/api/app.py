@@ -30,12 +30,14 @@ from hexfleet.settings import Settings
 from models.manifest import SHA256_PATTERN, parse_manifest
 from models.store import ModelStore, sha256_file
 from orchestrator.api.auth import Caller, Role, require
-from orchestrator.api.views import DeviceView, JobView, ModelView, RunView
+from orchestrator.api.views import ComparisonView, DeviceView, JobView, ModelView, RunView
+from orchestrator.compare import THRESHOLD, compare
 from orchestrator.db.engine import make_engine, session_factory
 from orchestrator.db.schema import Device, Image, Model, Run
 from orchestrator.jobs import Dispatcher, JobRequest, cancel, get_job, list_jobs, submit
 from orchestrator.metrics import CONTENT_TYPE, exposition, registry_for
 from orchestrator.registry import register
+from orchestrator.statistics import PhoneStats, job_benchmark_stats
 from orchestrator.web.routes import mount as mount_dashboard
 
 STATUS = {
@@ -98,6 +100,18 @@ def create_app(settings: Settings, dispatcher: Dispatcher) -> FastAPI:
     @app.post("/api/v1/jobs/{job_id}/cancel")
     def cancel_job(job_id: str, _: Submitter, db: DB) -> JobView:
         return JobView.of(cancel(db, job_id, app.state.dispatcher), with_runs=True)
+
+    @app.get("/api/v1/jobs/{job_id}/benchmark")
+    def get_benchmark_stats(job_id: str, _: Viewer, db: DB) -> list[PhoneStats]:
+        """A benchmark job's latency statistics per phone (each one says if it is simulated)."""
+        return job_benchmark_stats(db, job_id)
+
+    @app.get("/api/v1/compare")
+    def get_comparison(
+        a: str, b: str, _: Viewer, db: DB, threshold: float = THRESHOLD
+    ) -> ComparisonView:
+        """Job b against job a (the baseline), per phone and timing metric."""
+        return ComparisonView.of(compare(db, a, b, threshold=threshold))
 
     @app.get("/api/v1/runs/{run_id}")
     def get_run(run_id: str, _: Viewer, db: DB) -> RunView:

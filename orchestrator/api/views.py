@@ -7,7 +7,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from orchestrator.db.schema import Device, Job, Model, Run
+from orchestrator.compare import Change, Comparison
+from orchestrator.db.schema import Device, Job, JobKind, JobState, Model, Run
+from orchestrator.statistics import PhoneStats, benchmark_stats
 
 API_VERSION: Literal[1] = 1
 
@@ -79,9 +81,14 @@ class JobView(BaseModel):
     finished_at: dt.datetime | None
     spec: dict[str, Any]
     runs: list[RunView] | None = None
+    # A finished benchmark job's statistics per phone (each says whether its timings are
+    # simulated); computed when shown, so not while the job still runs and is being polled.
+    benchmark: list[PhoneStats] | None = None
 
     @classmethod
     def of(cls, job: Job, with_runs: bool = False) -> JobView:
+        finished = job.state in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+        stats = with_runs and finished and job.kind == JobKind.BENCHMARK
         return cls(
             id=job.id,
             kind=job.kind,
@@ -93,6 +100,38 @@ class JobView(BaseModel):
             finished_at=job.finished_at,
             spec=job.spec,
             runs=[RunView.of(r) for r in job.runs] if with_runs else None,
+            benchmark=benchmark_stats(job) if stats else None,
+        )
+
+
+class ComparisonView(BaseModel):
+    """`compare(a, b)`: per phone × metric, the change of the median from job a to job b."""
+
+    version: Literal[1] = API_VERSION
+    job_a: str
+    job_b: str
+    threshold: float
+    alpha: float
+    confidence: float
+    simulated: bool  # some compared timings come from virtual phones (not device timings)
+    regressions: int
+    changes: list[Change]
+    setup_differences: list[str]
+    unpaired: list[str]
+
+    @classmethod
+    def of(cls, comparison: Comparison) -> ComparisonView:
+        return cls(
+            job_a=comparison.job_a,
+            job_b=comparison.job_b,
+            threshold=comparison.threshold,
+            alpha=comparison.alpha,
+            confidence=comparison.confidence,
+            simulated=any(c.simulated for c in comparison.changes),
+            regressions=len(comparison.regressions),
+            changes=comparison.changes,
+            setup_differences=comparison.setup_differences,
+            unpaired=comparison.unpaired,
         )
 
 
