@@ -1,0 +1,117 @@
+"""Fixtures for the browser tests: a real embedded farm (tests/e2e's build_farm: adb server,
+virtual phones, agent, API, ingest) with a job in it, and Debian's headless Chromium (Selenium).
+
+Chromium and chromedriver come from Debian (`apt-get install chromium chromium-driver`; .ci/run
+installs them). Without them these tests skip, unless HEXFLEET_REQUIRE_SERVICES=1 (CI), where
+they fail. Screenshots are written to test-artifacts/browser/ at the repository's root.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
+from selenium.webdriver.chrome.service import Service
+
+from hexfleet.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts" / "browser"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+
+
+def _e2e() -> Any:
+    """tests/e2e/conftest.py as a module of its own name (a second `conftest` would clash)."""
+    spec = importlib.util.spec_from_file_location(
+        "e2e_farm", ROOT / "tests" / "e2e" / "conftest.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while building the class
+    spec.loader.exec_module(module)
+    return module
+
+
+e2e = _e2e()
+Farm = e2e.Farm
+job_body = e2e.job_body
+wait_until = e2e.wait_until
+
+
+@dataclass
+class Dashboard:
+    farm: Any
+    token: str
+    benchmark_id: str
+
+    @property
+    def url(self) -> str:
+        return f"{self.farm.settings.api_url}/ui"
+
+
+@pytest.fixture(scope="module")
+def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
+    """Two virtual phones (SM8550, SM8650) with a finished benchmark job on both."""
+    farms = e2e.build_farm(tmp_path_factory.mktemp("browser-farm"), {}, ["sm8550", "sm8650"])
+    farm = next(farms)
+    try:
+        bench = farm.post(
+            "/api/v1/jobs",
+            job_body(
+                kind="benchmark",
+                params={"component": "unet", "runtime": "cpu", "iterations": 8, "warmup": 1},
+            ),
+        )
+        assert farm.wait_for_job(bench["id"], timeout=180)["state"] == "succeeded"
+        token = farm.settings.client_token()
+        assert token
+        yield Dashboard(farm, token, bench["id"])
+    finally:
+        next(farms, None)  # build_farm's own teardown: stop the processes and adb servers
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[webdriver.Chrome]:
+    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
+    if missing:
+        message = f"{', '.join(missing)} missing: apt-get install -y chromium chromium-driver"
+        if Settings().require_services:
+            pytest.fail(f"{message} (HEXFLEET_REQUIRE_SERVICES=1: a missing service is a failure)")
+        pytest.skip(message)
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",  # CI runs as root
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1400,1600",
+        "--force-device-scale-factor=1",
+    ):
+        options.add_argument(argument)
+    try:
+        driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    except WebDriverException as exc:
+        pytest.fail(f"Chromium does not start: {exc.msg}")
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    shutil.rmtree(ARTIFACTS, ignore_errors=True)
+    ARTIFACTS.mkdir(parents=True)
+    print(f"\nbrowser screenshots in {ARTIFACTS}")
+    return ARTIFACTS
