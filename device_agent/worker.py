@@ -94,7 +94,7 @@ class PhoneWorker:
             htp_arch=self.facts.htp_arch,
             on_progress=self.publish_progress,
             cancelled=CancelWatch(settings),
-            thermal=ThermalGate(settings.agent_thermal_limit_c, settings.agent_thermal_wait_s),
+            thermal=ThermalGate.from_settings(settings),
         )
         self.app.task(name=RUN_TASK, shared=False)(self.run)
 

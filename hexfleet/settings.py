@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     agent_cache_quota_bytes: int = Field(default=8 << 30, gt=0)
     agent_thermal_limit_c: float = Field(default=45.0, gt=0)
     agent_thermal_wait_s: float = Field(default=120.0, ge=0)
+    # Repeated benchmarks on a phone start within this of the phone's idle temperature.
+    agent_cooldown_margin_c: float = Field(default=3.0, ge=0)
+    agent_cooldown_wait_s: float = Field(default=300.0, ge=0)
 
     @field_validator("data_dir")
     @classmethod

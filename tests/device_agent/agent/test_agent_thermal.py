@@ -1,5 +1,6 @@
 """The thermal gate on a virtual phone heated by its own compute (fast thermal time constants):
-throttling seen in health, a bounded wait while hot, a benchmark held back until the phone cooled.
+throttling seen in health, a bounded wait while hot, a benchmark held back until the phone cooled,
+and a repeated benchmark held back until the phone is back near the idle its first one started at.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ def test_a_hot_phone_throttles_and_a_benchmark_waits_until_it_cooled(
     wait_until(lambda: agent_phone.health().throttled, 60, "thermal status 3 (severe)")
     assert (agent_phone.thermal()[0] or 0) >= 3
 
-    temp, waited = ThermalGate(LIMIT_C, max_wait_s=1.0).wait(agent_phone)
-    assert temp is not None and temp >= LIMIT_C
-    assert 1.0 <= waited < 1.0 + 2 * THERMAL_POLL_S, "the wait is bounded by max_wait_s"
+    start = ThermalGate(LIMIT_C, max_wait_s=1.0).wait(agent_phone)
+    assert start.temp_c is not None and start.temp_c >= LIMIT_C and not start.ready
+    assert 1.0 <= start.waited_s < 1.0 + 2 * THERMAL_POLL_S, "the wait is bounded by max_wait_s"
 
     bench_executor = Executor(
         agent_phone,
@@ -57,3 +58,41 @@ def test_a_hot_phone_throttles_and_a_benchmark_waits_until_it_cooled(
     (heater_pid, bench_pid) = sorted(watch.started)
     assert watch.started[bench_pid] >= watch.ended[heater_pid], "ran before the phone cooled"
     wait_until(lambda: not agent_phone.health().throttled, 30, "the idle phone to cool again")
+
+
+def test_a_repeated_benchmark_waits_until_the_phone_is_back_near_its_idle_temperature(
+    runs: Runs, agent_phone: AgentPhone, host_cache: HostCache, phone: Phone, manifest: Manifest
+) -> None:
+    # The limit never binds here (the phone peaks near 97 °C): only the cool-down holds runs back.
+    gate = ThermalGate(limit_c=99.0, max_wait_s=0.0, cooldown_margin_c=3.0, cooldown_wait_s=30.0)
+    bench_executor = Executor(
+        agent_phone,
+        ArtifactPusher(agent_phone, host_cache),
+        host="test-host",
+        htp_arch=int(phone.profile.htp_arch),
+        on_progress=lambda _progress: None,
+        cancelled=lambda _run_id: False,
+        thermal=gate,
+    )
+    bench = make_task(
+        manifest, kind="benchmark", component="unet", warmup=0, iterations=3, max_start_temp_c=99
+    )
+    first = bench_executor.execute(bench)
+    assert first.outcome == "succeeded", first.error
+    assert first.metrics["start_target_c"] == 99.0, "no idle known yet: only the limit"
+    idle = gate.idle_c
+    assert idle is not None and idle == first.metrics["temp_before_c"]
+
+    heating, heated = in_background(runs.executor, make_task(manifest, **LONG_RUN))
+    wait_until(lambda: (agent_phone.health().max_temp_c or 0) > idle + 20, 60, "a hot phone")
+    runs.cancel.set()
+    assert finished(heating, heated, 10).outcome == "cancelled"
+
+    second = bench_executor.execute(make_task(manifest, **bench.params))
+    assert second.outcome == "succeeded", second.error
+    assert second.metrics["start_target_c"] == idle + 3.0
+    assert second.metrics["started_cool"] is True
+    assert second.metrics["temp_before_c"] <= idle + 3.0
+    assert second.timings["thermal_wait_s"] > 0, "the wait is in the run's timings"
+    assert second.timings["thermal_wait_s"] == second.metrics["thermal_wait_s"]
+    assert len(second.metrics["temp_trace_c"]) == 3
