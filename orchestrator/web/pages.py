@@ -15,7 +15,16 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from hexfleet.errors import InvalidRequest
-from orchestrator.db.schema import Device, Image, Job, JobKind, JobState, Run, RunState
+from orchestrator.db.schema import (
+    Device,
+    Image,
+    Job,
+    JobKind,
+    JobState,
+    Run,
+    RunState,
+    ValidationResult,
+)
 from orchestrator.fleet import heartbeat_age_s, phone_state
 from orchestrator.jobs import get_job
 
@@ -381,4 +390,125 @@ def benchmarks(session: Session, model: str | None, component: str | None) -> Be
         over_time=over_time,
         table=table,
         simulated=any(s["run"].simulated for s in chosen),
+    )
+
+
+# ---------------------------------------------------------------- validation
+
+PHONE_ROW = "phone"  # validation_results.output of a phone's overall verdict (validation issue)
+
+
+def validations(session: Session, limit: int = 100) -> list[dict[str, Any]]:
+    """Validation jobs, and any job with stored verdicts, newest first, with pass/fail counts."""
+    with_rows = sa.select(ValidationResult.job_id).distinct()
+    found = list(
+        session.scalars(
+            sa.select(Job)
+            .where(sa.or_(Job.kind == JobKind.VALIDATE, Job.id.in_(with_rows)))
+            .order_by(Job.created_at.desc())
+            .limit(limit)
+        )
+    )
+    out = []
+    for job in found:
+        verdicts = _verdicts(list(session.scalars(_rows_of(job.id))))
+        out.append(
+            {
+                **_job_summary(job, {}),
+                "phones": len(verdicts),
+                "failed": sum(1 for v in verdicts.values() if not v["passed"]),
+            }
+        )
+    return out
+
+
+def _rows_of(job_id: str) -> sa.Select[tuple[ValidationResult]]:
+    return (
+        sa.select(ValidationResult)
+        .where(ValidationResult.job_id == job_id)
+        .order_by(ValidationResult.device_serial, ValidationResult.output)
+    )
+
+
+def _verdicts(rows: list[ValidationResult]) -> dict[str, dict[str, Any]]:
+    """Each phone's verdict: its overall row when stored, else all of its outputs passing."""
+    verdicts: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        verdict = verdicts.setdefault(
+            row.device_serial,
+            {"passed": True, "reason": "", "scores": {}, "outputs": [], "overall": False},
+        )
+        if row.output == PHONE_ROW:
+            verdict.update(passed=row.passed, reason=row.reason, scores=row.scores, overall=True)
+            continue
+        verdict["outputs"].append(
+            {
+                "output": row.output,
+                "reference": row.reference,
+                "passed": row.passed,
+                "reason": row.reason,
+                "scores": _numbers(row.scores),
+            }
+        )
+        if not verdict["overall"] and not row.passed:
+            verdict["passed"] = False
+            verdict["reason"] = verdict["reason"] or f"{row.output}: {row.reason}"
+    return verdicts
+
+
+def _numbers(scores: dict[str, Any]) -> dict[str, str]:
+    return {
+        k: f"{v:.4g}"
+        for k, v in scores.items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    }
+
+
+@dataclass
+class ValidationPage:
+    job: dict[str, Any]
+    phones: list[dict[str, Any]]
+    serials: list[str]
+    outputs: list[str]
+    agreement: dict[str, dict[str, dict[str, Any]]]
+    cells: dict[str, dict[str, dict[str, Any]]]
+    simulated: bool
+
+
+def validation(session: Session, job_id: str) -> ValidationPage:
+    """A validation's per-phone verdicts, the phone-by-phone agreement matrix (when the verdicts
+    carry one) and every phone's outputs against the reference."""
+    job = get_job(session, job_id)
+    verdicts = _verdicts(list(session.scalars(_rows_of(job.id))))
+    serials = sorted(verdicts)
+    outputs = sorted({o["output"] for v in verdicts.values() for o in v["outputs"]})
+    agreement: dict[str, dict[str, dict[str, Any]]] = {}
+    for serial, verdict in verdicts.items():
+        pairs = verdict["scores"].get("agreement")
+        if isinstance(pairs, dict):
+            agreement[serial] = {
+                other: {"agree": bool(cell.get("agree")), "scores": _numbers(cell)}
+                for other, cell in pairs.items()
+                if isinstance(cell, dict)
+            }
+    cells = {serial: {o["output"]: o for o in verdicts[serial]["outputs"]} for serial in serials}
+    phones = [
+        {
+            "serial": serial,
+            "passed": verdicts[serial]["passed"],
+            "reason": verdicts[serial]["reason"],
+            "outlier": bool(verdicts[serial]["scores"].get("outlier")),
+            "scores": _numbers(verdicts[serial]["scores"]),
+        }
+        for serial in serials
+    ]
+    runs = session.scalars(sa.select(Run.simulated).where(Run.job_id == job.id))
+    return ValidationPage(
+        job=_job_summary(job, _count_states(list(job.runs))),
+        phones=phones,
+        serials=serials,
+        outputs=outputs,
+        agreement=agreement,
+        cells=cells,
+        simulated=any(runs),
     )

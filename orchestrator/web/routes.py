@@ -223,6 +223,22 @@ def benchmarks_page(request: Request, db: DB, model: str = "", component: str = 
     return _render(request, "benchmarks.html", caller, page="benchmarks", view=view)
 
 
+@router.get("/validation", response_class=HTMLResponse)
+@html_errors
+def validations_page(request: Request, db: DB) -> Response:
+    caller = page_caller(request)
+    found = pages.validations(db)
+    return _render(request, "validations.html", caller, page="validation", jobs=found)
+
+
+@router.get("/validation/{job_id}", response_class=HTMLResponse)
+@html_errors
+def validation_page(request: Request, job_id: str, db: DB) -> Response:
+    caller = page_caller(request)
+    view = pages.validation(db, job_id)
+    return _render(request, "validation.html", caller, page="validation", view=view)
+
+
 def mount(app: FastAPI) -> None:
     """Add the dashboard to the API's app: pages, static files and the login flow's signals."""
     app.include_router(router)

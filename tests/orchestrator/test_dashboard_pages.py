@@ -6,10 +6,14 @@ from __future__ import annotations
 import io
 import json
 import re
+import uuid
 
 from dashboard_support import PHONES, PROMPT, SUBMITTER, VIEWER, Populated, populated
 from PIL import Image as PILImage
+from sqlalchemy.orm import Session
 
+from orchestrator.db.engine import make_engine
+from orchestrator.db.schema import Job, ValidationResult
 from orchestrator.web.session import COOKIE
 
 __all__ = ["populated"]
@@ -144,3 +148,65 @@ def test_static_files_are_served_locally(populated: Populated) -> None:
     chart = populated.client.get("/ui/static/chart.umd.min.js")
     assert chart.status_code == 200 and "Chart.js v4" in chart.text[:200]
     assert populated.client.get("/ui/static/dashboard.js").status_code == 200
+
+
+def _store_validation(populated: Populated) -> str:
+    """A validation job's verdicts as the validation issue stores them in validation_results:
+    one overall row per phone (output "phone", with the phone-by-phone agreement) and one row
+    per output against the reference. vp-3 differs from the others."""
+    engine = make_engine(populated.settings.resolved_database_url)
+    job_id = str(uuid.uuid4())
+    serials = [serial for serial, _, _ in PHONES]
+    with Session(engine) as session:
+        session.add(Job(id=job_id, kind="validate", selector="all", state="succeeded", spec={}))
+        session.flush()
+        for serial in serials:
+            bad = serial == "vp-3"
+            agreement = {
+                other: {"agree": not (bad or other == "vp-3"), "psnr_db": 21.0 if bad else 48.5}
+                for other in serials
+                if other != serial
+            }
+            session.add(
+                ValidationResult(
+                    job_id=job_id,
+                    device_serial=serial,
+                    output="phone",
+                    reference="cpu-fp32",
+                    passed=not bad,
+                    reason="disagrees with 2 of 2 phones" if bad else "",
+                    scores={"agreement": agreement, "outlier": bad},
+                )
+            )
+            session.add(
+                ValidationResult(
+                    job_id=job_id,
+                    device_serial=serial,
+                    output="image-0",
+                    reference="cpu-fp32",
+                    passed=not bad,
+                    reason="PSNR 21.0 dB < 30 dB" if bad else "",
+                    scores={"psnr_db": 21.0 if bad else 48.5, "judge_agrees": not bad},
+                )
+            )
+        session.commit()
+    engine.dispose()
+    return job_id
+
+
+def test_validation_shows_verdicts_and_the_agreement_matrix(populated: Populated) -> None:
+    job_id = _store_validation(populated)
+    populated.login(VIEWER)
+    listing = populated.client.get("/ui/validation").text
+    assert re.findall(r'<tr class="validation" data-job="([^"]+)"', listing) == [job_id]
+    page = populated.client.get(f"/ui/validation/{job_id}").text
+    verdicts = dict(re.findall(r'data-serial="([^"]+)" data-passed="(\w+)"', page))
+    assert verdicts == {"vp-1": "true", "vp-2": "true", "vp-3": "false"}
+    assert "disagrees with 2 of 2 phones" in page and "outlier" in page
+    matrix = page[page.index('id="agreement"') : page.index('id="outputs"')]
+    assert matrix.count('class="pass"') == 2 and matrix.count('class="fail"') == 4
+    assert "psnr_db 48.5" in matrix
+    outputs = page[page.index('id="outputs"') :]
+    assert "PSNR 21.0 dB &lt; 30 dB" in outputs
+    empty = populated.client.get(f"/ui/validation/{populated.generate_id}").text
+    assert 'id="no-verdicts"' in empty
