@@ -3,11 +3,16 @@ content that matters, refreshes by itself, and is saved as a screenshot (test-ar
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 from browser_support import Dashboard, job_body, wait_until
 from selenium import webdriver
 from selenium.webdriver.common.by import By
+from sqlalchemy.orm import Session
+
+from orchestrator.db.engine import make_engine
+from orchestrator.db.schema import Job, ValidationResult
 
 
 def _login(browser: webdriver.Chrome, dashboard: Dashboard, page: str) -> None:
@@ -148,3 +153,48 @@ def test_benchmark_charts_have_data_and_say_simulated(
     canvas = browser.find_element(By.ID, "distribution")
     assert canvas.size["height"] > 100
     _shot(browser, artifacts, "benchmarks")
+
+
+def test_validation_shows_the_agreement_matrix(
+    browser: webdriver.Chrome, dashboard: Dashboard, artifacts: Path
+) -> None:
+    # Verdicts as the validation issue stores them (validation_results), in the farm's database.
+    engine = make_engine(dashboard.farm.settings.resolved_database_url)
+    serials = sorted(p.serial for p in dashboard.farm.phones)
+    job_id = str(uuid.uuid4())
+    with Session(engine) as session:
+        session.add(Job(id=job_id, kind="validate", selector="all", state="succeeded", spec={}))
+        session.flush()
+        for serial in serials:
+            others = {o: {"agree": True, "psnr_db": 52.5} for o in serials if o != serial}
+            session.add_all(
+                [
+                    ValidationResult(
+                        job_id=job_id,
+                        device_serial=serial,
+                        output="phone",
+                        reference="cpu-fp32",
+                        passed=True,
+                        scores={"agreement": others},
+                    ),
+                    ValidationResult(
+                        job_id=job_id,
+                        device_serial=serial,
+                        output="image-0",
+                        reference="cpu-fp32",
+                        passed=True,
+                        scores={"psnr_db": 49.0},
+                    ),
+                ]
+            )
+        session.commit()
+    engine.dispose()
+    _login(browser, dashboard, "validation")
+    browser.find_element(By.CSS_SELECTOR, f'tr.validation[data-job="{job_id}"] a').click()
+    verdicts = browser.find_elements(By.CSS_SELECTOR, "tr.verdict")
+    assert [v.get_attribute("data-passed") for v in verdicts] == ["true"] * len(serials)
+    matrix = browser.find_element(By.ID, "agreement")
+    assert len(matrix.find_elements(By.CSS_SELECTOR, "td.pass")) == len(serials) * (
+        len(serials) - 1
+    )
+    _shot(browser, artifacts, "validation")
