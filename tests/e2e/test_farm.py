@@ -12,6 +12,7 @@ import numpy as np
 from conftest import Farm, job_body, wait_until
 from PIL import Image
 
+from device_agent.virtual.faults import FaultCommand
 from models.store import ModelStore
 
 PROMPT = "a red circle on the left in a blue background"
@@ -84,6 +85,49 @@ def test_second_run_pushes_nothing_and_benchmark_reports_statistics(farm: Farm) 
     assert "npu_share" in metrics
 
 
+BENCH = ("bench", "tiny-sd", "--precision", "fp32", "--runtime", "cpu", "--warmup", "2")
+
+
+def test_two_benchmark_jobs_compared_a_slowed_phone_is_a_regression(farm: Farm) -> None:
+    base = farm.cli(*BENCH, "--iterations", "30", "--repeat", "2", "--json")
+    assert base.returncode == 0, base.stderr
+    base_job = json.loads(base.stdout)
+    stats = {s["serial"]: s for s in base_job["benchmark"]}
+    assert sorted(stats) == sorted(p.serial for p in farm.phones)
+    for s in stats.values():
+        assert s["runs"] == 2 and s["latency"]["n"] == 60 and s["simulated"] is True
+        assert s["latency"]["ci_low"] <= s["latency"]["median"] <= s["latency"]["ci_high"]
+        assert s["thermal"]["trip_c"] == 85.0
+    for run in base_job["runs"]:
+        assert len(run["metrics"]["temp_trace_c"]) == 30, "one temperature per timed iteration"
+        assert run["timings"]["thermal_wait_s"] >= 0, "the gate's wait is in the run's timings"
+
+    slowed = farm.phones[0]
+    farm.fleet.call(slowed.apply(FaultCommand(kind="slow_npu", value=1.0)))
+    try:
+        slow = farm.cli(*BENCH, "--iterations", "30", "--json")
+    finally:
+        farm.fleet.call(slowed.apply(FaultCommand(kind="slow_npu", value=0.0)))
+    assert slow.returncode == 0, slow.stderr
+    slow_id = json.loads(slow.stdout)["id"]
+
+    compared = farm.cli("compare", base_job["id"], slow_id, "--json")
+    assert compared.returncode == 1, "a flagged regression fails the command (for CI scripts)"
+    body = json.loads(compared.stdout)
+    latency = {c["serial"]: c for c in body["changes"] if c["metric"] == "iterations_ms"}
+    assert sorted(latency) == sorted(stats)
+    assert latency[slowed.serial]["verdict"] == "regression"
+    assert latency[slowed.serial]["change"] > 0.3 and latency[slowed.serial]["p_value"] < 0.01
+    assert body["simulated"] is True and all(c["simulated"] for c in body["changes"])
+    assert body["setup_differences"] == ["repeat: 2 → 1"]
+
+    table = farm.cli("compare", base_job["id"], slow_id, "--no-fail")
+    assert table.returncode == 0, table.stderr
+    assert "simulated timings" in table.stdout and "regression" in table.stdout
+    refused = farm.cli("compare", base_job["id"], "not-a-job")
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+
+
 def test_infer_returns_the_output_tensor(farm: Farm) -> None:
     latent = np.zeros((1, 4, 8, 8), dtype=np.float32)
     buffer = io.BytesIO()
@@ -144,7 +188,9 @@ def test_a_phone_lost_mid_run_completes_elsewhere(farm: Farm) -> None:
     long_run = job_body(
         selector="model~SM-S9",
         count=1,
-        params={"prompts": [PROMPT], "steps": 150, "images_per_prompt": 8, "runtime": "cpu"},
+        # As long as a run can be (16 x 8 images of 150 steps: a minute or more), so that it is
+        # still running when the CLI, a new process, gets to cancel it.
+        params={"prompts": [PROMPT] * 16, "steps": 150, "images_per_prompt": 8, "runtime": "cpu"},
     )
     job = farm.post("/api/v1/jobs", long_run)
 
@@ -171,7 +217,9 @@ def test_cancel_stops_the_run_on_the_phone(farm: Farm) -> None:
     phone = farm.phones[0]
     long_run = job_body(
         selector=f"serial={phone.serial}",
-        params={"prompts": [PROMPT], "steps": 150, "images_per_prompt": 8, "runtime": "cpu"},
+        # As long as a run can be (16 x 8 images of 150 steps: a minute or more), so that it is
+        # still running when the CLI, a new process, gets to cancel it.
+        params={"prompts": [PROMPT] * 16, "steps": 150, "images_per_prompt": 8, "runtime": "cpu"},
     )
     job = farm.post("/api/v1/jobs", long_run)
     wait_until(
