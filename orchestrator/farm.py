@@ -142,6 +142,7 @@ def up(
             str(logs_dir(settings) / "serve.log"),
         )
         progress(f"orchestrator API on {settings.api_url}")
+        progress(f"dashboard on {settings.api_url}/ui/ (token in {settings.token_file})")
         agent = _spawn(settings, "agent", "agent", "--poll", "0.5")
         state = FarmState(
             serve_pid=serve.pid,
