@@ -6,7 +6,6 @@ judge); PSNR compares each image with the FP32 CPU image of the same prompt, see
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,19 +17,13 @@ from models.calibration import GENERIC_PROMPTS
 from models.manifest import Manifest
 from models.pipeline import Generation, Pipeline
 from models.runtime import DEFAULT_HTP_ARCH, Runtime
+from models.similarity import psnr
 from models.store import ModelStore
 
-IDENTICAL_PSNR_DB = 100.0
 ATTRIBUTES = ("color", "shape", "position", "background")
 
 ImageCallback = Callable[[int, int], None]
 """Called after each evaluated prompt with (number done, total)."""
-
-
-def psnr(image: np.ndarray, reference: np.ndarray) -> float:
-    """Peak signal-to-noise ratio of two uint8 images in dB (100 when identical)."""
-    mse = float(np.mean((image.astype(np.float64) - reference.astype(np.float64)) ** 2))
-    return IDENTICAL_PSNR_DB if mse == 0 else min(IDENTICAL_PSNR_DB, 10 * math.log10(255**2 / mse))
 
 
 @dataclass

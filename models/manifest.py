@@ -86,11 +86,39 @@ class TokenizerSpec(_Strict):
 
 
 class Thresholds(_Strict):
-    """What a run of this model must reach to count as valid (None: not checked)."""
+    """What a run of this model must reach to count as valid (None: not checked).
+
+    Images (against the reference image of the same prompt and seed, mean over the images):
+    `min_psnr_db`, `min_ssim`; `min_prompt_accuracy` for a judged world. Tensors (range-based
+    PSNR, cosine, max abs error over the reference's range, per output): `min_tensor_psnr_db`,
+    `min_cosine`, `max_rel_error`. Fields added later default to None, so older manifests load.
+    """
 
     min_prompt_accuracy: float | None = None
     min_psnr_db: float | None = None
     max_rel_error: float | None = None
+    min_ssim: float | None = None
+    min_tensor_psnr_db: float | None = None
+    min_cosine: float | None = None
+
+    def filled_from(self, defaults: Thresholds) -> Thresholds:
+        """These thresholds, with every unset one taken from `defaults`."""
+        mine = self.model_dump(exclude_none=True)
+        return Thresholds.model_validate({**defaults.model_dump(exclude_none=True), **mine})
+
+
+# Cross-device validation's thresholds where a manifest sets none, by precision. Measured on
+# tiny-sd, QDQ vs FP32 on the CPU EP (8 held-out prompts x 3 seeds, 20 DDIM steps): w8a16 images
+# 44-48 dB mean PSNR, SSIM >= 0.987; w8a16 tensors >= 52 dB, cosine >= 0.99994. A faulty NPU adding
+# noise of 0.05 x an output's spread gives SSIM ~0.82 and tensors ~42 dB, cosine ~0.9987.
+# w8a8 values are looser by the usual 8-bit gap (not measured on tiny-sd).
+VALIDATION_DEFAULTS: dict[str, Thresholds] = {
+    "fp32": Thresholds(
+        min_psnr_db=40.0, min_ssim=0.98, min_tensor_psnr_db=60.0, min_cosine=0.99999
+    ),
+    "w8a16": Thresholds(min_psnr_db=25.0, min_ssim=0.9, min_tensor_psnr_db=45.0, min_cosine=0.9995),
+    "w8a8": Thresholds(min_psnr_db=20.0, min_ssim=0.8, min_tensor_psnr_db=35.0, min_cosine=0.998),
+}
 
 
 class Manifest(_Strict):
@@ -143,6 +171,11 @@ class Manifest(_Strict):
     def ref(self) -> str:
         """name/version/variant: how users and other manifests name this one."""
         return f"{self.name}/{self.version}/{self.variant}"
+
+    def validation_thresholds(self) -> Thresholds:
+        """What cross-device validation checks: the manifest's own thresholds, and for each one
+        it leaves unset the default for its precision (VALIDATION_DEFAULTS)."""
+        return self.thresholds.filled_from(VALIDATION_DEFAULTS[self.precision])
 
     def files(self) -> list[FileRef]:
         """Every file the model needs, components first, without duplicates."""

@@ -27,7 +27,16 @@ from device_agent.runner.spec import (
     TensorName,
 )
 from hexfleet.errors import InvalidRequest, NotFound
-from orchestrator.db.schema import Device, DeviceState, Job, JobState, Model, Run, RunState
+from orchestrator.db.schema import (
+    Device,
+    DeviceState,
+    Job,
+    JobKind,
+    JobState,
+    Model,
+    Run,
+    RunState,
+)
 from orchestrator.scheduler import RETRY_LIMIT, plan_runs, retry_queue
 from orchestrator.selectors import MAX_LENGTH, parse_selector
 
@@ -101,7 +110,7 @@ class Dispatcher(Protocol):
     def revoke(self, run_ids: Sequence[str]) -> None: ...
 
 
-def _online_devices(session: Session) -> list[dict[str, object]]:
+def online_devices(session: Session) -> list[dict[str, object]]:
     rows = session.scalars(select(Device).where(Device.state != DeviceState.OFFLINE))
     return [
         {
@@ -168,7 +177,7 @@ def submit(session: Session, request: JobRequest, dispatcher: Dispatcher, submit
     selector = parse_selector(request.selector)
     model = find_model(session, request.model, request.precision)
     planned = plan_runs(
-        selector, _online_devices(session), repeat=request.repeat, count=request.count
+        selector, online_devices(session), repeat=request.repeat, count=request.count
     )
     job = Job(
         id=str(uuid.uuid4()),
@@ -208,8 +217,10 @@ def retry_lost(session: Session, lost: Run, dispatcher: Dispatcher) -> Run | Non
     job = lost.job
     if lost.attempt > RETRY_LIMIT or job.state == JobState.CANCELLED:
         return None
+    if job.kind == JobKind.VALIDATE:
+        return None  # a validation run belongs to its phone: another phone's answer is no answer
     lost_serials = {r.device_serial for r in job.runs if r.slot == lost.slot and r.device_serial}
-    target = retry_queue(parse_selector(job.selector), _online_devices(session), lost_serials)
+    target = retry_queue(parse_selector(job.selector), online_devices(session), lost_serials)
     if target is None:
         return None
     queue, serial = target

@@ -264,3 +264,17 @@ class ValidationResult(Base):
     reason: Mapped[str] = mapped_column(Text, default="")
     scores: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class ValidationBlob(Base):
+    """Bytes a validation job compares with: the input tensors it sent (.npy) and the reference's
+    outputs (PNG images, .npy tensors) when the reference was computed on the orchestrator."""
+
+    __tablename__ = "validation_blobs"
+    __table_args__ = (UniqueConstraint("job_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), index=True)
+    name: Mapped[str] = mapped_column(String(160))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,287 @@
+"""Cross-device validation from submit to stored verdicts: the orchestrator's side for real (jobs,
+ingest, database, the FP32 reference on this host), phones played by the runner's own job code
+in-process (a faulty one with the virtual phone's NPU fault), over several seeds."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import os
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from device_agent.messages import ImageOut, RunResult, RunTask
+from device_agent.runner import generate, infer
+from device_agent.runner.device import Device
+from device_agent.runner.spec import CACHE_DIR, RunnerSpec
+from device_agent.virtual.compute import ComputeSettings
+from hexfleet.errors import InvalidRequest
+from models.store import ModelStore
+from orchestrator.db.schema import Job, Run, ValidationBlob, ValidationResult
+from orchestrator.ingest import ingest_result
+from orchestrator.jobs import retry_lost
+from orchestrator.validation import (
+    ValidationRequest,
+    consensus_outliers,
+    load_report,
+    submit_validation,
+)
+
+FLEET = [("a", "SM8550", 73), ("b", "SM8650", 75), ("c", "SM8750", 79)]
+FAULT = 0.05  # noise of 5 % of an output's spread: subtle, well below what breaks the image
+AddFleet = Callable[[Session, list[tuple[str, str, int]]], None]
+
+
+class RecordingDispatcher:
+    """Keeps the tasks the orchestrator sends (the broker is tested elsewhere)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[RunTask, str]] = []
+
+    def send(self, task: RunTask, queue: str, priority: int) -> None:
+        self.sent.append((task, queue))
+
+    def revoke(self, run_ids: Sequence[str]) -> None:
+        pass
+
+
+def play_phones(
+    session: Session,
+    dispatcher: RecordingDispatcher,
+    store: ModelStore,
+    root: Path,
+    faulty: dict[str, float] | None = None,
+) -> None:
+    """Run every sent task with the runner's job code on a virtual phone's folder, then ingest."""
+    for task, queue in dispatcher.sent:
+        serial = queue.removeprefix("device.")
+        phone = root / serial
+        cache = phone / CACHE_DIR.lstrip("/")
+        if not cache.exists():
+            cache.mkdir(parents=True)  # the phone's own copy: a link would leave its filesystem
+            for blob in store.blobs.iterdir():
+                os.link(blob, cache / blob.name)
+        device = Device(
+            phone, True, ComputeSettings(mode="cpu", faulty_npu=(faulty or {}).get(serial, 0.0))
+        )
+        job_dir = phone / "jobs" / task.run_id
+        job_dir.mkdir(parents=True)
+        for index, data in enumerate(task.inputs.values()):
+            (job_dir / f"input-{index}.npy").write_bytes(data)
+        spec = RunnerSpec(run_id=task.run_id, manifest=task.manifest, params=task.params)
+        result = (generate if task.kind == "generate" else infer).run(device, spec, job_dir)
+        now = dt.datetime.now(dt.UTC)
+        ingest_result(
+            session,
+            RunResult(
+                run_id=task.run_id,
+                attempt=task.attempt,
+                serial=serial,
+                host="host-a",
+                outcome="succeeded",
+                simulated=result.simulated,
+                timings=result.timings,
+                metrics=result.metrics,
+                images=[
+                    ImageOut(
+                        index=o.index,
+                        prompt=o.prompt or "",
+                        seed=o.seed or 0,
+                        png=(job_dir / o.name).read_bytes(),
+                    )
+                    for o in result.outputs
+                    if o.kind == "image"
+                ],
+                tensors={
+                    o.prompt or o.name: (job_dir / o.name).read_bytes()
+                    for o in result.outputs
+                    if o.kind == "tensor"
+                },
+                started_at=now,
+                finished_at=now,
+            ),
+        )
+    session.commit()
+    dispatcher.sent.clear()
+
+
+def validation(**overrides: object) -> ValidationRequest:
+    body: dict[str, object] = {
+        "model": "tiny-sd",
+        "precision": "fp32",
+        "prompt_count": 3,
+        "steps": 2,
+        "runtime": "cpu",
+    }
+    body.update(overrides)
+    return ValidationRequest.model_validate(body)
+
+
+@pytest.fixture
+def fleet_session(
+    db_engine: Engine, add_fleet: AddFleet, model_store: ModelStore
+) -> Iterator[Session]:
+    with Session(db_engine, expire_on_commit=False) as session:
+        add_fleet(session, FLEET)
+        yield session
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_faulty_npu_is_flagged_and_healthy_phones_pass(
+    fleet_session: Session, model_store: ModelStore, tmp_path: Path, seed: int
+) -> None:
+    session, dispatcher = fleet_session, RecordingDispatcher()
+    job = submit_validation(session, validation(seed=seed), dispatcher, "qa", model_store)
+    assert job.kind == "validate" and len(dispatcher.sent) == 3
+    assert {t.kind for t, _ in dispatcher.sent} == {"generate"}
+    assert len({json.dumps(t.params, sort_keys=True) for t, _ in dispatcher.sent}) == 1
+    play_phones(session, dispatcher, model_store, tmp_path, faulty={"b": FAULT})
+
+    report = load_report(session, job.id, model_store)
+    verdicts = {p.serial: p for p in report.phones}
+    assert report.complete and not report.passed
+    assert verdicts["a"].passed and verdicts["c"].passed, verdicts["a"].reason
+    assert not verdicts["b"].passed
+    assert "SSIM" in verdicts["b"].reason or "PSNR" in verdicts["b"].reason
+    assert verdicts["a"].scores["psnr_db"] == 100.0  # FP32 on the CPU EP: the reference's bytes
+    assert verdicts["b"].scores["psnr_db"] < report.thresholds["min_psnr_db"]
+    assert report.outliers == ["b"]
+    assert report.matrix["a"]["c"]["agree"] and not report.matrix["a"]["b"]["agree"]
+    assert report.simulated is True
+    assert len(verdicts["b"].outputs) == 3 and not any(o.passed for o in verdicts["b"].outputs)
+
+
+def test_the_report_is_stored_once_and_read_back(
+    fleet_session: Session, model_store: ModelStore, tmp_path: Path
+) -> None:
+    session, dispatcher = fleet_session, RecordingDispatcher()
+    job = submit_validation(session, validation(), dispatcher, "qa", model_store)
+    pending = load_report(session, job.id, model_store)
+    assert not pending.complete and not pending.passed
+    play_phones(session, dispatcher, model_store, tmp_path)
+    first = load_report(session, job.id, model_store).to_dict()
+    rows = session.scalar(
+        select(func.count()).select_from(ValidationResult).where(ValidationResult.job_id == job.id)
+    )
+    assert rows == 3 * (1 + 3)  # a verdict row and one row per image, per phone
+    references = session.scalars(
+        select(ValidationBlob.name).where(ValidationBlob.job_id == job.id)
+    ).all()
+    assert sorted(references) == [f"reference/image-{i}" for i in range(3)]
+    again = load_report(session, job.id, model_store).to_dict()
+    assert again == first and first["passed"] is True
+    assert first["consensus"] == "all 3 phones agree"
+    assert json.loads(json.dumps(first)) == first  # JSON-safe as stored and served
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_tensors_of_one_component_on_held_out_inputs(
+    fleet_session: Session, model_store: ModelStore, tmp_path: Path, seed: int
+) -> None:
+    session, dispatcher = fleet_session, RecordingDispatcher()
+    request = validation(inputs=3, component="unet", seed=seed, prompt_count=8)
+    job = submit_validation(session, request, dispatcher, "qa", model_store)
+    assert len(dispatcher.sent) == 9 and {t.kind for t, _ in dispatcher.sent} == {"infer"}
+    sent_inputs = {json.dumps(sorted(t.inputs)) for t, _ in dispatcher.sent}
+    assert sent_inputs == {json.dumps(["encoder_hidden_states", "sample", "timestep"])}
+    play_phones(session, dispatcher, model_store, tmp_path, faulty={"c": FAULT})
+    report = load_report(session, job.id, model_store)
+    verdicts = {p.serial: p for p in report.phones}
+    assert verdicts["a"].passed and verdicts["b"].passed
+    assert not verdicts["c"].passed and report.outliers == ["c"]
+    assert verdicts["c"].scores["cosine"] < report.thresholds["min_cosine"]
+    assert {o.output for o in verdicts["a"].outputs} == {f"input-{k}:out_sample" for k in range(3)}
+
+
+def test_a_golden_phone_as_the_reference(
+    fleet_session: Session, model_store: ModelStore, tmp_path: Path
+) -> None:
+    session, dispatcher = fleet_session, RecordingDispatcher()
+    with pytest.raises(InvalidRequest, match="not among the selected"):
+        submit_validation(
+            session,
+            validation(reference="serial=a", selector="soc=SM8650"),
+            dispatcher,
+            "qa",
+            model_store,
+        )
+    job = submit_validation(
+        session, validation(reference="serial=a"), dispatcher, "qa", model_store
+    )
+    play_phones(session, dispatcher, model_store, tmp_path, faulty={"a": FAULT})
+    report = load_report(session, job.id, model_store)
+    verdicts = {p.serial: p for p in report.phones}
+    # The golden phone is faulty: the others disagree with it, and the matrix shows who is odd.
+    assert verdicts["a"].passed and verdicts["a"].reason == "the reference phone"
+    assert not verdicts["b"].passed and not verdicts["c"].passed
+    assert report.outliers == ["a"]
+    assert not session.scalars(select(ValidationBlob).where(ValidationBlob.job_id == job.id)).all()
+
+
+def test_requests_are_checked_before_anything_is_stored(
+    fleet_session: Session, model_store: ModelStore
+) -> None:
+    with pytest.raises(ValidationError, match="not both"):
+        validation(prompts=["a red circle on the left in a blue background"], inputs=2)
+    with pytest.raises(ValidationError):
+        validation(reference="serial=a; reboot")
+    with pytest.raises(ValidationError):
+        validation(prompts=["bad\x00prompt"])
+    with pytest.raises(InvalidRequest, match="vocabulary"):
+        submit_validation(
+            fleet_session,
+            validation(prompts=["a red circle; rm -rf /"]),
+            RecordingDispatcher(),
+            "qa",
+            model_store,
+        )
+    assert fleet_session.scalar(select(func.count()).select_from(Job)) == 0
+
+
+def test_a_lost_validation_run_is_not_retried_on_another_phone(
+    fleet_session: Session, model_store: ModelStore
+) -> None:
+    session, dispatcher = fleet_session, RecordingDispatcher()
+    job = submit_validation(session, validation(), dispatcher, "qa", model_store)
+    run = session.scalars(select(Run).where(Run.job_id == job.id)).first()
+    assert run is not None
+    assert retry_lost(session, run, dispatcher) is None
+    assert len(dispatcher.sent) == 3
+
+
+def test_outliers_need_a_strict_majority() -> None:
+    def agree(pairs: set[frozenset[str]], serials: list[str]) -> dict[str, dict[str, bool]]:
+        return {a: {b: frozenset((a, b)) in pairs for b in serials if b != a} for a in serials}
+
+    four = ["a", "b", "c", "d"]
+    ok = {frozenset(p) for p in [("a", "b"), ("a", "c"), ("b", "c")]}
+    assert consensus_outliers(four, agree(ok, four))[0] == ["d"]
+    two_groups = {frozenset(("a", "b")), frozenset(("c", "d"))}
+    assert consensus_outliers(four, agree(two_groups, four))[0] == []
+    assert consensus_outliers(["a", "b"], agree(set(), ["a", "b"]))[0] == []
+    everyone = {frozenset((a, b)) for a in four for b in four if a != b}
+    assert consensus_outliers(four, agree(everyone, four)) == ([], "all 4 phones agree")
+    # Two faulty phones disagree with each other too: both are outliers of the healthy pair.
+    assert consensus_outliers(four, agree({frozenset(("a", "b"))}, four))[0] == ["c", "d"]
+
+
+def test_a_healthy_fleet_passes_on_the_decoder_too(
+    fleet_session: Session, model_store: ModelStore, tmp_path: Path
+) -> None:
+    session, dispatcher = fleet_session, RecordingDispatcher()
+    request = validation(inputs=2, component="vae_decoder")
+    job = submit_validation(session, request, dispatcher, "qa", model_store)
+    play_phones(session, dispatcher, model_store, tmp_path)
+    run = session.scalars(select(Run).where(Run.job_id == job.id)).first()
+    assert run is not None
+    (encoded,) = run.result["tensors"].values()
+    assert base64.b64decode(encoded).startswith(b"\x93NUMPY")
+    report = load_report(session, job.id, model_store)
+    assert report.passed and report.consensus == "all 3 phones agree"
