@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request, Response
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -38,6 +38,13 @@ from orchestrator.jobs import Dispatcher, JobRequest, cancel, get_job, list_jobs
 from orchestrator.metrics import CONTENT_TYPE, exposition, registry_for
 from orchestrator.registry import register
 from orchestrator.statistics import PhoneStats, job_benchmark_stats
+from orchestrator.validation import (
+    ValidationRequest,
+    load_report,
+    report_images,
+    submit_validation,
+)
+from orchestrator.validation_report import render_html
 from orchestrator.web.routes import mount as mount_dashboard
 
 STATUS = {
@@ -74,6 +81,7 @@ def create_app(settings: Settings, dispatcher: Dispatcher) -> FastAPI:
     app.state.dispatcher = dispatcher
     store = ModelStore.from_settings(settings)
     store.root.mkdir(parents=True, exist_ok=True)
+    app.state.store = store
 
     @app.exception_handler(HexfleetError)
     async def _hexfleet_error(_request: Request, exc: HexfleetError) -> JSONResponse:
@@ -112,6 +120,23 @@ def create_app(settings: Settings, dispatcher: Dispatcher) -> FastAPI:
     ) -> ComparisonView:
         """Job b against job a (the baseline), per phone and timing metric."""
         return ComparisonView.of(compare(db, a, b, threshold=threshold))
+
+    @app.post("/api/v1/validations", status_code=201)
+    def post_validation(body: ValidationRequest, caller: Submitter, db: DB) -> JobView:
+        """Submit a validation job: the same inputs on every selected phone."""
+        job = submit_validation(db, body, app.state.dispatcher, caller.name, store)
+        return JobView.of(job, with_runs=True)
+
+    @app.get("/api/v1/jobs/{job_id}/validation")
+    def get_validation(job_id: str, _: Viewer, db: DB) -> dict[str, Any]:
+        """A validation job's verdicts (compared and stored on the first read after it ended)."""
+        return load_report(db, job_id, store).to_dict()
+
+    @app.get("/api/v1/jobs/{job_id}/validation.html", response_class=HTMLResponse)
+    def get_validation_html(job_id: str, _: Viewer, db: DB) -> HTMLResponse:
+        """The same report as one self-contained HTML page (images inline, no scripts)."""
+        report = load_report(db, job_id, store)
+        return HTMLResponse(render_html(report, report_images(db, get_job(db, job_id))))
 
     @app.get("/api/v1/runs/{run_id}")
     def get_run(run_id: str, _: Viewer, db: DB) -> RunView:

@@ -5,10 +5,8 @@ in-process (a faulty one with the virtual phone's NPU fault), over several seeds
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import json
-import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -16,16 +14,11 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
+from validation_support import RecordingDispatcher, play_phones
 
-from device_agent.messages import ImageOut, RunResult, RunTask
-from device_agent.runner import generate, infer
-from device_agent.runner.device import Device
-from device_agent.runner.spec import CACHE_DIR, RunnerSpec
-from device_agent.virtual.compute import ComputeSettings
 from hexfleet.errors import InvalidRequest
 from models.store import ModelStore
 from orchestrator.db.schema import Job, Run, ValidationBlob, ValidationResult
-from orchestrator.ingest import ingest_result
 from orchestrator.jobs import retry_lost
 from orchestrator.validation import (
     ValidationRequest,
@@ -37,79 +30,6 @@ from orchestrator.validation import (
 FLEET = [("a", "SM8550", 73), ("b", "SM8650", 75), ("c", "SM8750", 79)]
 FAULT = 0.05  # noise of 5 % of an output's spread: subtle, well below what breaks the image
 AddFleet = Callable[[Session, list[tuple[str, str, int]]], None]
-
-
-class RecordingDispatcher:
-    """Keeps the tasks the orchestrator sends (the broker is tested elsewhere)."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[RunTask, str]] = []
-
-    def send(self, task: RunTask, queue: str, priority: int) -> None:
-        self.sent.append((task, queue))
-
-    def revoke(self, run_ids: Sequence[str]) -> None:
-        pass
-
-
-def play_phones(
-    session: Session,
-    dispatcher: RecordingDispatcher,
-    store: ModelStore,
-    root: Path,
-    faulty: dict[str, float] | None = None,
-) -> None:
-    """Run every sent task with the runner's job code on a virtual phone's folder, then ingest."""
-    for task, queue in dispatcher.sent:
-        serial = queue.removeprefix("device.")
-        phone = root / serial
-        cache = phone / CACHE_DIR.lstrip("/")
-        if not cache.exists():
-            cache.mkdir(parents=True)  # the phone's own copy: a link would leave its filesystem
-            for blob in store.blobs.iterdir():
-                os.link(blob, cache / blob.name)
-        device = Device(
-            phone, True, ComputeSettings(mode="cpu", faulty_npu=(faulty or {}).get(serial, 0.0))
-        )
-        job_dir = phone / "jobs" / task.run_id
-        job_dir.mkdir(parents=True)
-        for index, data in enumerate(task.inputs.values()):
-            (job_dir / f"input-{index}.npy").write_bytes(data)
-        spec = RunnerSpec(run_id=task.run_id, manifest=task.manifest, params=task.params)
-        result = (generate if task.kind == "generate" else infer).run(device, spec, job_dir)
-        now = dt.datetime.now(dt.UTC)
-        ingest_result(
-            session,
-            RunResult(
-                run_id=task.run_id,
-                attempt=task.attempt,
-                serial=serial,
-                host="host-a",
-                outcome="succeeded",
-                simulated=result.simulated,
-                timings=result.timings,
-                metrics=result.metrics,
-                images=[
-                    ImageOut(
-                        index=o.index,
-                        prompt=o.prompt or "",
-                        seed=o.seed or 0,
-                        png=(job_dir / o.name).read_bytes(),
-                    )
-                    for o in result.outputs
-                    if o.kind == "image"
-                ],
-                tensors={
-                    o.prompt or o.name: (job_dir / o.name).read_bytes()
-                    for o in result.outputs
-                    if o.kind == "tensor"
-                },
-                started_at=now,
-                finished_at=now,
-            ),
-        )
-    session.commit()
-    dispatcher.sent.clear()
 
 
 def validation(**overrides: object) -> ValidationRequest:

@@ -1,0 +1,92 @@
+"""Phones for validation tests without a farm: the runner's own job code on a virtual phone's
+folder, in-process (a faulty one with the virtual phone's NPU fault), results through ingest."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from device_agent.messages import ImageOut, RunResult, RunTask
+from device_agent.runner import generate, infer
+from device_agent.runner.device import Device
+from device_agent.runner.spec import CACHE_DIR, RunnerSpec
+from device_agent.virtual.compute import ComputeSettings
+from models.store import ModelStore
+from orchestrator.ingest import ingest_result
+
+
+class RecordingDispatcher:
+    """Keeps the tasks the orchestrator sends (the broker is tested elsewhere)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[RunTask, str]] = []
+
+    def send(self, task: RunTask, queue: str, priority: int) -> None:
+        self.sent.append((task, queue))
+
+    def revoke(self, run_ids: Sequence[str]) -> None:
+        pass
+
+
+def play_phones(
+    session: Session,
+    dispatcher: RecordingDispatcher,
+    store: ModelStore,
+    root: Path,
+    faulty: dict[str, float] | None = None,
+) -> None:
+    """Run every sent task with the runner's job code on a virtual phone's folder, then ingest."""
+    for task, queue in dispatcher.sent:
+        serial = queue.removeprefix("device.")
+        phone = root / serial
+        cache = phone / CACHE_DIR.lstrip("/")
+        if not cache.exists():
+            cache.mkdir(parents=True)  # the phone's own copy: a link would leave its filesystem
+            for blob in store.blobs.iterdir():
+                os.link(blob, cache / blob.name)
+        device = Device(
+            phone, True, ComputeSettings(mode="cpu", faulty_npu=(faulty or {}).get(serial, 0.0))
+        )
+        job_dir = phone / "jobs" / task.run_id
+        job_dir.mkdir(parents=True)
+        for index, data in enumerate(task.inputs.values()):
+            (job_dir / f"input-{index}.npy").write_bytes(data)
+        spec = RunnerSpec(run_id=task.run_id, manifest=task.manifest, params=task.params)
+        result = (generate if task.kind == "generate" else infer).run(device, spec, job_dir)
+        now = dt.datetime.now(dt.UTC)
+        ingest_result(
+            session,
+            RunResult(
+                run_id=task.run_id,
+                attempt=task.attempt,
+                serial=serial,
+                host="host-a",
+                outcome="succeeded",
+                simulated=result.simulated,
+                timings=result.timings,
+                metrics=result.metrics,
+                images=[
+                    ImageOut(
+                        index=o.index,
+                        prompt=o.prompt or "",
+                        seed=o.seed or 0,
+                        png=(job_dir / o.name).read_bytes(),
+                    )
+                    for o in result.outputs
+                    if o.kind == "image"
+                ],
+                tensors={
+                    o.prompt or o.name: (job_dir / o.name).read_bytes()
+                    for o in result.outputs
+                    if o.kind == "tensor"
+                },
+                started_at=now,
+                finished_at=now,
+            ),
+        )
+    session.commit()
+    dispatcher.sent.clear()
