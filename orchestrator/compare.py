@@ -2,7 +2,9 @@
 bootstrap interval and a Mann–Whitney U test; a regression is a change above a threshold AND p < α.
 
 Both conditions are needed: with thousands of iterations a 0.5 % change is "significant" yet
-irrelevant, and with a handful a 10 % change can be noise.
+irrelevant, and with a handful a 10 % change can be noise. The iterations of one run share the
+state of their phone and host, so they cannot show how much a whole run moves from one run to the
+next; when a phone ran a job more than once, a change must also exceed that run-to-run spread.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ MIN_SAMPLES = 5
 SCALAR_TIMINGS = ("load_ms", "first_ms", "load_s", "total_s", "infer_s")
 FINAL_JOB_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
 
-Verdict = Literal["regression", "improvement", "unchanged", "too few samples"]
+Verdict = Literal["regression", "improvement", "unchanged", "within run spread", "too few samples"]
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,21 @@ class Difference:
     ci_low: float
     ci_high: float
     p_value: float | None  # two-sided Mann–Whitney U; None with too few samples
+    run_spread: float | None  # relative range of per-run medians; None with one run a side
     verdict: Verdict
+
+
+def run_spread(
+    runs_a: Sequence[Sequence[float]], runs_b: Sequence[Sequence[float]]
+) -> float | None:
+    """How far whole runs of the same job moved apart: the larger of the two jobs' (max − min) /
+    median of their runs' medians; None when neither job ran more than once."""
+    spreads = []
+    for runs in (runs_a, runs_b):
+        medians = [float(np.median(r)) for r in runs if len(r)]
+        if len(medians) >= 2 and np.median(medians) > 0:
+            spreads.append((max(medians) - min(medians)) / float(np.median(medians)))
+    return max(spreads) if spreads else None
 
 
 def difference(
@@ -55,9 +71,11 @@ def difference(
     confidence: float = CONFIDENCE,
     resamples: int = RESAMPLES,
     seed: int = SEED,
+    spread: float | None = None,
 ) -> Difference:
     """Change of the median from `a` to `b`, its percentile-bootstrap interval (ratio of medians
-    of independent resamples, seeded), the Mann–Whitney p-value, and the verdict."""
+    of independent resamples, seeded), the Mann–Whitney p-value, and the verdict. `spread` is
+    the run-to-run spread (`run_spread`): a significant change no larger than it is not flagged."""
     xa = np.asarray(a, dtype=np.float64)
     xb = np.asarray(b, dtype=np.float64)
     xa, xb = xa[np.isfinite(xa)], xb[np.isfinite(xb)]
@@ -79,10 +97,11 @@ def difference(
         p = float(sps.mannwhitneyu(xb, xa, alternative="two-sided").pvalue)
         p_value = 1.0 if math.isnan(p) else p
         verdict = "unchanged"
-        if p_value < alpha and change > threshold:
-            verdict = "regression"
-        elif p_value < alpha and change < -threshold:
-            verdict = "improvement"
+        if p_value < alpha and abs(change) > threshold:
+            if spread is not None and abs(change) <= spread:
+                verdict = "within run spread"
+            else:
+                verdict = "regression" if change > 0 else "improvement"
     return Difference(
         n_a=len(xa),
         n_b=len(xb),
@@ -92,6 +111,7 @@ def difference(
         ci_low=float(low),
         ci_high=float(high),
         p_value=p_value,
+        run_spread=spread,
         verdict=verdict,
     )
 
@@ -113,6 +133,7 @@ class Change:
     ci_low: float
     ci_high: float
     p_value: float | None
+    run_spread: float | None
     verdict: Verdict
 
 
@@ -147,20 +168,32 @@ def _numbers(values: Any) -> list[float]:
     ]
 
 
-def timing_samples(runs: Sequence[Run]) -> dict[str, list[float]]:
-    """A phone's timings by metric: series (every iteration or step) pooled over its succeeded
-    runs, and per-run scalars (load, first inference, total) as one sample per run."""
-    samples: dict[str, list[float]] = {}
+def timing_series(runs: Sequence[Run]) -> dict[str, list[list[float]]]:
+    """A phone's timing series by metric, one list per succeeded run (every iteration or step)."""
+    series: dict[str, list[list[float]]] = {}
     for run in runs:
         if run.state != RunState.SUCCEEDED:
             continue
         for name, value in run.timings.items():
             if isinstance(value, list):
-                series = _numbers(value)
-                if series and len(series) == len(value):
-                    samples.setdefault(name, []).extend(series)
-            elif name in SCALAR_TIMINGS:
-                samples.setdefault(name, []).extend(_numbers([value]))
+                numbers = _numbers(value)
+                if numbers and len(numbers) == len(value):
+                    series.setdefault(name, []).append(numbers)
+    return series
+
+
+def timing_samples(runs: Sequence[Run]) -> dict[str, list[float]]:
+    """A phone's timings by metric: series pooled over its succeeded runs, and per-run scalars
+    (load, first inference, total) as one sample per run."""
+    samples = {
+        name: [v for one in runs_of for v in one] for name, runs_of in timing_series(runs).items()
+    }
+    for run in runs:
+        if run.state != RunState.SUCCEEDED:
+            continue
+        for name in SCALAR_TIMINGS:
+            if name in run.timings:
+                samples.setdefault(name, []).extend(_numbers([run.timings[name]]))
     return {name: values for name, values in samples.items() if values}
 
 
@@ -206,6 +239,7 @@ def compare_jobs(
     for serial in sorted(phones_a.keys() & phones_b.keys()):
         runs_a, runs_b = phones_a[serial], phones_b[serial]
         samples_a, samples_b = timing_samples(runs_a), timing_samples(runs_b)
+        series_a, series_b = timing_series(runs_a), timing_series(runs_b)
         simulated = any(bool(r.simulated) for r in [*runs_a, *runs_b] if r.simulated is not None)
         soc = next(
             (
@@ -216,7 +250,12 @@ def compare_jobs(
             "",
         )
         for metric in sorted(samples_a.keys() & samples_b.keys()):
-            diff = difference(samples_a[metric], samples_b[metric], threshold, alpha, confidence)
+            spread = None
+            if metric in series_a and metric in series_b:
+                spread = run_spread(series_a[metric], series_b[metric])
+            diff = difference(
+                samples_a[metric], samples_b[metric], threshold, alpha, confidence, spread=spread
+            )
             changes.append(
                 Change(
                     serial=serial,

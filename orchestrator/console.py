@@ -156,6 +156,12 @@ def _change(c: dict[str, Any]) -> str:
     return f"{c['change']:+.1%} [{c['ci_low']:+.1%}, {c['ci_high']:+.1%}]"
 
 
+def _verdict(c: dict[str, Any]) -> str:
+    if c["verdict"] == "within run spread":
+        return f"within run spread ({c['run_spread']:.1%})"
+    return str(c["verdict"])
+
+
 def compare_table(comparison: dict[str, Any]) -> Table:
     """Per phone × metric: medians, the change with its CI, the p-value and the verdict."""
     title = f"job {comparison['job_b'][:8]} vs {comparison['job_a'][:8]}"
@@ -163,7 +169,8 @@ def compare_table(comparison: dict[str, Any]) -> Table:
         title += f" — {SIMULATED_NOTE}"
     notes = [
         f"regression = change > {comparison['threshold']:.1%} and Mann–Whitney p < "
-        f"{comparison['alpha']:g}; CI {comparison['confidence']:.0%} bootstrap"
+        f"{comparison['alpha']:g} (and, with repeats, > the spread between a job's runs); "
+        f"CI {comparison['confidence']:.0%} bootstrap"
     ]
     if comparison["setup_differences"]:
         notes.append("setup differs: " + "; ".join(comparison["setup_differences"]))
@@ -187,7 +194,7 @@ def compare_table(comparison: dict[str, Any]) -> Table:
             f"{c['median_b']:.4g}{unit}",
             _change(c),
             "-" if c["p_value"] is None else f"{c['p_value']:.2g}",
-            c["verdict"],
+            _verdict(c),
             style=styles.get(c["verdict"]),
         )
     return table

@@ -103,7 +103,8 @@ def test_two_benchmark_jobs_compared_a_slowed_phone_is_a_regression(farm: Farm) 
         assert run["timings"]["thermal_wait_s"] >= 0, "the gate's wait is in the run's timings"
 
     slowed = farm.phones[0]
-    farm.fleet.call(slowed.apply(FaultCommand(kind="slow_npu", value=1.0)))
+    # 4x: the change must beat the spread between the base job's two runs on a loaded host.
+    farm.fleet.call(slowed.apply(FaultCommand(kind="slow_npu", value=3.0)))
     try:
         slow = farm.cli(*BENCH, "--iterations", "30", "--json")
     finally:
@@ -117,7 +118,8 @@ def test_two_benchmark_jobs_compared_a_slowed_phone_is_a_regression(farm: Farm) 
     latency = {c["serial"]: c for c in body["changes"] if c["metric"] == "iterations_ms"}
     assert sorted(latency) == sorted(stats)
     assert latency[slowed.serial]["verdict"] == "regression"
-    assert latency[slowed.serial]["change"] > 0.3 and latency[slowed.serial]["p_value"] < 0.01
+    assert latency[slowed.serial]["change"] > 1.0 and latency[slowed.serial]["p_value"] < 0.01
+    assert latency[slowed.serial]["run_spread"] is not None, "the base job ran twice per phone"
     assert body["simulated"] is True and all(c["simulated"] for c in body["changes"])
     assert body["setup_differences"] == ["repeat: 2 → 1"]
 
@@ -188,9 +190,7 @@ def test_a_phone_lost_mid_run_completes_elsewhere(farm: Farm) -> None:
     long_run = job_body(
         selector="model~SM-S9",
         count=1,
-        # As long as a run can be (16 x 8 images of 150 steps: a minute or more), so that it is
-        # still running when the CLI, a new process, gets to cancel it.
-        params={"prompts": [PROMPT] * 16, "steps": 150, "images_per_prompt": 8, "runtime": "cpu"},
+        params={"prompts": [PROMPT], "steps": 150, "images_per_prompt": 8, "runtime": "cpu"},
     )
     job = farm.post("/api/v1/jobs", long_run)
 

@@ -102,3 +102,27 @@ def test_compare_pairs_phones_and_metrics_of_two_stored_jobs(db_engine: Engine) 
     first = next(c for c in result.changes if c.metric == "first_ms")
     assert first.verdict == "too few samples", "one run per phone: one first-inference sample"
     assert result.as_dict()["regressions"] == 1
+
+
+def test_with_repeats_a_change_must_also_exceed_the_run_to_run_spread(db_engine: Engine) -> None:
+    """Whole runs shift (host load, a phone's state): 5 % between jobs whose runs move ±10 %
+    among themselves is not a regression, however many iterations say p < 0.01."""
+    rng = np.random.default_rng(12)
+
+    def runs(median: float) -> list[np.ndarray]:
+        return [timings(rng, 200, median=median * shift) for shift in (0.9, 1.0, 1.1)]
+
+    with Session(db_engine) as session:
+        base = store_benchmark_job(session, {"vp-1": runs(100.0)})
+        shifted = store_benchmark_job(session, {"vp-1": runs(105.0)})
+        much_slower = store_benchmark_job(session, {"vp-1": runs(140.0)})
+        within = compare(session, base.id, shifted.id)
+        beyond = compare(session, base.id, much_slower.id)
+    (small,) = [c for c in within.changes if c.metric == "iterations_ms"]
+    assert small.p_value is not None and small.p_value < 0.01
+    assert small.run_spread == pytest.approx(0.2, abs=0.02)
+    assert small.verdict == "within run spread"
+    (large,) = [c for c in beyond.changes if c.metric == "iterations_ms"]
+    assert large.verdict == "regression"
+    first = next(c for c in within.changes if c.metric == "first_ms")
+    assert first.run_spread is None and first.n_a == 3, "scalars are already one sample per run"
