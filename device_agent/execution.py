@@ -23,7 +23,7 @@ from hexfleet.settings import Settings
 from models.manifest import Manifest
 
 THERMAL_POLL_S = 1.0
-PROGRESS_EVERY_S = 0.5
+PROGRESS_EVERY_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -105,6 +105,7 @@ class Executor:
         on_progress: Callable[[RunProgress], None],
         cancelled: Callable[[str], bool],
         thermal: ThermalGate | None = None,
+        background: Callable[[Callable[[], object]], object] | None = None,
     ) -> None:
         self.phone = phone
         self.pusher = pusher
@@ -113,6 +114,8 @@ class Executor:
         self.on_progress = on_progress
         self.cancelled = cancelled
         self.thermal = thermal or ThermalGate()
+        # Where the job folder's removal runs: after the result, off the run's path if given.
+        self.background = background or (lambda errand: errand())
         self.last_push: PushReport | None = None
         self._last_progress = 0.0
 
@@ -212,10 +215,13 @@ class Executor:
             )
             return self._collect(task, folder, result, metrics)
         finally:
-            try:
-                self.phone.remove(folder)
-            except DeviceLost:
-                pass
+            self.background(lambda: self._remove(folder))
+
+    def _remove(self, folder: str) -> None:
+        try:
+            self.phone.remove(folder)
+        except DeviceLost:
+            pass  # the worker sweeps job folders when it starts again
 
     def _stopped(self, task: RunTask, outcome: str, why: str) -> RunResult:
         now = _now()

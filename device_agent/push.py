@@ -2,14 +2,16 @@
 
 The phone's cache is `/data/local/tmp/hexfleet/cache/<sha256>`. A push goes to `<sha256>.part`,
 is checked with `sha256sum` on the phone, then renamed; a file's mtime is its last use (touched on
-every hit), and the least recently used files go first when the cache would exceed its quota.
-With the phone's connections cheap (see phone.py), a hit is one listing and one `touch`; the
-sync push creates the cache folder.
+every hit, in the background when the agent gives a `background` runner: a run need not wait for
+it), and the least recently used files go first when the cache would exceed its quota. With the
+phone's connections cheap (see phone.py), a hit is one listing and one `touch`; the sync push
+creates the cache folder.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from device_agent.host_cache import HostCache
@@ -33,11 +35,16 @@ class PushReport:
 
 class ArtifactPusher:
     def __init__(
-        self, phone: Phone, host_cache: HostCache, quota_bytes: int = DEFAULT_QUOTA_BYTES
+        self,
+        phone: Phone,
+        host_cache: HostCache,
+        quota_bytes: int = DEFAULT_QUOTA_BYTES,
+        background: Callable[[Callable[[], object]], object] | None = None,
     ) -> None:
         self.phone = phone
         self.host_cache = host_cache
         self.quota_bytes = quota_bytes
+        self.background = background or (lambda errand: errand())
 
     def ensure(self, refs: list[FileRef]) -> PushReport:
         """Make every file of `refs` present and verified in the phone's cache."""
@@ -62,7 +69,8 @@ class ArtifactPusher:
                 report.pushed_bytes += ref.size
             report.push_seconds = time.perf_counter() - mark
         if hits:
-            self.phone.checked("touch", *(cache_path(sha) for sha in hits))
+            paths = [cache_path(sha) for sha in hits]
+            self.background(lambda: self.phone.checked("touch", *paths))
         report.seconds = time.perf_counter() - started
         return report
 

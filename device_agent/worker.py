@@ -15,14 +15,17 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import adbutils
 import httpx
 from celery import Celery
+from kombu.exceptions import KombuError
 
 from device_agent.execution import Executor, ThermalGate
 from device_agent.host_cache import HostCache
-from device_agent.messages import DeviceFacts, DeviceHealth, Heartbeat, RunProgress, RunTask
+from device_agent.messages import DeviceFacts, Heartbeat, RunProgress, RunTask
 from device_agent.phone import Phone
 from device_agent.push import ArtifactPusher
 from device_agent.runner.spec import JOBS_DIR
@@ -35,7 +38,7 @@ from hexfleet.broker import (
     make_celery,
     queues_for_device,
 )
-from hexfleet.errors import DeviceLost
+from hexfleet.errors import DeviceLost, HexfleetError
 from hexfleet.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -43,32 +46,68 @@ HEARTBEAT_S = 3.0
 CANCEL_POLL_S = 2.0
 
 
-class CancelWatch:
-    """Asks the orchestrator, at most every CANCEL_POLL_S, whether a run was cancelled."""
+class Errands:
+    """One background thread for what a run must not wait for: progress and heartbeat messages,
+    cancel checks, cache touches. In order, one at a time; a failed errand is logged."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="errands")
+
+    def __call__(self, errand: Callable[[], object]) -> Future[None]:
+        return self._pool.submit(self._do, errand)
+
+    @staticmethod
+    def _do(errand: Callable[[], object]) -> None:
+        try:
+            errand()
+        except (HexfleetError, OSError, KombuError, httpx.HTTPError) as exc:
+            log.warning("background errand failed: %s", exc)
+
+    def drain(self) -> None:
+        """Wait until every errand submitted so far is done."""
+        self._pool.submit(lambda: None).result()
+
+
+class CancelWatch:
+    """Whether a run was cancelled, asked of the orchestrator in the background at most every
+    CANCEL_POLL_S while the run is current: the run never waits on the HTTP round trip.
+
+    The first question for a run goes out as soon as it is asked; a run cancelled while it was
+    queued may therefore start, and is stopped on the phone moments later (reported cancelled).
+    """
+
+    def __init__(self, settings: Settings, errands: Errands) -> None:
         token = settings.client_token()
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(base_url=settings.api_url, headers=headers, timeout=5)
-        self._checked: dict[str, float] = {}
+        self.errands = errands
+        self._run: str | None = None
+        self._asked = 0.0
+        self._pending = False
         self._cancelled: set[str] = set()
+        self._lock = threading.Lock()
 
     def __call__(self, run_id: str) -> bool:
-        if run_id in self._cancelled:
-            return True
-        last = self._checked.get(run_id)
-        if last is not None and time.monotonic() - last < CANCEL_POLL_S:
-            return False
-        if last is None:
-            self._checked.clear()
-        self._checked[run_id] = time.monotonic()
+        with self._lock:
+            if run_id in self._cancelled:
+                return True
+            if run_id != self._run:
+                self._run, self._asked, self._pending = run_id, 0.0, False
+            due = time.monotonic() - self._asked >= CANCEL_POLL_S
+            if due and not self._pending:
+                self._pending, self._asked = True, time.monotonic()
+                self.errands(lambda: self._ask(run_id))
+        return False
+
+    def _ask(self, run_id: str) -> None:
         try:
             response = self.http.get(f"/api/v1/runs/{run_id}")
-        except httpx.TransportError:
-            return False
+        finally:
+            with self._lock:
+                self._pending = False
         if response.status_code == 200 and response.json().get("state") == "cancelled":
-            self._cancelled.add(run_id)
-        return run_id in self._cancelled
+            with self._lock:
+                self._cancelled.add(run_id)
 
 
 class PhoneWorker:
@@ -82,19 +121,22 @@ class PhoneWorker:
         self.facts: DeviceFacts = self.phone.facts()
         self.app: Celery = make_celery(settings, name=f"phone-{serial}")
         self.current_run: str | None = None
-        self._health: DeviceHealth | None = None
         self.stopping = threading.Event()
+        self.errands = Errands()
         cache = HostCache(
             settings.data_dir / "agent-cache", settings.api_url, settings.client_token()
         )
         self.executor = Executor(
             self.phone,
-            ArtifactPusher(self.phone, cache, settings.agent_cache_quota_bytes),
+            ArtifactPusher(
+                self.phone, cache, settings.agent_cache_quota_bytes, background=self.errands
+            ),
             host=self.host,
             htp_arch=self.facts.htp_arch,
             on_progress=self.publish_progress,
-            cancelled=CancelWatch(settings),
+            cancelled=CancelWatch(settings, self.errands),
             thermal=ThermalGate.from_settings(settings),
+            background=self.errands,
         )
         self.app.task(name=RUN_TASK, shared=False)(self.run)
 
@@ -102,16 +144,15 @@ class PhoneWorker:
         self.app.send_task(task, args=[body], queue=INGEST_QUEUE)
 
     def publish_progress(self, progress: RunProgress) -> None:
-        self.publish(INGEST_PROGRESS_TASK, progress.model_dump_json())
+        body = progress.model_dump_json()
+        self.errands(lambda: self.publish(INGEST_PROGRESS_TASK, body))
 
-    def heartbeat(self, state: str | None = None, fresh: bool = True) -> None:
-        """Report the phone; `fresh=False` (around runs) reuses the last health reading."""
-        if fresh or self._health is None:
-            try:
-                self._health = self.phone.health()
-            except DeviceLost:
-                return
-        health = self._health
+    def heartbeat(self, state: str | None = None) -> None:
+        """Report the phone: facts, a fresh health reading, busy/online/throttled."""
+        try:
+            health = self.phone.health()
+        except DeviceLost:
+            return
         busy = "busy" if self.current_run else "online"
         beat = Heartbeat(
             host=self.host,
@@ -129,8 +170,9 @@ class PhoneWorker:
         if self.executor.cancelled(task.run_id):
             log.info("run %s was cancelled before it started", task.run_id)
             return "cancelled"
+        # No heartbeat around the run: the ingest marks the phone busy on the run's first
+        # progress and idle on its result, two messages fewer per run.
         self.current_run = task.run_id
-        self.heartbeat("busy", fresh=False)
         try:
             result = self.executor.execute(task)
         finally:
@@ -154,8 +196,6 @@ class PhoneWorker:
         )
         if result.outcome == "lost":
             self.stop_soon()
-        else:
-            self.heartbeat(fresh=False)
         return result.outcome
 
     def stop_soon(self) -> None:
@@ -164,9 +204,10 @@ class PhoneWorker:
         threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGTERM)).start()
 
     def beat_forever(self) -> None:
+        """Every HEARTBEAT_S, busy or not: the fleet view's temperature and battery stay live
+        during long runs."""
         while not self.stopping.wait(HEARTBEAT_S):
-            if self.current_run is None:
-                self.heartbeat()
+            self.heartbeat()
 
     def serve(self) -> None:
         # Runs lost with a previous worker (phone gone mid-run) leave their folders: sweep them.

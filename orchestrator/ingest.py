@@ -94,12 +94,16 @@ def ingest_result(
         # The last progress message may arrive after the result: a finished run is complete.
         run.progress = {**run.progress, "step": run.progress["total"]}
     session.flush()
+    device = session.get(Device, result.serial)
     if result.outcome == RunState.LOST:
-        device = session.get(Device, result.serial)
         if device is not None:
             device.state = DeviceState.OFFLINE
         if dispatcher is not None:
             retry_lost(session, run, dispatcher)
+    elif device is not None and device.current_run_id == run.id:
+        # ... and its result that it is free again (until its next heartbeat says more).
+        device.state = DeviceState.ONLINE
+        device.current_run_id = None
     _settle_job(session, run.job)
     return True
 
@@ -179,5 +183,10 @@ def record_progress(session: Session, progress: RunProgress) -> None:
         run.state = RunState.RUNNING
         run.started_at = dt.datetime.now(dt.UTC)
         run.job.state = JobState.RUNNING
+        # Agents send no heartbeat around a run: its first progress says the phone is busy.
+        device = session.get(Device, progress.serial)
+        if device is not None and device.state != DeviceState.OFFLINE:
+            device.state = DeviceState.BUSY
+            device.current_run_id = run.id
     run.device_serial = progress.serial
     run.progress = {"step": progress.step, "total": progress.total, "stage": progress.stage}

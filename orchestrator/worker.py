@@ -12,6 +12,7 @@ from typing import Any
 
 from celery import Celery
 from pydantic import ValidationError
+from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from device_agent.messages import Heartbeat, RunProgress, RunResult
@@ -43,13 +44,17 @@ def make_ingest_app(settings: Settings, sessions: sessionmaker[Session] | None =
 
     dispatcher = CeleryDispatcher(app)
 
-    def _write(kind: str, model: type[Any], body: str, write: Any) -> None:
+    def _write(kind: str, model: type[Any], body: str, write: Any, durable: bool = True) -> None:
         try:
             message = model.model_validate_json(body)
         except ValidationError as exc:
             log.error("dropping a malformed %s message: %s", kind, exc)
             return
         with sessions() as session:
+            if not durable and session.get_bind().dialect.name == "postgresql":
+                # Progress and heartbeats are superseded seconds later: no need to wait for
+                # their commit to reach the disk (a crash loses at most the latest few).
+                session.execute(text("SET LOCAL synchronous_commit TO OFF"))
             try:
                 write(session, message)
             except NotFound as exc:
@@ -68,11 +73,11 @@ def make_ingest_app(settings: Settings, sessions: sessionmaker[Session] | None =
 
     @app.task(name=INGEST_PROGRESS_TASK, shared=False)
     def progress(body: str) -> None:
-        _write("progress", RunProgress, body, record_progress)
+        _write("progress", RunProgress, body, record_progress, durable=False)
 
     @app.task(name=INGEST_HEARTBEAT_TASK, shared=False)
     def heartbeat(body: str) -> None:
-        _write("heartbeat", Heartbeat, body, ingest_heartbeat)
+        _write("heartbeat", Heartbeat, body, ingest_heartbeat, durable=False)
 
     return app
 

@@ -11,10 +11,17 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from device_agent.messages import DeviceFacts, DeviceHealth, Heartbeat, ImageOut, RunResult
+from device_agent.messages import (
+    DeviceFacts,
+    DeviceHealth,
+    Heartbeat,
+    ImageOut,
+    RunProgress,
+    RunResult,
+)
 from hexfleet.errors import NotFound
 from orchestrator.db.schema import Device, Image, Job, Metric, Run
-from orchestrator.ingest import ingest_heartbeat, ingest_result
+from orchestrator.ingest import ingest_heartbeat, ingest_result, record_progress
 
 NOW = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
 
@@ -89,3 +96,23 @@ def test_heartbeats_upsert_the_fleet(db_engine: Engine) -> None:
         device = session.get_one(Device, "vp-1")
         assert (device.battery_level, device.state, device.htp_arch) == (85, "busy", 73)
         assert session.scalar(select(func.count()).select_from(Device)) == 1
+
+
+def test_a_runs_first_progress_marks_its_phone_busy_and_its_result_idle(
+    db_engine: Engine,
+) -> None:
+    """Agents send no heartbeat around a run: progress and result say busy and idle."""
+    facts = DeviceFacts(serial="vp-1", soc="SM8550", htp_arch=73, model="Galaxy S23")
+    beat = Heartbeat(host="h", facts=facts, state="online", sent_at=NOW, health=DeviceHealth())
+    with Session(db_engine) as session:
+        ingest_heartbeat(session, beat)
+        (run,) = _job_with_runs(session, 1)
+        record_progress(
+            session, RunProgress(run_id=run.id, attempt=1, serial="vp-1", step=1, total=20)
+        )
+        session.commit()
+        device = session.get_one(Device, "vp-1")
+        assert (device.state, device.current_run_id, run.state) == ("busy", run.id, "running")
+        ingest_result(session, _result(run))
+        session.commit()
+        assert (device.state, device.current_run_id) == ("online", None)
