@@ -20,7 +20,7 @@ from hexfleet.errors import (
     DeviceError,
     HexfleetError,
     InvalidRequest,
-    NotImplementedYet,
+    NotFound,
     ServiceUnavailable,
 )
 from hexfleet.settings import Settings
@@ -249,14 +249,109 @@ def compare(
         raise typer.Exit(1)
 
 
-def _not_yet(what: str) -> None:
-    raise NotImplementedYet(f"'hexfleet {what}' is not implemented yet")
+def _read_prompts(path: Path) -> list[str]:
+    """One prompt per non-empty line; the API checks each (length, characters, vocabulary)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise NotFound(f"prompts file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"cannot read prompts file {path}: {exc}") from exc
+    prompts = [line.strip() for line in lines if line.strip()]
+    if not prompts:
+        raise InvalidRequest(f"prompts file {path} has no prompt")
+    return prompts
 
 
 @app.command()
-def validate() -> None:
-    """Check that every selected phone gives the same answer as the reference."""
-    _not_yet("validate")
+def validate(
+    model: Annotated[str, typer.Argument(help="Model name.")],
+    devices: Devices = "all",
+    precision: Annotated[str, typer.Option(help="fp32, w8a8 or w8a16.")] = "w8a16",
+    reference: Annotated[
+        str, typer.Option(help="cpu-fp32 (FP32 on this orchestrator's CPU) or serial=SERIAL.")
+    ] = "cpu-fp32",
+    prompts: Annotated[
+        Path | None, typer.Option(help="File of prompts, one a line (default: held-out ones).")
+    ] = None,
+    prompt_count: Annotated[int, typer.Option(min=1, max=16, help="Held-out prompts.")] = 8,
+    inputs: Annotated[
+        int | None, typer.Option(min=1, max=64, help="Compare N tensors of --component instead.")
+    ] = None,
+    component: Annotated[str, typer.Option(help="text_encoder, unet or vae_decoder.")] = "unet",
+    seed: Annotated[int, typer.Option(min=0)] = 0,
+    steps: Annotated[int | None, typer.Option(min=1, max=150)] = None,
+    runtime: Annotated[str, typer.Option(help="htp (NPU) or cpu.")] = "htp",
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the report.")] = Path(
+        "validation-output"
+    ),
+    html: Annotated[Path | None, typer.Option(help="HTML report path (default: in --out).")] = (
+        None
+    ),
+    wait: Annotated[bool, typer.Option(help="Follow the job and report.")] = True,
+    as_json: JsonFlag = False,
+) -> None:
+    """Run the same inputs on every selected phone and compare each with the reference.
+
+    Exit code 0 when every phone passes, 1 when any fails (the report is written either way).
+    """
+    # Imported here: the comparison's modules load numpy, PIL and ONNX Runtime's quantizer.
+    from orchestrator.validation import ValidationReport
+    from orchestrator.validation_report import agreement_table, verdict_table
+
+    if prompts is not None and inputs is not None:
+        raise InvalidRequest("give --prompts (images) or --inputs (tensors), not both")
+    body: dict[str, Any] = {
+        "model": model,
+        "precision": precision,
+        "selector": devices,
+        "reference": reference,
+        "prompt_count": prompt_count,
+        "component": component,
+        "seed": seed,
+        "steps": steps,
+        "runtime": runtime,
+    }
+    if prompts is not None:
+        body["prompts"] = _read_prompts(prompts)
+    if inputs is not None:
+        body["inputs"] = inputs
+    console = Console(stderr=as_json)
+    with _client() as client:
+        created = client.post("/api/v1/validations", body)
+        if not wait:
+            if as_json:
+                _print_json(created)
+            else:
+                typer.echo(f"validation job {created['id']}")
+            return
+        console.print(f"validation job {created['id']}: {len(created['runs'])} runs")
+        views.watch(client, created["id"], console)
+        found = client.get(f"/api/v1/jobs/{created['id']}/validation")
+        if not found["complete"]:
+            raise ServiceUnavailable(
+                f"validation job {created['id']} is still {found['state']}; gave up waiting"
+            )
+        target = html or out / f"validation-{created['id']}.html"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(client.download(f"/api/v1/jobs/{created['id']}/validation.html"))
+    report = ValidationReport.from_dict(found)
+    if as_json:
+        _print_json(found)
+    else:
+        console.print(verdict_table(report))
+        matrix = agreement_table(report)
+        if matrix is not None:
+            console.print(matrix)
+    console.print(f"report: {target}")
+    if not report.passed:
+        failed = ", ".join(f"{p.serial} ({p.reason})" for p in report.failed)
+        typer.echo(
+            f"error: validation failed on {len(report.failed)} of {len(report.phones)} phones: "
+            f"{failed}",
+            err=True,
+        )
+        raise typer.Exit(1)
 
 
 @app.command()

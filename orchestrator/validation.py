@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from device_agent.messages import RunTask
 from device_agent.runner.spec import Component, GenerateParams, InferParams, Runtime
+from hexfleet.broker import device_queue
 from hexfleet.errors import InvalidRequest, NotFound
 from models import similarity
 from models.evaluate import held_out_prompts
@@ -232,7 +233,7 @@ def submit_validation(
             id=str(uuid.uuid4()),
             job=job,
             slot=index * len(params) + k,
-            queue=f"device.{serial}",
+            queue=device_queue(serial),
             device_serial=serial,
             deadline_s=request.deadline_s,
             images=[],
@@ -317,6 +318,19 @@ class ValidationReport:
         body["version"] = 1
         body["passed"] = self.passed
         return body
+
+    @classmethod
+    def from_dict(cls, body: dict[str, Any]) -> ValidationReport:
+        """The inverse of `to_dict` (what the CLI rebuilds from the API's JSON)."""
+        fields = {k: v for k, v in body.items() if k not in ("version", "passed")}
+        fields["phones"] = [
+            PhoneVerdict(
+                **{k: v for k, v in p.items() if k != "outputs"},
+                outputs=[OutputScore(**o) for o in p.get("outputs", [])],
+            )
+            for p in body["phones"]
+        ]
+        return cls(**fields)
 
 
 @dataclass

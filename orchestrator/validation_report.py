@@ -1,7 +1,7 @@
-"""A validation report as one self-contained HTML file: verdicts, the agreement heat map, images.
+"""A validation report rendered: one self-contained HTML file, and rich tables for the terminal.
 
-Opens offline in any browser: inline CSS, images as data: URIs, no script. Every string that came
-from a user or a phone (prompts, serials, reasons) is escaped.
+The HTML opens offline in any browser: inline CSS, images as data: URIs, no script. Every string
+that came from a user or a phone (prompts, serials, reasons) is escaped.
 """
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ from __future__ import annotations
 import base64
 from html import escape
 from typing import Any
+
+from rich.table import Table
 
 from orchestrator.validation import PhoneVerdict, ValidationReport
 
@@ -200,3 +202,57 @@ def render_html(report: ValidationReport, images: dict[str, dict[int, bytes]]) -
         f"<title>hexfleet validation {escape(report.job_id[:8])}</title>"
         f"<style>{CSS}</style></head><body>{''.join(body)}</body></html>\n"
     )
+
+
+def verdict_table(report: ValidationReport) -> Table:
+    """Per phone: verdict, scores against the reference, outlier, (simulated) time, reason."""
+    images = report.mode == "images"
+    state = "PASS" if report.passed else ("FAIL" if report.complete else report.state)
+    table = Table(
+        title=f"validation of {report.model} ({report.precision}) against {report.reference}: "
+        f"{state}",
+        caption=(report.consensus or "")
+        + (" — timings simulated (virtual phones)" if report.simulated else ""),
+    )
+    columns = ["phone", "verdict", "PSNR dB", "SSIM" if images else "cosine"]
+    columns += ["prompts", "outlier", "time", "reason"]
+    for column in columns:
+        table.add_column(column, no_wrap=column == "phone", overflow="fold")
+    for phone in report.phones:
+        s = phone.scores
+        seconds = _num(s.get("seconds"), 2, " s")
+        if s.get("simulated") and seconds != "-":
+            seconds += " (simulated)"
+        prompts = f"{s['prompts_correct']}/{s['prompts_judged']}" if "prompts_correct" in s else "-"
+        table.add_row(
+            phone.serial,
+            "[green]pass[/]" if phone.passed else "[red]FAIL[/]",
+            _num(s.get("psnr_db")),
+            _num(s.get("ssim"), 3) if images else _num(s.get("cosine"), 6),
+            prompts,
+            "yes" if s.get("outlier") else "",
+            seconds,
+            phone.reason,
+        )
+    return table
+
+
+def agreement_table(report: ValidationReport) -> Table | None:
+    """Mean PSNR (dB) between every two phones; None with fewer than two compared phones."""
+    serials = [p.serial for p in report.phones if report.matrix.get(p.serial)]
+    if len(serials) < 2:
+        return None
+    table = Table(title="agreement between phones (mean PSNR dB; * = disagree)")
+    table.add_column("")
+    for serial in serials:
+        table.add_column(serial, justify="right")
+    for a in serials:
+        cells = []
+        for b in serials:
+            cell = report.matrix[a].get(b)
+            if cell is None:
+                cells.append("-")
+                continue
+            cells.append(_num(cell.get("psnr_db")) + ("" if cell.get("agree") else " *"))
+        table.add_row(a, *cells)
+    return table

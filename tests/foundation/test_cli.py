@@ -1,4 +1,4 @@
-"""The `hexfleet` console script: groups listed, version printed, unfinished groups say so."""
+"""The `hexfleet` console script: groups listed, version printed, one-line errors, exit codes."""
 
 from __future__ import annotations
 
@@ -44,14 +44,21 @@ def test_version() -> None:
     assert result.stdout.strip() == f"hexfleet {__version__}"
 
 
-@pytest.mark.parametrize("group", ["validate"])
-def test_unfinished_groups_say_so(group: str) -> None:
-    result = _run(group)
-    assert result.returncode == 4, result.stderr
-    assert result.stderr == f"error: 'hexfleet {group}' is not implemented yet\n"
+def test_validate_checks_its_options_before_calling_the_api(tmp_path: Path) -> None:
+    missing = _run("validate", "tiny-sd", "--prompts", str(tmp_path / "none.txt"))
+    assert missing.returncode == 3 and missing.stderr.count("\n") == 1, missing.stderr
+    (tmp_path / "p.txt").write_text("a red circle on the left in a blue background\n")
+    both = _run("validate", "tiny-sd", "--prompts", str(tmp_path / "p.txt"), "--inputs", "2")
+    assert both.returncode == 2 and "not both" in both.stderr
+    (tmp_path / "empty.txt").write_text("\n  \n")
+    empty = _run("validate", "tiny-sd", "--prompts", str(tmp_path / "empty.txt"))
+    assert empty.returncode == 2 and "no prompt" in empty.stderr
 
 
-@pytest.mark.parametrize("args", [["devices"], ["jobs", "--json"], ["generate", "a red circle"]])
+@pytest.mark.parametrize(
+    "args",
+    [["devices"], ["jobs", "--json"], ["generate", "a red circle"], ["validate", "tiny-sd"]],
+)
 def test_an_unreachable_api_is_one_line_and_exit_5(args: list[str], tmp_path: Path) -> None:
     env = {
         "PATH": "/usr/bin:/bin",
