@@ -768,6 +768,17 @@ def _stored_rows(session: Session, job: Job) -> list[ValidationResult]:
     )
 
 
+IMAGE_THRESHOLDS = ("min_psnr_db", "min_ssim", "min_prompt_accuracy")
+TENSOR_THRESHOLDS = ("min_tensor_psnr_db", "min_cosine", "max_rel_error")
+
+
+def _shown_thresholds(manifest: Manifest, mode: str) -> dict[str, float]:
+    """The thresholds that apply to this job's kind of output."""
+    names = IMAGE_THRESHOLDS if mode == "images" else TENSOR_THRESHOLDS
+    limits = manifest.validation_thresholds().model_dump(exclude_none=True)
+    return {name: limits[name] for name in names if name in limits}
+
+
 def _from_rows(job: Job, manifest: Manifest, rows: list[ValidationResult]) -> ValidationReport:
     spec = job.spec
     phones: dict[str, PhoneVerdict] = {}
@@ -787,7 +798,6 @@ def _from_rows(job: Job, manifest: Manifest, rows: list[ValidationResult]) -> Va
         [s for s in serials if matrix[s] or len(serials) == 1],
         {s: {o: c["agree"] for o, c in matrix[s].items()} for s in serials},
     )
-    limits = manifest.validation_thresholds().model_dump(exclude_none=True)
     return ValidationReport(
         job_id=job.id,
         state=job.state,
@@ -796,7 +806,7 @@ def _from_rows(job: Job, manifest: Manifest, rows: list[ValidationResult]) -> Va
         precision=manifest.precision,
         mode=spec["mode"],
         reference=spec["reference"],
-        thresholds=limits,
+        thresholds=_shown_thresholds(manifest, spec["mode"]),
         phones=[phones[s] for s in serials],
         matrix=matrix,
         outliers=[s for s in serials if phones[s].scores.get("outlier")],
@@ -848,7 +858,7 @@ def _pending(job: Job, manifest: Manifest) -> ValidationReport:
         precision=manifest.precision,
         mode=job.spec["mode"],
         reference=job.spec["reference"],
-        thresholds=manifest.validation_thresholds().model_dump(exclude_none=True),
+        thresholds=_shown_thresholds(manifest, job.spec["mode"]),
         phones=phones,
         matrix={},
         outliers=[],

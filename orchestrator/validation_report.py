@@ -22,7 +22,7 @@ th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: left; vertical-al
 th { background: #f3f3f3; }
 .pass { color: #0a7d29; font-weight: 600; } .fail { color: #b3261e; font-weight: 600; }
 .note { color: #666; } .heat td { text-align: center; min-width: 72px; }
-.images td { text-align: center; font-size: 12px; }
+.images td { text-align: center; font-size: 12px; } .images td:first-child { text-align: left; }
 .images img { width: 96px; height: 96px; image-rendering: pixelated; display: block;
   margin: 0 auto 4px; border: 3px solid transparent; }
 .images img.bad { border-color: #b3261e; }
@@ -38,6 +38,14 @@ def _num(value: Any, digits: int = 1, unit: str = "") -> str:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return f"{value:.{digits}f}{unit}"
     return "-"
+
+
+def _prompts(scores: dict[str, Any]) -> str:
+    """Prompts drawn right, and how many the reference drew right."""
+    if "prompts_correct" not in scores:
+        return "-"
+    n = scores["prompts_judged"]
+    return f"{scores['prompts_correct']}/{n} (ref {scores['reference_prompts_correct']}/{n})"
 
 
 def _heat(psnr: float | None, threshold: float) -> str:
@@ -58,9 +66,7 @@ def _phones_table(report: ValidationReport) -> str:
         s = phone.scores
         second = _num(s.get("ssim"), 3) if images else _num(s.get("cosine"), 6)
         if images:
-            third = (
-                f"{s['prompts_correct']}/{s['prompts_judged']}" if "prompts_correct" in s else "-"
-            )
+            third = _prompts(s)
         else:
             third = _num(s.get("rel_error"), 4)
         seconds = _num(s.get("seconds"), 2, " s")
@@ -223,7 +229,7 @@ def verdict_table(report: ValidationReport) -> Table:
         seconds = _num(s.get("seconds"), 2, " s")
         if s.get("simulated") and seconds != "-":
             seconds += " (simulated)"
-        prompts = f"{s['prompts_correct']}/{s['prompts_judged']}" if "prompts_correct" in s else "-"
+        prompts = _prompts(s)
         table.add_row(
             phone.serial,
             "[green]pass[/]" if phone.passed else "[red]FAIL[/]",
