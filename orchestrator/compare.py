@@ -21,9 +21,12 @@ from sqlalchemy.orm import Session
 from hexfleet.errors import InvalidRequest
 from orchestrator.db.schema import Job, JobState, Run, RunState
 from orchestrator.jobs import get_job
-from orchestrator.statistics import CONFIDENCE, RESAMPLES, SEED, bootstrap_medians, runs_by_phone
+from orchestrator.statistics import CONFIDENCE, bootstrap_medians, runs_by_phone
 
 THRESHOLD = 0.03
+# Draws of each job's median for the interval of their ratio (seeded: the same data, the same CI).
+RESAMPLES = 4000
+SEED = 0
 ALPHA = 0.01
 # Below five samples a side, no two-sided Mann–Whitney p-value can fall under 0.01.
 MIN_SAMPLES = 5

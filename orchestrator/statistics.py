@@ -19,8 +19,6 @@ from orchestrator.db.schema import Job, Run, RunState
 from orchestrator.jobs import get_job
 
 CONFIDENCE = 0.95
-RESAMPLES = 2000
-SEED = 0
 # A trend is reported as drift only when it is both significant and large enough to matter.
 TREND_ALPHA = 0.01
 TREND_MIN_CHANGE = 0.02
@@ -28,8 +26,6 @@ TREND_MIN_CHANGE = 0.02
 TREND_MAX_POINTS = 400
 # A temperature rise this large over the run, monotone enough to be significant, is sustained.
 SUSTAINED_RISE_C = 3.0
-# Bootstrap resamples are drawn in blocks of at most this many numbers (bounded memory).
-_BLOCK_VALUES = 1 << 21
 
 
 def _clean(samples: Iterable[float]) -> np.ndarray:
@@ -37,35 +33,42 @@ def _clean(samples: Iterable[float]) -> np.ndarray:
     return values[np.isfinite(values)]
 
 
+def median_distribution(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The bootstrap distribution of the median, exactly: (sorted values, cumulative probability).
+
+    A resample's median (its middle value; the lower one of two) is at most the k-th smallest
+    value exactly when at least ⌈n/2⌉ of its n draws fall among the k smallest, a binomial
+    event. So the distribution that resampling estimates is computed instead, in O(n log n) at
+    any n, with no Monte Carlo error.
+    """
+    ordered = np.sort(samples)
+    n = len(ordered)
+    cdf = sps.binom.sf((n + 1) // 2 - 1, n, np.arange(1, n + 1) / n)
+    cdf[-1] = 1.0
+    return ordered, cdf
+
+
 def bootstrap_medians(samples: np.ndarray, resamples: int, rng: np.random.Generator) -> np.ndarray:
-    """`resamples` medians of resamples (with replacement) of `samples`."""
-    n = len(samples)
-    block = max(1, _BLOCK_VALUES // max(n, 1))
-    medians = np.empty(resamples)
-    for start in range(0, resamples, block):
-        rows = min(block, resamples - start)
-        picks = rng.integers(0, n, size=(rows, n))
-        medians[start : start + rows] = np.median(samples[picks], axis=1)
-    return medians
+    """`resamples` medians of bootstrap resamples of `samples` (drawn from the exact law)."""
+    ordered, cdf = median_distribution(samples)
+    picks = np.searchsorted(cdf, rng.random(resamples), side="right")
+    return ordered[np.minimum(picks, len(ordered) - 1)]
 
 
 def median_ci(
-    samples: Sequence[float] | np.ndarray,
-    confidence: float = CONFIDENCE,
-    resamples: int = RESAMPLES,
-    seed: int = SEED,
+    samples: Sequence[float] | np.ndarray, confidence: float = CONFIDENCE
 ) -> tuple[float, float]:
-    """Percentile-bootstrap confidence interval of the median (seeded: the same data, the same
-    interval). With fewer than two samples the interval is the one value."""
+    """Percentile-bootstrap confidence interval of the median: the (1 − confidence)/2 and
+    (1 + confidence)/2 quantiles of its exact bootstrap distribution (`median_distribution`).
+    With one sample the interval is that value."""
     values = _clean(samples)
     if len(values) == 0:
         raise ValueError("no samples")
-    if len(values) == 1:
-        return float(values[0]), float(values[0])
-    medians = bootstrap_medians(values, resamples, np.random.default_rng(seed))
-    tail = (1 - confidence) / 2 * 100
-    low, high = np.percentile(medians, [tail, 100 - tail])
-    return float(low), float(high)
+    ordered, cdf = median_distribution(values)
+    tail = (1 - confidence) / 2
+    low, high = np.searchsorted(cdf, [tail, 1 - tail], side="left")
+    last = len(ordered) - 1
+    return float(ordered[min(low, last)]), float(ordered[min(high, last)])
 
 
 @dataclass(frozen=True)
@@ -135,16 +138,11 @@ class Summary:
     trend: Trend | None
 
 
-def summarize(
-    samples: Sequence[float] | np.ndarray,
-    confidence: float = CONFIDENCE,
-    resamples: int = RESAMPLES,
-    seed: int = SEED,
-) -> Summary:
+def summarize(samples: Sequence[float] | np.ndarray, confidence: float = CONFIDENCE) -> Summary:
     values = _clean(samples)
     if len(values) == 0:
         raise ValueError("no samples")
-    low, high = median_ci(values, confidence, resamples, seed)
+    low, high = median_ci(values, confidence)
     mean = float(np.mean(values))
     std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
     p90, p99 = np.percentile(values, [90, 99])
@@ -261,13 +259,13 @@ def _median(values: list[float]) -> float | None:
     return float(np.median(values)) if values else None
 
 
-def phone_stats(serial: str, runs: Sequence[Run], seed: int = SEED) -> PhoneStats | None:
+def phone_stats(serial: str, runs: Sequence[Run]) -> PhoneStats | None:
     """Statistics of one phone's succeeded benchmark runs; None when none has iterations."""
     done = [r for r in runs if r.state == RunState.SUCCEEDED and r.timings.get("iterations_ms")]
     if not done:
         return None
     samples = [v for r in done for v in _numbers(r.timings.get("iterations_ms"))]
-    latency = summarize(samples, seed=seed)
+    latency = summarize(samples)
     metrics = [r.result.get("metrics", {}) for r in done]
     heats = [
         thermal(_numbers(m.get("temp_trace_c")), _number(m.get("throttle_temp_c"))) for m in metrics
