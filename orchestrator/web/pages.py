@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from hexfleet.errors import InvalidRequest
+from models.store import ModelStore
 from orchestrator.db.schema import (
     Device,
     Image,
@@ -27,6 +28,7 @@ from orchestrator.db.schema import (
 )
 from orchestrator.fleet import heartbeat_age_s, phone_state
 from orchestrator.jobs import get_job
+from orchestrator.validation import PHONE_ROW, load_report
 
 FINAL_JOB_STATES = {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}
 MAX_JOBS = 500
@@ -395,65 +397,35 @@ def benchmarks(session: Session, model: str | None, component: str | None) -> Be
 
 # ---------------------------------------------------------------- validation
 
-PHONE_ROW = "phone"  # validation_results.output of a phone's overall verdict (validation issue)
-
 
 def validations(session: Session, limit: int = 100) -> list[dict[str, Any]]:
-    """Validation jobs, and any job with stored verdicts, newest first, with pass/fail counts."""
-    with_rows = sa.select(ValidationResult.job_id).distinct()
+    """Validation jobs, newest first, with how many phones have a stored verdict and failed."""
     found = list(
         session.scalars(
             sa.select(Job)
-            .where(sa.or_(Job.kind == JobKind.VALIDATE, Job.id.in_(with_rows)))
+            .where(Job.kind == JobKind.VALIDATE)
             .order_by(Job.created_at.desc())
             .limit(limit)
         )
     )
-    out = []
-    for job in found:
-        verdicts = _verdicts(list(session.scalars(_rows_of(job.id))))
-        out.append(
-            {
-                **_job_summary(job, {}),
-                "phones": len(verdicts),
-                "failed": sum(1 for v in verdicts.values() if not v["passed"]),
-            }
+    verdicts: dict[str, list[bool]] = defaultdict(list)
+    if found:
+        rows = session.execute(
+            sa.select(ValidationResult.job_id, ValidationResult.passed).where(
+                ValidationResult.job_id.in_([j.id for j in found]),
+                ValidationResult.output == PHONE_ROW,
+            )
         )
-    return out
-
-
-def _rows_of(job_id: str) -> sa.Select[tuple[ValidationResult]]:
-    return (
-        sa.select(ValidationResult)
-        .where(ValidationResult.job_id == job_id)
-        .order_by(ValidationResult.device_serial, ValidationResult.output)
-    )
-
-
-def _verdicts(rows: list[ValidationResult]) -> dict[str, dict[str, Any]]:
-    """Each phone's verdict: its overall row when stored, else all of its outputs passing."""
-    verdicts: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        verdict = verdicts.setdefault(
-            row.device_serial,
-            {"passed": True, "reason": "", "scores": {}, "outputs": [], "overall": False},
-        )
-        if row.output == PHONE_ROW:
-            verdict.update(passed=row.passed, reason=row.reason, scores=row.scores, overall=True)
-            continue
-        verdict["outputs"].append(
-            {
-                "output": row.output,
-                "reference": row.reference,
-                "passed": row.passed,
-                "reason": row.reason,
-                "scores": _numbers(row.scores),
-            }
-        )
-        if not verdict["overall"] and not row.passed:
-            verdict["passed"] = False
-            verdict["reason"] = verdict["reason"] or f"{row.output}: {row.reason}"
-    return verdicts
+        for job_id, passed in rows:
+            verdicts[job_id].append(passed)
+    return [
+        {
+            **_job_summary(job, {}),
+            "phones": len(verdicts[job.id]),
+            "failed": verdicts[job.id].count(False),
+        }
+        for job in found
+    ]
 
 
 def _numbers(scores: dict[str, Any]) -> dict[str, str]:
@@ -467,6 +439,12 @@ def _numbers(scores: dict[str, Any]) -> dict[str, str]:
 @dataclass
 class ValidationPage:
     job: dict[str, Any]
+    complete: bool
+    passed: bool
+    consensus: str
+    reference: str
+    mode: str
+    thresholds: dict[str, float]
     phones: list[dict[str, Any]]
     serials: list[str]
     outputs: list[str]
@@ -475,40 +453,50 @@ class ValidationPage:
     simulated: bool
 
 
-def validation(session: Session, job_id: str) -> ValidationPage:
-    """A validation's per-phone verdicts, the phone-by-phone agreement matrix (when the verdicts
-    carry one) and every phone's outputs against the reference."""
-    job = get_job(session, job_id)
-    verdicts = _verdicts(list(session.scalars(_rows_of(job.id))))
-    serials = sorted(verdicts)
-    outputs = sorted({o["output"] for v in verdicts.values() for o in v["outputs"]})
-    agreement: dict[str, dict[str, dict[str, Any]]] = {}
-    for serial, verdict in verdicts.items():
-        pairs = verdict["scores"].get("agreement")
-        if isinstance(pairs, dict):
-            agreement[serial] = {
-                other: {"agree": bool(cell.get("agree")), "scores": _numbers(cell)}
-                for other, cell in pairs.items()
-                if isinstance(cell, dict)
-            }
-    cells = {serial: {o["output"]: o for o in verdicts[serial]["outputs"]} for serial in serials}
+def validation(session: Session, job_id: str, store: ModelStore) -> ValidationPage:
+    """A validation's report (orchestrator.validation.load_report, which compares and stores the
+    verdicts on the first read after the job ended): per-phone verdicts, the phone-by-phone
+    agreement matrix, and every phone's outputs against the reference."""
+    report = load_report(session, job_id, store)
+    serials = [p.serial for p in report.phones]
+    outputs = sorted({o.output for p in report.phones for o in p.outputs})
+    agreement = {
+        serial: {
+            other: {"agree": bool(cell.get("agree")), "scores": _numbers(cell)}
+            for other, cell in row.items()
+        }
+        for serial, row in report.matrix.items()
+    }
+    cells = {
+        p.serial: {
+            o.output: {"passed": o.passed, "reason": o.reason, "scores": _numbers(o.scores)}
+            for o in p.outputs
+        }
+        for p in report.phones
+    }
     phones = [
         {
-            "serial": serial,
-            "passed": verdicts[serial]["passed"],
-            "reason": verdicts[serial]["reason"],
-            "outlier": bool(verdicts[serial]["scores"].get("outlier")),
-            "scores": _numbers(verdicts[serial]["scores"]),
+            "serial": p.serial,
+            "passed": p.passed,
+            "reason": p.reason,
+            "outlier": p.serial in report.outliers,
+            "scores": _numbers(p.scores),
         }
-        for serial in serials
+        for p in report.phones
     ]
-    runs = session.scalars(sa.select(Run.simulated).where(Run.job_id == job.id))
+    job = get_job(session, job_id)
     return ValidationPage(
         job=_job_summary(job, _count_states(list(job.runs))),
+        complete=report.complete,
+        passed=report.passed,
+        consensus=report.consensus,
+        reference=report.reference,
+        mode=report.mode,
+        thresholds=report.thresholds,
         phones=phones,
         serials=serials,
         outputs=outputs,
         agreement=agreement,
         cells=cells,
-        simulated=any(runs),
+        simulated=report.simulated,
     )

@@ -21,6 +21,7 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
 
 from hexfleet.errors import HexfleetError, InvalidRequest, NotFound
+from models.store import ModelStore
 from orchestrator.api.auth import Caller, Role, identify
 from orchestrator.db.schema import Image
 from orchestrator.jobs import cancel
@@ -235,7 +236,7 @@ def validations_page(request: Request, db: DB) -> Response:
 @html_errors
 def validation_page(request: Request, job_id: str, db: DB) -> Response:
     caller = page_caller(request)
-    view = pages.validation(db, job_id)
+    view = pages.validation(db, job_id, ModelStore.from_settings(request.app.state.settings))
     return _render(request, "validation.html", caller, page="validation", view=view)
 
 

@@ -3,16 +3,22 @@ content that matters, refreshes by itself, and is saved as a screenshot (test-ar
 
 from __future__ import annotations
 
-import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 from browser_support import Dashboard, job_body, wait_until
+from kombu.exceptions import ChannelError
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 from sqlalchemy.orm import Session
 
+from device_agent.messages import RunTask
+from hexfleet.broker import make_celery
+from hexfleet.settings import Settings
+from models.store import ModelStore
 from orchestrator.db.engine import make_engine
-from orchestrator.db.schema import Job, ValidationResult
+from orchestrator.dispatch import CeleryDispatcher
+from orchestrator.validation import ValidationRequest, submit_validation
 
 
 def _login(browser: webdriver.Chrome, dashboard: Dashboard, page: str) -> None:
@@ -155,46 +161,62 @@ def test_benchmark_charts_have_data_and_say_simulated(
     _shot(browser, artifacts, "benchmarks")
 
 
-def test_validation_shows_the_agreement_matrix(
+class _FreshDispatcher:
+    """Sends each run through a new Celery connection, retrying a send that failed (bounded).
+
+    Why: a process's first publish on the embedded (filesystem) broker declares the exchange in
+    kombu's control-folder table while the farm's agent may be rewriting it; kombu can then report
+    a channel error, reconnect, and retry on the dropped channel (AttributeError on
+    `connection.client`). The API's long-lived connection is past that point; this test's
+    process is not. No message is written before that failure, so a retry cannot duplicate one.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def send(self, task: RunTask, queue: str, priority: int) -> None:
+        for attempt in range(3):
+            try:
+                CeleryDispatcher(make_celery(self.settings)).send(task, queue, priority)
+                return
+            except (AttributeError, ChannelError):
+                if attempt == 2:
+                    raise
+
+    def revoke(self, run_ids: Sequence[str]) -> None:
+        raise AssertionError("nothing is cancelled here")
+
+
+def test_validation_shows_verdicts_and_the_agreement_matrix(
     browser: webdriver.Chrome, dashboard: Dashboard, artifacts: Path
 ) -> None:
-    # Verdicts as the validation issue stores them (validation_results), in the farm's database.
-    engine = make_engine(dashboard.farm.settings.resolved_database_url)
-    serials = sorted(p.serial for p in dashboard.farm.phones)
-    job_id = str(uuid.uuid4())
+    # A real validation job (orchestrator.validation), run by the farm's agent on its phones.
+    farm = dashboard.farm
+    engine = make_engine(farm.settings.resolved_database_url)
+    request = ValidationRequest(
+        model="tiny-sd", precision="fp32", prompt_count=2, steps=2, runtime="cpu"
+    )
+    dispatcher = _FreshDispatcher(farm.settings)
     with Session(engine) as session:
-        session.add(Job(id=job_id, kind="validate", selector="all", state="succeeded", spec={}))
-        session.flush()
-        for serial in serials:
-            others = {o: {"agree": True, "psnr_db": 52.5} for o in serials if o != serial}
-            session.add_all(
-                [
-                    ValidationResult(
-                        job_id=job_id,
-                        device_serial=serial,
-                        output="phone",
-                        reference="cpu-fp32",
-                        passed=True,
-                        scores={"agreement": others},
-                    ),
-                    ValidationResult(
-                        job_id=job_id,
-                        device_serial=serial,
-                        output="image-0",
-                        reference="cpu-fp32",
-                        passed=True,
-                        scores={"psnr_db": 49.0},
-                    ),
-                ]
-            )
-        session.commit()
+        job = submit_validation(
+            session, request, dispatcher, "qa", ModelStore.from_settings(farm.settings)
+        )
+        job_id = job.id
     engine.dispose()
+    assert farm.wait_for_job(job_id, timeout=180)["state"] == "succeeded"
     _login(browser, dashboard, "validation")
     browser.find_element(By.CSS_SELECTOR, f'tr.validation[data-job="{job_id}"] a').click()
+    wait_until(lambda: browser.find_elements(By.CSS_SELECTOR, "tr.verdict"), 30, "the verdicts")
+    serials = sorted(p.serial for p in farm.phones)
     verdicts = browser.find_elements(By.CSS_SELECTOR, "tr.verdict")
+    assert [v.get_attribute("data-serial") for v in verdicts] == serials
+    # FP32 on the CPU EP on every phone: each one draws the reference's images.
     assert [v.get_attribute("data-passed") for v in verdicts] == ["true"] * len(serials)
+    assert "pass" in browser.find_element(By.ID, "overall").text
     matrix = browser.find_element(By.ID, "agreement")
     assert len(matrix.find_elements(By.CSS_SELECTOR, "td.pass")) == len(serials) * (
         len(serials) - 1
     )
+    outputs = browser.find_element(By.ID, "outputs")
+    assert len(outputs.find_elements(By.CSS_SELECTOR, "td.pass")) == 2 * len(serials)
     _shot(browser, artifacts, "validation")

@@ -29,9 +29,9 @@ PHONES = [("vp-1", "SM8550", 73), ("vp-2", "SM8650", 75), ("vp-3", "SM8750", 79)
 PROMPT = "a red circle on the left in a blue background"
 
 
-def png(colour: tuple[int, int, int]) -> bytes:
+def png(colour: tuple[int, int, int], size: int = 32) -> bytes:
     out = io.BytesIO()
-    PILImage.new("RGB", (32, 32), colour).save(out, format="PNG")
+    PILImage.new("RGB", (size, size), colour).save(out, format="PNG")
     return out.getvalue()
 
 

@@ -3,17 +3,22 @@ that nothing changes state without a submitter's token and the form's CSRF value
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import re
-import uuid
 
-from dashboard_support import PHONES, PROMPT, SUBMITTER, VIEWER, Populated, populated
+from dashboard_support import PHONES, PROMPT, SUBMITTER, VIEWER, Populated, png, populated
 from PIL import Image as PILImage
 from sqlalchemy.orm import Session
 
+from device_agent.messages import ImageOut, RunResult
+from hexfleet.broker import make_celery
+from models.store import ModelStore
 from orchestrator.db.engine import make_engine
-from orchestrator.db.schema import Job, ValidationResult
+from orchestrator.dispatch import CeleryDispatcher
+from orchestrator.ingest import ingest_result
+from orchestrator.validation import ValidationRequest, submit_validation
 from orchestrator.web.session import COOKIE
 
 __all__ = ["populated"]
@@ -150,63 +155,61 @@ def test_static_files_are_served_locally(populated: Populated) -> None:
     assert populated.client.get("/ui/static/dashboard.js").status_code == 200
 
 
-def _store_validation(populated: Populated) -> str:
-    """A validation job's verdicts as the validation issue stores them in validation_results:
-    one overall row per phone (output "phone", with the phone-by-phone agreement) and one row
-    per output against the reference. vp-3 differs from the others."""
+def _validation_job(populated: Populated) -> str:
+    """A real validation job (orchestrator.validation) on the three phones, their results stored
+    by ingest: vp-1 and vp-2 return the same images, vp-3 other ones. None matches the host's FP32
+    reference (these are flat colours, not the model's images), so every verdict fails while the
+    phones' agreement with each other still shows vp-3 as the odd one."""
     engine = make_engine(populated.settings.resolved_database_url)
-    job_id = str(uuid.uuid4())
-    serials = [serial for serial, _, _ in PHONES]
+    request = ValidationRequest(
+        model="tiny-sd", precision="fp32", prompt_count=2, steps=2, runtime="cpu"
+    )
+    store = ModelStore.from_settings(populated.settings)
+    dispatcher = CeleryDispatcher(make_celery(populated.settings))
+    now = dt.datetime.now(dt.UTC)
     with Session(engine) as session:
-        session.add(Job(id=job_id, kind="validate", selector="all", state="succeeded", spec={}))
-        session.flush()
-        for serial in serials:
-            bad = serial == "vp-3"
-            agreement = {
-                other: {"agree": not (bad or other == "vp-3"), "psnr_db": 21.0 if bad else 48.5}
-                for other in serials
-                if other != serial
-            }
-            session.add(
-                ValidationResult(
-                    job_id=job_id,
-                    device_serial=serial,
-                    output="phone",
-                    reference="cpu-fp32",
-                    passed=not bad,
-                    reason="disagrees with 2 of 2 phones" if bad else "",
-                    scores={"agreement": agreement, "outlier": bad},
-                )
+        job = submit_validation(session, request, dispatcher, "qa", store)
+        for run in job.runs:
+            odd = run.device_serial == "vp-3"
+            colour = (200, 90 if odd else 20, 40)
+            images = [  # the synthetic tiny-sd's reference images are 16x16
+                ImageOut(index=i, prompt=f"prompt {i}", seed=i, png=png(colour, 16)) for i in (0, 1)
+            ]
+            ingest_result(
+                session,
+                RunResult(
+                    run_id=run.id,
+                    attempt=1,
+                    serial=run.device_serial or "",
+                    host="host-a",
+                    outcome="succeeded",
+                    simulated=True,
+                    images=images,
+                    started_at=now,
+                    finished_at=now,
+                ),
             )
-            session.add(
-                ValidationResult(
-                    job_id=job_id,
-                    device_serial=serial,
-                    output="image-0",
-                    reference="cpu-fp32",
-                    passed=not bad,
-                    reason="PSNR 21.0 dB < 30 dB" if bad else "",
-                    scores={"psnr_db": 21.0 if bad else 48.5, "judge_agrees": not bad},
-                )
-            )
-        session.commit()
+            session.commit()
+        job_id = job.id
     engine.dispose()
     return job_id
 
 
 def test_validation_shows_verdicts_and_the_agreement_matrix(populated: Populated) -> None:
-    job_id = _store_validation(populated)
+    job_id = _validation_job(populated)
     populated.login(VIEWER)
-    listing = populated.client.get("/ui/validation").text
-    assert re.findall(r'<tr class="validation" data-job="([^"]+)"', listing) == [job_id]
     page = populated.client.get(f"/ui/validation/{job_id}").text
     verdicts = dict(re.findall(r'data-serial="([^"]+)" data-passed="(\w+)"', page))
-    assert verdicts == {"vp-1": "true", "vp-2": "true", "vp-3": "false"}
-    assert "disagrees with 2 of 2 phones" in page and "outlier" in page
+    assert verdicts == {"vp-1": "false", "vp-2": "false", "vp-3": "false"}
+    assert 'id="overall"' in page and "cpu-fp32" in page
     matrix = page[page.index('id="agreement"') : page.index('id="outputs"')]
+    # vp-1 and vp-2 agree both ways; every pair with vp-3 differs.
     assert matrix.count('class="pass"') == 2 and matrix.count('class="fail"') == 4
-    assert "psnr_db 48.5" in matrix
+    assert "outlier" in page[: page.index('id="agreement"')]
     outputs = page[page.index('id="outputs"') :]
-    assert "PSNR 21.0 dB &lt; 30 dB" in outputs
-    empty = populated.client.get(f"/ui/validation/{populated.generate_id}").text
-    assert 'id="no-verdicts"' in empty
+    assert "image-0" in outputs and "image-1" in outputs and 'class="pass"' not in outputs
+    listing = populated.client.get("/ui/validation").text
+    assert re.findall(r'<tr class="validation" data-job="([^"]+)"', listing) == [job_id]
+    assert re.search(rf'data-job="{job_id}">.*?<td class="num">3</td>', listing, re.S)
+    refused = populated.client.get(f"/ui/validation/{populated.generate_id}")
+    assert refused.status_code == 400 and "not a validation" in refused.text
