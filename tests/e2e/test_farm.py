@@ -126,8 +126,9 @@ def test_two_benchmark_jobs_compared_a_slowed_phone_is_a_regression(farm: Farm) 
     table = farm.cli("compare", base_job["id"], slow_id, "--no-fail")
     assert table.returncode == 0, table.stderr
     assert "simulated timings" in table.stdout and "regression" in table.stdout
-    refused = farm.cli("compare", base_job["id"], "not-a-job")
-    assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+    for bad in (("not-a-job",), (slow_id, "--threshold", "-0.5")):
+        refused = farm.cli("compare", base_job["id"], *bad)
+        assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
 
 
 def test_infer_returns_the_output_tensor(farm: Farm) -> None:
