@@ -9,19 +9,22 @@ delivered again; the visibility timeout sits above the longest run deadline (FAC
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import re
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import redis
 from amqp.exceptions import ChannelError
 from celery import Celery
-from kombu.transport import TRANSPORT_ALIASES, filesystem
+from kombu.transport import TRANSPORT_ALIASES, filesystem, virtual
 from kombu.transport.redis import PRIORITY_STEPS
 from kombu.transport.redis import Channel as RedisChannel
 from kombu.utils.json import dumps
@@ -71,11 +74,71 @@ def queues_for_device(facts: Mapping[str, object]) -> list[str]:
 
 
 class _AtomicFilesystemChannel(filesystem.Channel):
-    """kombu's filesystem channel, but a message file appears only once it is complete.
+    """kombu's filesystem channel, but a message file or an exchange table appears only once it
+    is complete.
 
     kombu writes the message file in place, so a consumer listing the folder can take it half
     written and die on the JSON (celery/kombu#1551): write elsewhere in the folder, then rename.
+    Its exchange tables have the same flaw: a process declaring a new queue truncates the table
+    (`open("wb")`) before it locks it, and a process publishing at that moment reads an empty
+    table and fails its send. Tables are rewritten by rename here too, read-modify-write under a
+    lock file of their own, so a reader always sees a whole table.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Resolved now: kombu retries a failed publish after closing the channel, and these
+        # read the closed channel's connection on first use ('NoneType' has no 'client').
+        self.data_folder_in, self.data_folder_out  # noqa: B018
+
+    @contextmanager
+    def _table_lock(self, file: Path) -> Iterator[None]:
+        with open(file.with_name(f".{file.name}.lock"), "a") as lock_file:
+            fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock_file.fileno(), fcntl.LOCK_UN)
+
+    def _update_table(self, exchange: str, change: Callable[[list[Any]], bool]) -> None:
+        """Apply `change` to the exchange's table; write it back (atomically) if it says so."""
+        file = self._exchange_file(exchange)
+        self.control_folder.mkdir(exist_ok=True)
+        try:
+            with self._table_lock(file):
+                table = self.get_table(exchange)
+                if not change(table):
+                    return
+                partial = file.with_name(f".{file.name}.{uuid.uuid4()}")
+                partial.write_bytes(dumps(table).encode())
+                os.replace(partial, file)
+        except OSError as exc:
+            raise ChannelError(f"cannot update {file}: {exc}") from exc
+
+    def _queue_bind(self, exchange: str, routing_key: str, pattern: str, queue: str) -> None:
+        entry = filesystem.exchange_queue_t(routing_key or "", pattern or "", queue or "")
+
+        def add(table: list[Any]) -> bool:
+            if entry in table:
+                return False
+            table.insert(0, entry)
+            return True
+
+        self._update_table(exchange, add)
+
+    def _delete(
+        self, queue: str, exchange: str, routing_key: str, pattern: str, *args: Any, **kwargs: Any
+    ) -> None:
+        virtual.Channel._delete(self, queue, exchange, routing_key, pattern, *args, **kwargs)
+        entry = filesystem.exchange_queue_t(routing_key or "", pattern or "", queue or "")
+
+        def remove(table: list[Any]) -> bool:
+            if entry not in table:
+                return False
+            table.remove(entry)
+            return True
+
+        self._update_table(exchange, remove)
 
     def _put(self, queue: str, payload: dict[str, object], **kwargs: object) -> None:
         name = f"{int(round(time.monotonic() * 1000))}_{uuid.uuid4()}.{queue}.msg"
