@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from PIL import Image as PILImage
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -837,12 +837,6 @@ def load_report(session: Session, job_id: str, store: ModelStore) -> ValidationR
             session.rollback()  # another reader stored the same report first: read theirs
         rows = _stored_rows(session, job)
     return _from_rows(job, manifest, rows)
-
-
-def forget_report(session: Session, job_id: str) -> None:
-    """Drop a job's stored verdicts (the next read recomputes them, e.g. after new thresholds)."""
-    session.execute(delete(ValidationResult).where(ValidationResult.job_id == job_id))
-    session.commit()
 
 
 def _pending(job: Job, manifest: Manifest) -> ValidationReport:
