@@ -490,6 +490,13 @@ def _summary(outputs: list[OutputScore], mode: str) -> dict[str, Any]:
     return summary
 
 
+def _shape_mismatch(output: np.ndarray, reference: np.ndarray) -> str:
+    """Why an output cannot be scored against its reference ('' when it can)."""
+    if output.shape == reference.shape:
+        return ""
+    return f"shape {tuple(output.shape)} differs from the reference's {tuple(reference.shape)}"
+
+
 def _compare(
     phone: _Outputs, reference: _Outputs, mode: str, limits: Thresholds
 ) -> tuple[list[OutputScore], dict[str, Any], list[str]]:
@@ -500,6 +507,10 @@ def _compare(
             if index not in phone.images:
                 outputs.append(OutputScore(f"image-{index}", False, "missing", {}))
                 continue
+            mismatch = _shape_mismatch(phone.images[index], reference.images[index])
+            if mismatch:
+                outputs.append(OutputScore(f"image-{index}", False, mismatch, {}))
+                continue
             scores = _image_scores(phone.images[index], reference.images[index])
             failures = _image_checks(scores, limits)
             outputs.append(OutputScore(f"image-{index}", not failures, "; ".join(failures), scores))
@@ -508,13 +519,20 @@ def _compare(
             if name not in phone.tensors:
                 outputs.append(OutputScore(name, False, "missing", {}))
                 continue
+            mismatch = _shape_mismatch(phone.tensors[name], reference.tensors[name])
+            if mismatch:
+                outputs.append(OutputScore(name, False, mismatch, {}))
+                continue
             scores = _tensor_scores(phone.tensors[name], reference.tensors[name])
             failures = _tensor_checks(scores, limits)
             outputs.append(OutputScore(name, not failures, "; ".join(failures), scores))
     present = [o for o in outputs if o.scores]
     summary = _summary(present, mode)
-    missing = [o.output for o in outputs if not o.scores]
+    missing = [o.output for o in outputs if not o.scores and o.reason == "missing"]
     failures = [f"missing outputs {', '.join(missing)}"] if missing else []
+    failures += [
+        f"{o.output}: {o.reason}" for o in outputs if not o.scores and o.reason != "missing"
+    ]
     if present:
         checks = _image_checks if mode == "images" else _tensor_checks
         failures += [_aggregate_label(f, mode) for f in checks(summary, limits)]
@@ -578,14 +596,22 @@ def _accuracy_check(
 def _pair(a: _Outputs, b: _Outputs, mode: str, limits: Thresholds) -> dict[str, Any]:
     """How well two phones agree: mean PSNR and the worse of SSIM / cosine, symmetric."""
     if mode == "images":
-        common = sorted(set(a.images) & set(b.images))
+        common = sorted(
+            i
+            for i in set(a.images) & set(b.images)
+            if not _shape_mismatch(a.images[i], b.images[i])
+        )
         scores = [_image_scores(a.images[i], b.images[i]) for i in common]
         cell = {
             "psnr_db": _mean([s["psnr_db"] for s in scores]),
             "ssim": min((s["ssim"] for s in scores), default=None),
         }
     else:
-        common = sorted(set(a.tensors) & set(b.tensors))
+        common = sorted(
+            n
+            for n in set(a.tensors) & set(b.tensors)
+            if not _shape_mismatch(a.tensors[n], b.tensors[n])
+        )
         scores = [
             s
             for n in common

@@ -9,6 +9,7 @@ import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from pydantic import ValidationError
 from sqlalchemy import func, select
@@ -205,3 +206,21 @@ def test_a_healthy_fleet_passes_on_the_decoder_too(
     assert base64.b64decode(encoded).startswith(b"\x93NUMPY")
     report = load_report(session, job.id, model_store)
     assert report.passed and report.consensus == "all 3 phones agree"
+
+
+def test_an_output_of_the_wrong_shape_fails_its_phone_with_the_reason() -> None:
+    """A phone returning a 32x32 image (or a reshaped tensor) fails; the report does not crash."""
+    from models.manifest import Thresholds
+    from orchestrator.validation import _compare, _Outputs, _pair
+
+    limits = Thresholds(min_psnr_db=25.0, min_ssim=0.9)
+    reference = _Outputs(images={0: np.zeros((64, 64, 3), np.uint8)})
+    small = _Outputs(images={0: np.zeros((32, 32, 3), np.uint8)})
+    outputs, _summary, failures = _compare(small, reference, "images", limits)
+    assert not outputs[0].passed and "(32, 32, 3)" in outputs[0].reason
+    assert failures == ["image-0: shape (32, 32, 3) differs from the reference's (64, 64, 3)"]
+    assert _pair(small, reference, "images", limits)["agree"] is False
+    tensors = _Outputs(tensors={"out": np.zeros((2, 4), np.float32)})
+    flat = _Outputs(tensors={"out": np.zeros(8, np.float32)})
+    outputs, _summary, failures = _compare(flat, tensors, "tensors", limits)
+    assert not outputs[0].passed and failures[0].startswith("out: shape (8,)")
