@@ -123,6 +123,24 @@ def prepare_graph(source: Path, target: Path, feed: dict[str, np.ndarray]) -> Pa
     return target
 
 
+def timestep_only_tensors(model: onnx.ModelProto, name: str = "timestep") -> list[str]:
+    """The tensors computed from the timestep input alone: sinusoids, time MLP, the per-block
+    projections, up to where they meet the feature maps.
+
+    8 bits cannot carry a timestep in [0, 1000) into sin/cos (one step is ~4 radians), which
+    makes every ResBlock's time embedding noise: w8a8 keeps this small path at 16 bits.
+    """
+    if name not in {i.name for i in model.graph.input}:
+        return []
+    constants = {t.name for t in model.graph.initializer}
+    derived = {name}
+    for node in model.graph.node:
+        inputs = [i for i in node.input if i and i not in constants]
+        if inputs and all(i in derived for i in inputs):
+            derived.update(node.output)
+    return sorted(derived)
+
+
 def _spread(items: list[dict[str, np.ndarray]], count: int) -> list[dict[str, np.ndarray]]:
     if len(items) <= count:
         return items
@@ -145,11 +163,16 @@ def quantize_component(
     # qnn_preprocess_model writes nothing when it has nothing to change.
     if not qnn_preprocess_model(str(fixed), str(pre), fuse_layernorm=True):
         pre = fixed
+    overrides = None
+    if precision == "w8a8":
+        path = timestep_only_tensors(onnx.load(str(pre)))
+        overrides = {t: [{"quant_type": QuantType.QUInt16}] for t in path} or None
     config = get_qnn_qdq_config(
         str(pre),
         FeedsReader(feeds),
         activation_type=ACTIVATION_TYPES[precision],
         weight_type=QuantType.QUInt8,
+        init_overrides=overrides,
         stride=calibration_stride(len(feeds)),
     )
     with _quiet_root_logger():
@@ -262,6 +285,7 @@ def quantize_model(
             "source": (
                 f"QDQ {precision} of {manifest.ref}, calibrated on {len(prompts)} prompts "
                 f"({activations.count('unet')} UNet steps)"
+                + (", timestep path at 16 bits" if precision == "w8a8" else "")
             ),
         }
     )
