@@ -174,6 +174,7 @@ class Executor:
 
     def _run(self, task: RunTask, manifest: Manifest, deadline: float) -> RunResult:
         folder = job_dir(task.run_id)
+        self._last_progress = 0.0  # a run's first progress goes out at once: it says "started"
         spec = RunnerSpec(
             run_id=task.run_id,
             manifest=manifest,

@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 import adbutils
 import httpx
@@ -25,7 +25,7 @@ from kombu.exceptions import KombuError
 
 from device_agent.execution import Executor, ThermalGate
 from device_agent.host_cache import HostCache
-from device_agent.messages import DeviceFacts, Heartbeat, RunProgress, RunTask
+from device_agent.messages import DeviceFacts, Heartbeat, RunProgress, RunResult, RunTask
 from device_agent.phone import Phone
 from device_agent.push import ArtifactPusher
 from device_agent.runner.spec import JOBS_DIR
@@ -44,6 +44,7 @@ from hexfleet.settings import Settings
 log = logging.getLogger(__name__)
 HEARTBEAT_S = 3.0
 CANCEL_POLL_S = 2.0
+PROGRESS_FLUSH_S = 10.0
 
 
 class Errands:
@@ -123,6 +124,7 @@ class PhoneWorker:
         self.current_run: str | None = None
         self.stopping = threading.Event()
         self.errands = Errands()
+        self._progress_sent: Future[None] | None = None
         cache = HostCache(
             settings.data_dir / "agent-cache", settings.api_url, settings.client_token()
         )
@@ -145,7 +147,14 @@ class PhoneWorker:
 
     def publish_progress(self, progress: RunProgress) -> None:
         body = progress.model_dump_json()
-        self.errands(lambda: self.publish(INGEST_PROGRESS_TASK, body))
+        self._progress_sent = self.errands(lambda: self.publish(INGEST_PROGRESS_TASK, body))
+
+    def publish_result(self, result: RunResult) -> None:
+        """After the run's progress (the ingest drops progress that comes after a result)."""
+        if self._progress_sent is not None:
+            wait([self._progress_sent], timeout=PROGRESS_FLUSH_S)
+            self._progress_sent = None
+        self.publish(INGEST_RESULT_TASK, result.model_dump_json())
 
     def heartbeat(self, state: str | None = None) -> None:
         """Report the phone: facts, a fresh health reading, busy/online/throttled."""
@@ -186,7 +195,7 @@ class PhoneWorker:
                 }
             }
         )
-        self.publish(INGEST_RESULT_TASK, result.model_dump_json())
+        self.publish_result(result)
         log.info(
             "run %s attempt %d on %s: %s",
             task.run_id,

@@ -141,7 +141,9 @@ class _AtomicFilesystemChannel(filesystem.Channel):
         self._update_table(exchange, remove)
 
     def _put(self, queue: str, payload: dict[str, object], **kwargs: object) -> None:
-        name = f"{int(round(time.monotonic() * 1000))}_{uuid.uuid4()}.{queue}.msg"
+        # Consumers take files in name order: a zero-padded nanosecond clock shared by every
+        # process keeps one sender's messages in order (a progress before its run's result).
+        name = f"{time.monotonic_ns():020d}_{uuid.uuid4()}.{queue}.msg"
         folder = Path(self.data_folder_out)
         partial = folder / f".incoming-{uuid.uuid4()}"
         try:
