@@ -68,6 +68,7 @@ from orchestrator.db.schema import Job, Model, Run  # noqa: E402
 FINAL = ("succeeded", "failed", "lost", "cancelled")
 GOAL_RUNS_PER_S = 50.0
 GOAL_UTILIZATION = 0.95
+PHONES_GROUP = "virtual phones + their stand-in runners"
 CAPACITY_SOC = "BENCHCAP"
 CAPACITY_SERIAL = "bench-capacity-phone"
 LATENCY_WARMUP = 2
@@ -113,6 +114,7 @@ def cpu_groups(rig: Rig) -> dict[str, Any]:
         "api (hexfleet serve)": lambda: rig.pids("serve")[:1],
         "ingest worker": ingest,
         "agent + phone workers": lambda: rig.pids("agent"),
+        PHONES_GROUP: rig.phone_pids,
         "redis-server": lambda: processes_named("redis-server"),
         "postgres (all backends)": lambda: processes_named("postgres"),
     }
@@ -246,6 +248,7 @@ class Batch:
     runner_busy: float
     span_busy: float
     first_start: float
+    starts: tuple[float, float]
     ends: tuple[float, float]
     runs_per_phone: tuple[int, int]
     last_ingest: float
@@ -274,7 +277,7 @@ def run_batch(rig: Rig, label: str, repeat: int, delay: float, steps: int,
     where every phone takes the next run when it is free)."""
     rig.set_delay(delay)
     phones = len(rig.phones)
-    meter = CpuMeter(cpu_groups(rig))
+    meter = CpuMeter(cpu_groups(rig), frozenset({PHONES_GROUP}))
     meter.start()
     wall0 = time.time()
     mark = time.perf_counter()
@@ -304,6 +307,7 @@ def run_batch(rig: Rig, label: str, repeat: int, delay: float, steps: int,
     gaps, overheads = [], []
     steady_busy = steady_window = 0.0
     ends = [max(r.finished_at.timestamp() for r in runs) - wall0 for runs in by_phone.values()]
+    starts = [min(r.started_at.timestamp() for r in runs) - wall0 for runs in by_phone.values()]
     for runs in by_phone.values():
         for before, after in zip(runs, runs[1:], strict=False):
             gaps.append((after.started_at - before.finished_at).total_seconds())
@@ -321,6 +325,7 @@ def run_batch(rig: Rig, label: str, repeat: int, delay: float, steps: int,
         runner_busy=sum(runner_seconds(r.timings) for r in rows),
         span_busy=sum((r.finished_at - r.started_at).total_seconds() for r in rows),
         first_start=min(r.started_at.timestamp() for r in rows) - wall0,
+        starts=(min(starts), max(starts)),
         ends=(min(ends), max(ends)),
         runs_per_phone=(min(len(r) for r in by_phone.values()),
                         max(len(r) for r in by_phone.values())),
@@ -349,6 +354,8 @@ def print_batch(batch: Batch) -> None:
     row("  steady state: Σ runner / Σ per phone (first start → last end)",
         f"{batch.steady_utilization:.1%}")
     row("submit → first run starts", f"{batch.first_start * 1000:.0f} ms")
+    row("phones' first runs start (first phone … last phone), after submit",
+        f"{batch.starts[0]:.1f} … {batch.starts[1]:.1f} s")
     row("phones' last runs end (first phone … last phone), after submit",
         f"{batch.ends[0]:.1f} … {batch.ends[1]:.1f} s")
     row("runs per phone (fewest … most)", f"{batch.runs_per_phone[0]} … {batch.runs_per_phone[1]}")
@@ -520,7 +527,7 @@ def measure_capacity(rig: Rig, runs: int) -> Capacity:
     wait_until(lambda: CAPACITY_SERIAL in rig.online(), 30, "the synthetic phone")
     time.sleep(1.0)  # let the stopped agent's last heartbeats drain from the ingest queue
 
-    submit_cpu = CpuMeter(cpu_groups(rig))
+    submit_cpu = CpuMeter(cpu_groups(rig), frozenset({PHONES_GROUP}))
     submit_cpu.start()
     mark = time.perf_counter()
     job = rig.submit(job_body(selector=f"soc={CAPACITY_SOC}", count=runs))
@@ -544,7 +551,7 @@ def measure_capacity(rig: Rig, runs: int) -> Capacity:
         ).model_dump_json()
         for run in job["runs"]
     ]
-    ingest_cpu = CpuMeter(cpu_groups(rig))
+    ingest_cpu = CpuMeter(cpu_groups(rig), frozenset({PHONES_GROUP}))
     ingest_cpu.start()
     mark = time.perf_counter()
     with app.connection_for_write() as connection:

@@ -1,6 +1,6 @@
 """A whole hexfleet farm on one machine for benchmarks, and the accounting the benchmarks read.
 
-`Rig` starts a private adb server, virtual phones in this process (their runner replaced by
+`Rig` starts a private adb server, virtual phones (a process each, their runner replaced by
 bench/farm_runner.py), `hexfleet serve` and `hexfleet agent` as processes, on the embedded
 defaults or on real Redis + PostgreSQL (`services()` makes a flushed Redis database and a fresh
 PostgreSQL database and removes both afterwards). Everything started is stopped by `close()`.
@@ -32,9 +32,14 @@ import sqlalchemy as sa
 from psycopg import sql
 
 from device_agent.runner.spec import RUNNER_PATH
-from device_agent.virtual.fleet import ThreadedFleet
-from device_agent.virtual.phone import Phone, PhoneConfig
-from device_agent.virtual.profiles import get_profile
+from device_agent.virtual.fleet import (
+    PhoneRecord,
+    PhoneSpec,
+    phones_dir,
+    read_records,
+    start_processes,
+    stop_processes,
+)
 from hexfleet.settings import Settings
 from models.registration import register_tiny_sd
 from models.store import ModelStore
@@ -147,6 +152,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def cpu_seconds_with_children(pid: int) -> float:
+    """utime + stime of a live process and of its reaped children (0 if it is gone)."""
+    fields = _stat(pid)
+    if not fields:
+        return 0.0
+    return sum(int(fields[i]) for i in (11, 12, 13, 14)) / os.sysconf("SC_CLK_TCK")
+
+
 def machine_busy_seconds() -> tuple[float, float]:
     """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat."""
     values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -160,10 +173,11 @@ class CpuMeter:
     """CPU seconds used by each named group of processes between `start()` and `stop()`.
 
     `groups` maps a name to a function returning the group's pids at that moment; the virtual
-    phones live in this process and the stand-in runners are its (reaped) children.
+    phones are processes of their own (their stand-in runners are their reaped children).
     """
 
     groups: dict[str, Callable[[], list[int]]]
+    with_children: frozenset[str] = frozenset()  # groups whose reaped children count too
     before: dict[str, float] = field(default_factory=dict)
     used: dict[str, float] = field(default_factory=dict)
     wall: float = 0.0
@@ -171,9 +185,14 @@ class CpuMeter:
 
     def _sample(self) -> dict[str, float]:
         times = os.times()
-        sample = {name: sum(cpu_seconds(p) for p in pids()) for name, pids in self.groups.items()}
-        sample["bench process (virtual phones, polls)"] = times.user + times.system
-        sample["stand-in runners"] = times.children_user + times.children_system
+        sample = {
+            name: sum(
+                (cpu_seconds_with_children if name in self.with_children else cpu_seconds)(p)
+                for p in pids()
+            )
+            for name, pids in self.groups.items()
+        }
+        sample["bench process (polls)"] = times.user + times.system
         busy, _ = machine_busy_seconds()
         sample["_machine"] = busy
         sample["_wall"] = time.monotonic()
@@ -210,12 +229,12 @@ class Rig:
     root: Path
     overrides: dict[str, str]
     delay_file: Path = field(init=False)
+    phones_dir: Path = field(init=False)
     settings: Settings = field(init=False)
     env: dict[str, str] = field(init=False)
     adb_port: int = field(init=False)
     adb: adbutils.AdbClient = field(init=False)
-    fleet: ThreadedFleet | None = None
-    phones: list[Phone] = field(default_factory=list)
+    phones: list[PhoneRecord] = field(default_factory=list)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     seen: dict[int, int] = field(default_factory=dict)
     engine: sa.Engine | None = None
@@ -223,6 +242,7 @@ class Rig:
 
     def __post_init__(self) -> None:
         self.delay_file = self.root / "runner-delay-s"
+        self.phones_dir = self.root / "phones"
         self.delay_file.write_text("0")
         self.adb_port = free_port()
         self.adb = adbutils.AdbClient("127.0.0.1", self.adb_port)
@@ -259,7 +279,6 @@ class Rig:
         self._remember(adb_servers(self.adb_port))
         store = ModelStore.from_settings(self.settings)
         register_tiny_sd(store, write_tiny_layout(self.root / "tiny-sd"))
-        self.fleet = ThreadedFleet()
         self.add_phones(phones)
         self._spawn("serve", "serve")
         wait_until(self._healthy, 90, "the API")
@@ -273,27 +292,32 @@ class Rig:
         self.start_agent()
 
     def add_phones(self, count: int) -> None:
-        """`count` more phones, SoCs cycled, connected to our adb server."""
-        assert self.fleet is not None
+        """`count` more phones, SoCs cycled, each in a process of its own (as phones are separate
+        devices: they do not share one interpreter), connected to our adb server."""
+        specs = []
         for _ in range(count):
-            index = len(self.phones) + 1
-            config = PhoneConfig(
-                profile=get_profile(SOCS[(index - 1) % len(SOCS)]),
-                root=self.root / f"phone{index}",
-                index=index,
+            index = len(self.phones) + len(specs) + 1
+            specs.append(PhoneSpec(
+                soc=SOCS[(index - 1) % len(SOCS)],
+                host="127.0.0.1",
                 port=free_port(),
+                root=self.root / f"phone{index}",
+                state_dir=phones_dir(self.phones_dir),
                 compute="cpu",
                 program_commands={
                     RUNNER_PATH: [
                         sys.executable, "-S", str(STAND_IN), "--delay-file", str(self.delay_file)
                     ]
                 },
-            )
-            phone = self.fleet.start_phone(config)
-            self.phones.append(phone)
-            message = self.adb.connect(phone.serial, timeout=10)
+            ))
+        for record in start_processes(self.phones_dir, specs):
+            self.phones.append(record)
+            message = self.adb.connect(record.serial, timeout=10)
             if "connected" not in message:
-                raise RuntimeError(f"adb connect {phone.serial}: {message}")
+                raise RuntimeError(f"adb connect {record.serial}: {message}")
+
+    def phone_pids(self) -> list[int]:
+        return [record.pid for record in read_records(self.phones_dir)]
 
     def start_agent(self, env: dict[str, str] | None = None) -> None:
         """`hexfleet agent` (with `env` added to its environment); waits until every phone has
@@ -389,9 +413,8 @@ class Rig:
             self.http.close()
         if self.engine is not None:
             self.engine.dispose()
-        if self.fleet is not None:
-            with contextlib.suppress(Exception):
-                self.fleet.close()
+        with contextlib.suppress(Exception):
+            stop_processes(self.phones_dir)
         with contextlib.suppress(subprocess.TimeoutExpired):
             subprocess.run(  # noqa: S603 - fixed argv
                 [ADB, "-P", str(self.adb_port), "kill-server"],

@@ -60,7 +60,9 @@ def plan_runs(
     if not matching:
         raise InvalidRequest(f"no online phone matches the selector {str(selector)!r}")
     if count is None:
-        serials = [str(d["serial"]) for d in matching for _ in range(repeat)]
+        # Round by round (every phone's first run, then every phone's second...): dispatched
+        # in slot order, so the last phone's first run is not queued behind everyone's repeats.
+        serials = [str(d["serial"]) for _ in range(repeat) for d in matching]
         return [PlannedRun(i, device_queue(s), s) for i, s in enumerate(serials)]
     shared = capability_queue(selector)
     if shared is not None:

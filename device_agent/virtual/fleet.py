@@ -56,6 +56,9 @@ class PhoneSpec(BaseModel):
     compute: ComputeMode = "htp"
     bandwidth_mb_s: float | None = None
     faulty_npu: float = 0.0
+    # Device path -> host command for the phone's programs (benchmarks give the runner a
+    # stand-in); empty: the real runner.
+    program_commands: dict[str, list[str]] = Field(default_factory=dict)
 
 
 class PhoneRecord(BaseModel):
@@ -122,6 +125,7 @@ def phone_config(spec: PhoneSpec) -> PhoneConfig:
         compute=spec.compute,
         bandwidth_mb_s=spec.bandwidth_mb_s,
         faulty_npu=spec.faulty_npu,
+        program_commands=spec.program_commands,
     )
 
 

@@ -20,10 +20,11 @@ FLEET = [
 
 def test_fan_out_gives_every_matching_phone_its_own_runs() -> None:
     runs = plan_runs(parse_selector("soc=SM8550"), FLEET, repeat=2)
+    # Round by round: every phone's first run is dispatched before anyone's second.
     assert [(r.queue, r.serial) for r in runs] == [
         ("device.a", "a"),
-        ("device.a", "a"),
         ("device.b", "b"),
+        ("device.a", "a"),
         ("device.b", "b"),
     ]
     assert [r.slot for r in runs] == [0, 1, 2, 3]
