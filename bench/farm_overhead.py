@@ -453,6 +453,7 @@ def profile_agent(rig: Rig, runs: int) -> AgentProfile:
             raise RuntimeError("a profiled run did not succeed")
     per_run = (time.perf_counter() - mark) / runs
     worker.errands.drain()
+    worker.chores.drain()
     worker.executor.pusher.host_cache.http.close()
     return AgentProfile(runs, per_run, dict(ops))
 

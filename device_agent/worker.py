@@ -48,8 +48,8 @@ PROGRESS_FLUSH_S = 10.0
 
 
 class Errands:
-    """One background thread for what a run must not wait for: progress and heartbeat messages,
-    cancel checks, cache touches. In order, one at a time; a failed errand is logged."""
+    """A background thread for work a run must not wait for. In order, one at a time; a failed
+    errand is logged."""
 
     def __init__(self) -> None:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="errands")
@@ -123,7 +123,11 @@ class PhoneWorker:
         self.app: Celery = make_celery(settings, name=f"phone-{serial}")
         self.current_run: str | None = None
         self.stopping = threading.Event()
+        # Three background threads, so nothing slow holds up what a run's result waits for:
+        # progress messages (`errands`), the phone's cache touches and folder removal
+        # (`chores`, adb), the cancel checks (HTTP, in CancelWatch).
         self.errands = Errands()
+        self.chores = Errands()
         self._progress_sent: Future[None] | None = None
         cache = HostCache(
             settings.data_dir / "agent-cache", settings.api_url, settings.client_token()
@@ -131,14 +135,14 @@ class PhoneWorker:
         self.executor = Executor(
             self.phone,
             ArtifactPusher(
-                self.phone, cache, settings.agent_cache_quota_bytes, background=self.errands
+                self.phone, cache, settings.agent_cache_quota_bytes, background=self.chores
             ),
             host=self.host,
             htp_arch=self.facts.htp_arch,
             on_progress=self.publish_progress,
-            cancelled=CancelWatch(settings, self.errands),
+            cancelled=CancelWatch(settings, Errands()),
             thermal=ThermalGate.from_settings(settings),
-            background=self.errands,
+            background=self.chores,
         )
         self.app.task(name=RUN_TASK, shared=False)(self.run)
 
