@@ -51,8 +51,8 @@ class Errands:
     """A background thread for work a run must not wait for. In order, one at a time; a failed
     errand is logged."""
 
-    def __init__(self) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="errands")
+    def __init__(self, name: str) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
 
     def __call__(self, errand: Callable[[], object]) -> Future[None]:
         return self._pool.submit(self._do, errand)
@@ -77,11 +77,11 @@ class CancelWatch:
     queued may therefore start, and is stopped on the phone moments later (reported cancelled).
     """
 
-    def __init__(self, settings: Settings, errands: Errands) -> None:
+    def __init__(self, settings: Settings) -> None:
         token = settings.client_token()
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(base_url=settings.api_url, headers=headers, timeout=5)
-        self.errands = errands
+        self.errands = Errands("cancel-checks")
         self._run: str | None = None
         self._asked = 0.0
         self._pending = False
@@ -126,8 +126,8 @@ class PhoneWorker:
         # Three background threads, so nothing slow holds up what a run's result waits for:
         # progress messages (`errands`), the phone's cache touches and folder removal
         # (`chores`, adb), the cancel checks (HTTP, in CancelWatch).
-        self.errands = Errands()
-        self.chores = Errands()
+        self.errands = Errands("progress")
+        self.chores = Errands("adb-chores")
         self._progress_sent: Future[None] | None = None
         cache = HostCache(
             settings.data_dir / "agent-cache", settings.api_url, settings.client_token()
@@ -140,7 +140,7 @@ class PhoneWorker:
             host=self.host,
             htp_arch=self.facts.htp_arch,
             on_progress=self.publish_progress,
-            cancelled=CancelWatch(settings, Errands()),
+            cancelled=CancelWatch(settings),
             thermal=ThermalGate.from_settings(settings),
             background=self.chores,
         )
@@ -160,7 +160,7 @@ class PhoneWorker:
             self._progress_sent = None
         self.publish(INGEST_RESULT_TASK, result.model_dump_json())
 
-    def heartbeat(self, state: str | None = None) -> None:
+    def heartbeat(self) -> None:
         """Report the phone: facts, a fresh health reading, busy/online/throttled."""
         try:
             health = self.phone.health()
@@ -171,7 +171,7 @@ class PhoneWorker:
             host=self.host,
             facts=self.facts,
             health=health,
-            state=state or ("throttled" if health.throttled else busy),
+            state="throttled" if health.throttled else busy,
             current_run_id=self.current_run,
             sent_at=dt.datetime.now(dt.UTC),
         )
