@@ -49,6 +49,7 @@ ACTIVATION_TYPES = {"w8a8": QuantType.QUInt8, "w8a16": QuantType.QUInt16}
 ACCURACY_KEPT = {"w8a8": 0.85, "w8a16": 0.95}
 MIN_PSNR_DB = {"w8a8": 20.0, "w8a16": 25.0}
 ERROR_SAMPLES = 8
+WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 
 
 @dataclass
@@ -125,20 +126,26 @@ def prepare_graph(source: Path, target: Path, feed: dict[str, np.ndarray]) -> Pa
 
 def timestep_only_tensors(model: onnx.ModelProto, name: str = "timestep") -> list[str]:
     """The tensors computed from the timestep input alone: sinusoids, time MLP, the per-block
-    projections, up to where they meet the feature maps.
+    projections, up to where they meet the feature maps; and the constants that elementwise
+    ops on that path use (the sinusoids' frequencies).
 
-    8 bits cannot carry a timestep in [0, 1000) into sin/cos (one step is ~4 radians), which
-    makes every ResBlock's time embedding noise: w8a8 keeps this small path at 16 bits.
+    8 bits cannot carry a timestep in [0, 1000) into sin/cos (one step is ~4 radians), nor the
+    frequencies that multiply it (an 8-bit step of 1/255 turns into radians of error at t=999),
+    which makes every ResBlock's time embedding noise: w8a8 keeps this small path at 16 bits.
+    The weights of its Gemm/Conv/MatMul stay 8-bit (the HTP takes no 16-bit weights there).
     """
     if name not in {i.name for i in model.graph.input}:
         return []
     constants = {t.name for t in model.graph.initializer}
     derived = {name}
+    path_constants: set[str] = set()
     for node in model.graph.node:
         inputs = [i for i in node.input if i and i not in constants]
         if inputs and all(i in derived for i in inputs):
             derived.update(node.output)
-    return sorted(derived)
+            if node.op_type not in WEIGHTED_OPS:
+                path_constants.update(i for i in node.input if i in constants)
+    return sorted(derived | path_constants)
 
 
 def _spread(items: list[dict[str, np.ndarray]], count: int) -> list[dict[str, np.ndarray]]:
