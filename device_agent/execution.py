@@ -156,7 +156,7 @@ class Executor:
         return outcome.model_copy(update={"started_at": started, "finished_at": _now()})
 
     def _attempt(self, task: RunTask, manifest: Manifest, deadline: float) -> RunResult:
-        self.last_push = self.pusher.ensure(manifest.files())
+        self.last_push = push = self.pusher.ensure(manifest.files())
         try:
             return self._run(task, manifest, deadline)
         except RunnerFailed as exc:
@@ -166,7 +166,14 @@ class Executor:
                 if "ArtifactMismatch" in str(exc) and ref.sha256[:12] in str(exc)
             ]
             if not corrupt:
-                raise
+                # The files' presence came from the pusher's trusted listing: if the phone lost
+                # some behind the agent's back, list again, push them and run once more.
+                if push.listed:
+                    raise
+                self.last_push = self.pusher.recheck(manifest.files())
+                if not self.last_push.pushed_files:
+                    raise
+                return self._run(task, manifest, deadline)
             for ref in corrupt:
                 self.pusher.forget(ref.sha256)
             self.last_push = self.pusher.ensure(manifest.files())

@@ -4,8 +4,16 @@ The phone's cache is `/data/local/tmp/hexfleet/cache/<sha256>`. A push goes to `
 is checked with `sha256sum` on the phone, then renamed; a file's mtime is its last use (touched on
 every hit, in the background when the agent gives a `background` runner: a run need not wait for
 it), and the least recently used files go first when the cache would exceed its quota. With the
-phone's connections cheap (see phone.py), a hit is one listing and one `touch`; the sync push
-creates the cache folder.
+phone's connections cheap (see phone.py), a hit costs at most one listing and one `touch`; the
+sync push creates the cache folder.
+
+The agent is the only writer of its phones' caches, so a listing is trusted for
+`listing_trust_s` (a hit then costs no adb round trip before the run), and a file is touched only
+when its last recorded use is older than `touch_after_s` (LRU needs minutes, not milliseconds;
+the phone's clock is taken to be within a minute of the host's).
+Anything the trusted listing lacks is listed again before pushing, and a run that fails after a
+trusted listing makes the executor list again (`recheck`), in case the phone lost files behind
+the agent's back.
 """
 
 from __future__ import annotations
@@ -21,6 +29,8 @@ from models.manifest import FileRef
 
 DEFAULT_QUOTA_BYTES = 8 << 30
 PUSH_ATTEMPTS = 2
+LISTING_TRUST_S = 30.0
+TOUCH_AFTER_S = 60.0
 
 
 @dataclass
@@ -31,6 +41,7 @@ class PushReport:
     evicted: list[str] = field(default_factory=list)
     push_seconds: float = 0.0
     seconds: float = 0.0
+    listed: bool = True  # the phone's cache was listed (not taken from the trusted listing)
 
 
 class ArtifactPusher:
@@ -40,11 +51,44 @@ class ArtifactPusher:
         host_cache: HostCache,
         quota_bytes: int = DEFAULT_QUOTA_BYTES,
         background: Callable[[Callable[[], object]], object] | None = None,
+        listing_trust_s: float = LISTING_TRUST_S,
+        touch_after_s: float = TOUCH_AFTER_S,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.phone = phone
         self.host_cache = host_cache
         self.quota_bytes = quota_bytes
         self.background = background or (lambda errand: errand())
+        self.listing_trust_s = listing_trust_s
+        self.touch_after_s = touch_after_s
+        self.clock = clock
+        # sha256 → (size, mtime) as last listed, pushed or touched; when it was listed.
+        self._known: dict[str, tuple[int, float]] = {}
+        self._listed_at = float("-inf")
+
+    def _listing(self, needed: dict[str, FileRef]) -> tuple[dict[str, tuple[int, float]], bool]:
+        """The phone's cache: the trusted listing if it is fresh and has every needed file at
+        its size, else a new listing (which is then trusted)."""
+        fresh = self.clock() - self._listed_at < self.listing_trust_s
+        if fresh and all(
+            self._known.get(sha, (-1, 0))[0] == ref.size for sha, ref in needed.items()
+        ):
+            return dict(self._known), False
+        self._known = {
+            sha: (size, float(mtime)) for sha, (size, mtime) in self.phone.cache_entries().items()
+        }
+        self._listed_at = self.clock()
+        return dict(self._known), True
+
+    def invalidate(self) -> None:
+        """List the phone's cache again next time."""
+        self._listed_at = float("-inf")
+
+    def recheck(self, refs: list[FileRef]) -> PushReport:
+        """After a failed run whose files came from the trusted listing: list the cache again
+        and push what is missing (a retry is worth it if anything was pushed)."""
+        self.invalidate()
+        return self.ensure(refs)
 
     def ensure(self, refs: list[FileRef]) -> PushReport:
         """Make every file of `refs` present and verified in the phone's cache."""
@@ -56,7 +100,7 @@ class ArtifactPusher:
                 f"the model needs {sum(r.size for r in needed.values())} bytes on the phone, "
                 f"more than its cache quota of {self.quota_bytes}"
             )
-        present = self.phone.cache_entries()
+        present, report.listed = self._listing(needed)
         missing = [ref for sha, ref in needed.items() if present.get(sha, (-1, 0))[0] != ref.size]
         hits = [sha for sha in needed if sha not in {r.sha256 for r in missing}]
         report.cached_files = len(hits)
@@ -65,17 +109,23 @@ class ArtifactPusher:
             mark = time.perf_counter()
             for ref in missing:
                 self._push_verified(ref)
+                self._known[ref.sha256] = (ref.size, self.clock())
                 report.pushed_files += 1
                 report.pushed_bytes += ref.size
             report.push_seconds = time.perf_counter() - mark
-        if hits:
-            paths = [cache_path(sha) for sha in hits]
+        now = self.clock()
+        stale = [sha for sha in hits if now - present[sha][1] >= self.touch_after_s]
+        if stale:
+            for sha in stale:
+                self._known[sha] = (present[sha][0], now)
+            paths = [cache_path(sha) for sha in stale]
             self.background(lambda: self.phone.checked("touch", *paths))
         report.seconds = time.perf_counter() - started
         return report
 
     def forget(self, sha256: str) -> None:
         """Remove a cached file (found corrupt) so the next `ensure` pushes it again."""
+        self._known.pop(sha256, None)
         self.phone.remove(cache_path(sha256))
 
     def _make_room(
@@ -91,6 +141,8 @@ class ArtifactPusher:
             evicted.append(sha)
             used -= size
         if evicted:
+            for sha in evicted:
+                self._known.pop(sha, None)
             self.phone.remove(*(cache_path(sha) for sha in evicted))
         return evicted
 

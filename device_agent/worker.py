@@ -102,7 +102,7 @@ class CancelWatch:
 
     def _ask(self, run_id: str) -> None:
         try:
-            response = self.http.get(f"/api/v1/runs/{run_id}")
+            response = self.http.get(f"/api/v1/runs/{run_id}/state")
         finally:
             with self._lock:
                 self._pending = False

@@ -8,6 +8,7 @@ hottest zone across the throttling threshold.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,6 +41,9 @@ class ThermalSettings:
     """Time constants and thresholds; tests shorten the time constants."""
 
     ambient_c: float = 31.0
+    # How often a computing phone rewrites its /sys thermal files: a thermal driver's polling
+    # delay (1 s is typical); programs such as the runner's temperature trace read the files.
+    poll_s: float = 1.0
     heat_time_s: float = 40.0
     cool_time_s: float = 60.0
     throttle_c: float = 85.0
@@ -58,6 +62,8 @@ class Health:
     battery_pct: float = -1.0
     load: float = 0.0
     _last: float = -1.0
+    # What this phone last wrote to each /sys file (it is their only writer).
+    _written: dict[Path, str] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self._last = self.clock()
@@ -157,27 +163,32 @@ class Health:
         return "\n".join(lines) + "\n"
 
     def write_sysfs(self, fs: PhoneFilesystem) -> None:
-        """Write the thermal zones and battery files under the phone's /sys."""
+        """Write the thermal zones and battery files under the phone's /sys.
+
+        A computing phone calls this every `poll_s`: only files whose text changed since this
+        phone last wrote them are written (none is read back), static ones once.
+        """
         temps = self.zone_temps_c()
         thermal = fs.root / "sys/class/thermal"
+        trip = f"{round(self.settings.throttle_c * 1000)}\n"
         for index, (zone, temp) in enumerate(zip(ZONES, temps, strict=True)):
             folder = thermal / f"thermal_zone{index}"
-            folder.mkdir(parents=True, exist_ok=True)
-            _write_if_changed(folder / "type", f"{zone.type}\n")
-            _write_if_changed(folder / "temp", f"{round(temp * 1000)}\n")
-            trip = round(self.settings.throttle_c * 1000)
-            _write_if_changed(folder / "trip_point_0_temp", f"{trip}\n")
+            self._write(folder / "type", f"{zone.type}\n")
+            self._write(folder / "temp", f"{round(temp * 1000)}\n")
+            self._write(folder / "trip_point_0_temp", trip)
         battery = fs.root / "sys/class/power_supply/battery"
-        battery.mkdir(parents=True, exist_ok=True)
-        _write_if_changed(battery / "capacity", f"{self.battery_level()}\n")
-        _write_if_changed(battery / "temp", f"{round(self.battery_temp_c() * 10)}\n")
-        _write_if_changed(battery / "status", "Charging\n" if self.load == 0 else "Discharging\n")
+        self._write(battery / "capacity", f"{self.battery_level()}\n")
+        self._write(battery / "temp", f"{round(self.battery_temp_c() * 10)}\n")
+        self._write(battery / "status", "Charging\n" if self.load == 0 else "Discharging\n")
 
-
-def _write_if_changed(path: Path, text: str) -> None:
-    try:
-        if path.read_text() == text:
+    def _write(self, path: Path, text: str) -> None:
+        """Replace the file in one step when its text changed: a program reading it meanwhile
+        (the runner's thermal trace) sees the old text or the new, never an empty file. A file
+        removed since (the phone's folder recreated) is written again."""
+        if self._written.get(path) == text and path.exists():
             return
-    except FileNotFoundError:
-        pass
-    path.write_text(text)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.new")
+        partial.write_text(text)
+        os.replace(partial, path)
+        self._written[path] = text

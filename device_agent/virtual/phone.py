@@ -25,9 +25,6 @@ from device_agent.virtual.sync import serve_sync
 from device_agent.virtual.toolbox import PhoneContext, Toolbox
 
 log = logging.getLogger(__name__)
-# How often a computing phone rewrites its /sys thermal files; a phone's thermal driver polls its
-# sensors at a similar rate, and programs (the runner's temperature trace) read the files directly.
-SYSFS_REFRESH_S = 0.2
 
 
 @dataclass
@@ -122,7 +119,7 @@ class Phone:
         try:
             while self.processes.computing():
                 self.health.write_sysfs(self.fs)
-                await asyncio.sleep(SYSFS_REFRESH_S)
+                await asyncio.sleep(self.health.settings.poll_s)
             self.health.write_sysfs(self.fs)
         except OSError as exc:  # the phone's folder went away (a test tearing it down)
             log.warning("%s: /sys not refreshed: %s", self.serialno, exc)

@@ -56,7 +56,7 @@ def fleet() -> Iterator[ThreadedFleet]:
         yield running
 
 
-FAST_THERMAL = ThermalSettings(heat_time_s=0.5, cool_time_s=0.5)
+FAST_THERMAL = ThermalSettings(heat_time_s=0.5, cool_time_s=0.5, poll_s=0.1)
 
 
 @pytest.fixture

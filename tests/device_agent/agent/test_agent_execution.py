@@ -175,3 +175,19 @@ def test_a_phone_lost_mid_run_is_reported_lost_within_seconds(
 
     assert result.outcome == "lost"
     assert phone.serial in (result.error or "")
+
+
+def test_a_model_file_deleted_behind_the_agents_back_is_pushed_again_and_the_run_succeeds(
+    runs: Runs, phone: Phone, agent_phone: AgentPhone, manifest: Manifest
+) -> None:
+    """The pusher trusts its listing for a while; a run that fails because the phone lost a
+    file since is retried once after listing and pushing again."""
+    first = runs.executor.execute(make_task(manifest))
+    assert first.outcome == "succeeded", first.error
+    unet = manifest.components["unet"].file
+    phone.fs.resolve(f"{CACHE_DIR}/{unet.sha256}").host.unlink()
+
+    second = runs.executor.execute(make_task(manifest))
+    assert second.outcome == "succeeded", second.error
+    assert agent_phone.sha256(f"{CACHE_DIR}/{unet.sha256}") == unet.sha256
+    assert runs.executor.last_push is not None and runs.executor.last_push.pushed_files == 1

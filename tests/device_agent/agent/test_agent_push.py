@@ -10,13 +10,13 @@ import time
 from pathlib import Path
 
 import pytest
-from agent_support import shell_commands, synced, watch_phone
+from agent_support import opened, shell_commands, synced, watch_phone
 from virtual_phone_support import AdbServer
 
 from device_agent.host_cache import HostCache
 from device_agent.phone import Phone as AgentPhone
 from device_agent.phone import cache_path
-from device_agent.push import PUSH_ATTEMPTS, ArtifactPusher
+from device_agent.push import LISTING_TRUST_S, PUSH_ATTEMPTS, TOUCH_AFTER_S, ArtifactPusher
 from device_agent.runner.spec import CACHE_DIR
 from device_agent.virtual.phone import Phone
 from hexfleet.errors import ArtifactMismatch, DeviceLost, InvalidRequest
@@ -49,18 +49,20 @@ def cache_listing(phone: Phone) -> list[str]:
     return sorted(p.name for p in phone.fs.resolve(CACHE_DIR).host.iterdir())
 
 
-def test_first_ensure_pushes_and_verifies_then_the_second_only_touches(
-    pusher: ArtifactPusher,
+def test_first_ensure_pushes_and_verifies_then_hits_cost_no_round_trip_until_stale(
     agent_phone: AgentPhone,
+    host_cache: HostCache,
     phone: Phone,
     manifest: Manifest,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    now = [time.time()]
+    pusher = ArtifactPusher(agent_phone, host_cache, clock=lambda: now[0])
     refs = manifest.files()
     watch_phone(caplog)
     first = pusher.ensure(refs)
     assert (first.pushed_files, first.pushed_bytes) == (len(refs), manifest.total_size())
-    assert (first.cached_files, first.evicted) == (0, [])
+    assert (first.cached_files, first.evicted, first.listed) == (0, [], True)
     hashed = " ".join(c for c in shell_commands(caplog) if c.startswith("sha256sum "))
     for ref in refs:
         assert f"{ref.sha256}.part" in hashed, f"{ref.name} was not hashed on the phone"
@@ -68,14 +70,40 @@ def test_first_ensure_pushes_and_verifies_then_the_second_only_touches(
         assert hashlib.sha256(on_disk(phone, ref.sha256).read_bytes()).hexdigest() == ref.sha256
     assert cache_listing(phone) == sorted(ref.sha256 for ref in refs), "a .part was left"
 
+    # A hit within the trusted listing's lifetime: nothing opened on the phone at all.
+    caplog.clear()
+    now[0] += LISTING_TRUST_S / 2
+    hit = pusher.ensure(refs)
+    assert (hit.pushed_files, hit.cached_files, hit.listed) == (0, len(refs), False)
+    assert opened(caplog) == []
+
+    # Later, the listing is listed again and files last used long ago are touched.
     for ref in refs:
         age(phone, ref.sha256, 3600)
     caplog.clear()
+    now[0] += max(LISTING_TRUST_S, TOUCH_AFTER_S)
     second = pusher.ensure(refs)
     assert (second.pushed_files, second.pushed_bytes, second.cached_files) == (0, 0, len(refs))
-    assert not [path for request, path in synced(caplog) if request == "SEND"]
+    assert second.listed
+    assert [request for request, _ in synced(caplog)] == ["LIST"]
     recent = time.time() - 120
     assert all(mtime > recent for _size, mtime in agent_phone.cache_entries().values())
+
+
+def test_files_lost_behind_the_agents_back_are_pushed_again(
+    agent_phone: AgentPhone, host_cache: HostCache, phone: Phone, manifest: Manifest
+) -> None:
+    """A trusted listing can be wrong (the phone's cache wiped by hand): `recheck` lists again
+    and pushes what is missing; with nothing missing it says a retry would not help."""
+    pusher = ArtifactPusher(agent_phone, host_cache)
+    refs = manifest.files()
+    pusher.ensure(refs)
+    assert pusher.recheck(refs).pushed_files == 0
+    unet = manifest.components["unet"].file
+    on_disk(phone, unet.sha256).unlink()
+    assert not pusher.ensure(refs).listed, "the listing is still trusted"
+    assert pusher.recheck(refs).pushed_files == 1
+    assert agent_phone.sha256(cache_path(unet.sha256)) == unet.sha256
 
 
 def test_lru_eviction_drops_the_least_recently_used_and_never_a_needed_file(

@@ -58,3 +58,21 @@ def test_sysfs_files_follow_the_model(tmp_path: Path) -> None:
     temp = fs.resolve("/sys/class/thermal/thermal_zone3/temp").host
     assert int(temp.read_text()) == round((31 + ZONES[3].rise_c) * 1000)
     assert fs.resolve("/sys/class/thermal/thermal_zone3/type").host.read_text() == "nsphvx-0-usr\n"
+
+
+def test_sysfs_writes_only_what_changed_and_restores_what_was_removed(tmp_path: Path) -> None:
+    clock = Clock()
+    health = Health(ThermalSettings(), clock=clock)
+    fs = PhoneFilesystem(tmp_path)
+    health.write_sysfs(fs)
+    zone = tmp_path / "sys/class/thermal/thermal_zone3"
+    static = (zone / "type").stat().st_mtime_ns, (zone / "type").stat().st_ino
+    health.set_load(1.0)
+    clock.now = 30
+    health.write_sysfs(fs)
+    assert ((zone / "type").stat().st_mtime_ns, (zone / "type").stat().st_ino) == static
+    assert int((zone / "temp").read_text()) > 31_000 + 30_000
+    (zone / "trip_point_0_temp").unlink()
+    health.write_sysfs(fs)
+    assert (zone / "trip_point_0_temp").read_text() == "85000\n"
+    assert not list(zone.glob(".*")), "a partial file was left behind"
