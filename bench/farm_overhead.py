@@ -431,7 +431,7 @@ def profile_agent(rig: Rig, runs: int) -> AgentProfile:
     worker.publish = timed(lambda task, body: f"publish {task.rsplit('.', 1)[-1]}",
                             worker.publish)
     watch = worker.executor.cancelled
-    watch.http.get = timed("HTTP GET /runs/ID (cancel check, ≤ 1 per 2 s)", watch.http.get)
+    watch.http.get = timed("HTTP GET /runs/ID/state (cancel check, ≤ 1 per 2 s)", watch.http.get)
     worker.executor.cancelled = timed("cancel check (look-up)", watch)
     manifest = rig.query(
         sa.select(Model.manifest).where(Model.name == "tiny-sd", Model.variant == "fp32")

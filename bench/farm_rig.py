@@ -10,6 +10,7 @@ PostgreSQL database and removes both afterwards). Everything started is stopped 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import signal
@@ -49,6 +50,7 @@ from orchestrator.db.engine import make_engine
 HEXFLEET = str(Path(sys.executable).parent / "hexfleet")
 ADB = adbutils.adb_path()
 STAND_IN = Path(__file__).with_name("farm_runner.py")
+NATIVE_STAND_IN = Path(__file__).with_name("farm_runner.c")
 REDIS_URL = "redis://127.0.0.1:6379/11"
 POSTGRES_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=5"
 SUBMIT_TOKEN = "bench-submit-token"
@@ -291,10 +293,29 @@ class Rig:
         )
         self.start_agent()
 
+    @functools.cached_property
+    def stand_in(self) -> list[str]:
+        """The stand-in runner's argv: bench/farm_runner.c built here (a native runner's start-up
+        is ~1 ms of a phone's own CPU; the Python one takes ~30 ms of the shared host's), or
+        bench/farm_runner.py where no C compiler is found."""
+        compiler = shutil.which("cc") or shutil.which("gcc")
+        if compiler is not None:
+            binary = self.root / "farm_runner"
+            built = subprocess.run(  # noqa: S603 - fixed argv
+                [compiler, "-O2", "-o", str(binary), str(NATIVE_STAND_IN)],
+                capture_output=True, text=True, timeout=120,
+            )
+            if built.returncode == 0:
+                return [str(binary)]
+            print(f"bench: {NATIVE_STAND_IN.name} did not build, using {STAND_IN.name}: "
+                  f"{built.stderr.strip()[:300]}", file=sys.stderr)
+        return [sys.executable, "-S", str(STAND_IN)]
+
     def add_phones(self, count: int) -> None:
         """`count` more phones, SoCs cycled, each in a process of its own (as phones are separate
         devices: they do not share one interpreter), connected to our adb server."""
         specs = []
+        runner = [*self.stand_in, "--delay-file", str(self.delay_file)]
         for _ in range(count):
             index = len(self.phones) + len(specs) + 1
             specs.append(PhoneSpec(
@@ -304,11 +325,7 @@ class Rig:
                 root=self.root / f"phone{index}",
                 state_dir=phones_dir(self.phones_dir),
                 compute="cpu",
-                program_commands={
-                    RUNNER_PATH: [
-                        sys.executable, "-S", str(STAND_IN), "--delay-file", str(self.delay_file)
-                    ]
-                },
+                program_commands={RUNNER_PATH: runner},
             ))
         for record in start_processes(self.phones_dir, specs):
             self.phones.append(record)

@@ -156,8 +156,14 @@ def for_device(session: Session, model: Model, serial: str | None) -> Model:
     return compiled or model
 
 
-def _task(job: Job, run: Run, model: Model, request: JobRequest) -> RunTask:
-    params, tensors = request.runner_params()
+def _task(
+    job: Job,
+    run: Run,
+    model: Model,
+    request: JobRequest,
+    runner_params: tuple[dict[str, Any], dict[str, bytes]] | None = None,
+) -> RunTask:
+    params, tensors = runner_params or request.runner_params()
     return RunTask(
         run_id=run.id,
         job_id=job.id,
@@ -173,7 +179,7 @@ def _task(job: Job, run: Run, model: Model, request: JobRequest) -> RunTask:
 
 def submit(session: Session, request: JobRequest, dispatcher: Dispatcher, submitted_by: str) -> Job:
     """Validate, plan, store and dispatch a job; returns the stored job."""
-    request.runner_params()
+    runner_params = request.runner_params()
     selector = parse_selector(request.selector)
     model = find_model(session, request.model, request.precision)
     planned = plan_runs(
@@ -202,10 +208,20 @@ def submit(session: Session, request: JobRequest, dispatcher: Dispatcher, submit
         for plan in planned
     ]
     session.add_all(runs)
-    session.commit()
+    session.flush()
+    # The tasks are built before the commit, which expires every loaded object (reading a run
+    # after it would cost a SELECT per run), and sent after it (a task must find its run
+    # stored). One variant look-up per phone, not per run: fan-out sends `repeat` to each.
+    variants: dict[str | None, Model] = {}
+    tasks = []
     for run in runs:
-        variant = for_device(session, model, run.device_serial)
-        dispatcher.send(_task(job, run, variant, request), run.queue, request.priority)
+        if run.device_serial not in variants:
+            variants[run.device_serial] = for_device(session, model, run.device_serial)
+        task = _task(job, run, variants[run.device_serial], request, runner_params)
+        tasks.append((task, run.queue))
+    session.commit()
+    for task, queue in tasks:
+        dispatcher.send(task, queue, request.priority)
     return job
 
 

@@ -145,6 +145,14 @@ def create_app(settings: Settings, dispatcher: Dispatcher) -> FastAPI:
             raise NotFound(f"run {run_id} does not exist")
         return RunView.of(run)
 
+    @app.get("/api/v1/runs/{run_id}/state")
+    def get_run_state(run_id: str, _: Viewer, db: DB) -> dict[str, str]:
+        """Only a run's state: what agents poll to notice a cancel (cheaper than the run)."""
+        state = db.scalar(select(Run.state).where(Run.id == run_id))
+        if state is None:
+            raise NotFound(f"run {run_id} does not exist")
+        return {"id": run_id, "state": str(state)}
+
     @app.get("/api/v1/images/{image_id}", response_class=Response)
     def get_image(image_id: int, _: Viewer, db: DB) -> Response:
         image = db.get(Image, image_id)

@@ -120,7 +120,7 @@ class Farm:
             index=index,
             port=free_port(),
             compute="cpu",
-            thermal=ThermalSettings(heat_time_s=2, cool_time_s=1),
+            thermal=ThermalSettings(heat_time_s=2, cool_time_s=1, poll_s=0.2),
             reboot_s=0.5,
         )
         for key, value in overrides.items():

@@ -116,3 +116,29 @@ def test_a_runs_first_progress_marks_its_phone_busy_and_its_result_idle(
         ingest_result(session, _result(run))
         session.commit()
         assert (device.state, device.current_run_id) == ("online", None)
+
+
+def test_progress_moves_a_running_run_and_never_a_stale_attempt_or_a_finished_run(
+    db_engine: Engine,
+) -> None:
+    def progress(run_id: str, step: int, attempt: int = 1, serial: str = "vp-1") -> None:
+        record_progress(
+            session,
+            RunProgress(run_id=run_id, attempt=attempt, serial=serial, step=step, total=20),
+        )
+        session.commit()
+        session.expire_all()
+
+    with Session(db_engine) as session:
+        (run,) = _job_with_runs(session, 1)
+        progress(run.id, 1)
+        assert (run.state, run.progress["step"], run.device_serial) == ("running", 1, "vp-1")
+        progress(run.id, 7)
+        assert run.progress["step"] == 7
+        progress(run.id, 9, attempt=2)
+        assert run.progress["step"] == 7, "another attempt's progress moved this one"
+        ingest_result(session, _result(run))
+        session.commit()
+        settled = dict(run.progress or {})
+        progress(run.id, 3)
+        assert run.state == "succeeded" and run.progress == settled

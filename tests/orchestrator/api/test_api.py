@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -69,8 +70,14 @@ def test_submit_show_list_cancel(client: TestClient) -> None:
     assert [j["id"] for j in client.get("/api/v1/jobs", headers=VIEW).json()] == [job["id"]]
     run_id = job["runs"][0]["id"]
     assert client.get(f"/api/v1/runs/{run_id}", headers=VIEW).json()["state"] == "queued"
+    state = f"/api/v1/runs/{run_id}/state"
+    assert client.get(state, headers=VIEW).json() == {"id": run_id, "state": "queued"}
+    assert client.get(state).status_code == 401
+    assert client.get(f"/api/v1/runs/{uuid.uuid4()}/state", headers=VIEW).status_code == 404
     cancelled = client.post(f"/api/v1/jobs/{job['id']}/cancel", headers=SUBMIT).json()
     assert cancelled["state"] == "cancelled"
+    # What an agent polls to notice the cancel.
+    assert client.get(state, headers=VIEW).json()["state"] == "cancelled"
 
 
 def test_user_errors_are_4xx_with_a_json_reason(client: TestClient) -> None:
