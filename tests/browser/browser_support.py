@@ -11,14 +11,14 @@ from __future__ import annotations
 import importlib.util
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import WebDriverException
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 
 from hexfleet.settings import Settings
@@ -44,7 +44,19 @@ def _e2e() -> Any:
 e2e = _e2e()
 Farm = e2e.Farm
 job_body = e2e.job_body
-wait_until = e2e.wait_until
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = 60.0, what: str = "") -> Any:
+    """e2e's wait_until, where an element replaced by the page's live refresh between finding
+    it and reading it counts as "not yet" (the next poll finds the new one)."""
+
+    def fresh() -> Any:
+        try:
+            return condition()
+        except StaleElementReferenceException:
+            return None
+
+    return e2e.wait_until(fresh, timeout, what)
 
 
 @dataclass
