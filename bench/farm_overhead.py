@@ -424,8 +424,7 @@ def profile_agent(rig: Rig, runs: int) -> AgentProfile:
     phone.shell = timed(lambda *argv, **_: f"adb shell {argv[0]} {argv[1]}"
                          if argv[0] == "dumpsys" else f"adb shell {argv[0]}", phone.shell)
     phone.push_bytes = timed("adb push spec.json", phone.push_bytes)
-    phone.pull_bytes = timed("adb pull result.json", phone.pull_bytes)
-    phone.pull_files = timed("adb pull outputs (none here)", phone.pull_files)
+    phone.pull_with = timed("adb pull result.json (+ outputs: none here)", phone.pull_with)
     phone.cache_entries = timed("adb list the model cache", phone.cache_entries)
     phone.stream = timed("adb shell hexfleet-runner (stand-in)", phone.stream)
     worker.publish = timed(lambda task, body: f"publish {task.rsplit('.', 1)[-1]}",

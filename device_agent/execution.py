@@ -218,10 +218,14 @@ class Executor:
                 )
             if streamed.exit_code != 0:
                 raise RunnerFailed(_failure(streamed.exit_code, streamed.stderr))
-            result = RunnerResult.model_validate_json(
-                self.phone.pull_bytes(f"{folder}/result.json")
-            )
-            return self._collect(task, folder, result, metrics)
+            results: list[RunnerResult] = []
+
+            def outputs(raw: bytes) -> list[str]:
+                results.append(RunnerResult.model_validate_json(raw))
+                return [f"{folder}/{output.name}" for output in results[0].outputs]
+
+            _, files = self.phone.pull_with(f"{folder}/result.json", outputs)
+            return self._collect(task, results[0], files, metrics)
         finally:
             self.background(lambda: self._remove(folder))
 
@@ -246,13 +250,15 @@ class Executor:
         )
 
     def _progress(self, task: RunTask, line: str) -> None:
-        """Forward a progress line, at most every PROGRESS_EVERY_S, and always the last step."""
+        """Forward a progress line: the run's first at once, then at most every PROGRESS_EVERY_S.
+
+        The last step is not forced out: the result follows at once, and ingest counts a
+        succeeded run's steps as all done (one ingest message fewer per run)."""
         event = progress.parse(line)
         if event is None:
             return
         now = time.monotonic()
-        last = event["step"] == event["total"]
-        if not last and now - self._last_progress < PROGRESS_EVERY_S:
+        if now - self._last_progress < PROGRESS_EVERY_S:
             return
         self._last_progress = now
         self.on_progress(
@@ -267,10 +273,9 @@ class Executor:
         )
 
     def _collect(
-        self, task: RunTask, folder: str, result: RunnerResult, extra: dict[str, object]
+        self, task: RunTask, result: RunnerResult, files: list[bytes], extra: dict[str, object]
     ) -> RunResult:
         images, tensors = [], {}
-        files = self.phone.pull_files([f"{folder}/{output.name}" for output in result.outputs])
         for output, data in zip(result.outputs, files, strict=True):
             if output.kind == "image":
                 images.append(

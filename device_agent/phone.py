@@ -313,6 +313,15 @@ class Phone:
         with self._sync(f"pulling {device_path.rsplit('/', 1)[-1]}") as sock:
             return self._recv(sock, device_path)
 
+    def pull_with(
+        self, device_path: str, then: Callable[[bytes], list[str]]
+    ) -> tuple[bytes, list[bytes]]:
+        """A file, then the files `then` names after reading it, in one sync session (a run's
+        result.json and the outputs it lists: one adb connection, not two)."""
+        with self._sync(f"pulling {device_path.rsplit('/', 1)[-1]}") as sock:
+            first = self._recv(sock, device_path)
+            return first, [self._recv(sock, path) for path in then(first)]
+
     def pull_files(self, device_paths: list[str]) -> list[bytes]:
         """Several files' contents, in one sync session."""
         if not device_paths:

@@ -33,6 +33,13 @@ def test_files_round_trip_at_every_chunk_boundary(
         assert agent_phone.pull_bytes(remote) == data
     names = [f"{DEVICE_ROOT_DIR}/wire/file-{size}" for size in SIZES]
     assert [len(data) for data in agent_phone.pull_files(names)] == SIZES
+    # A file naming the files to pull next, all in one session (a result.json and its outputs).
+    agent_phone.push_bytes("\n".join(names).encode(), f"{DEVICE_ROOT_DIR}/wire/list")
+    listing, files = agent_phone.pull_with(
+        f"{DEVICE_ROOT_DIR}/wire/list", lambda raw: raw.decode().split("\n")
+    )
+    assert listing.decode().split("\n") == names
+    assert [len(data) for data in files] == SIZES
     agent_phone.push_bytes(b'{"spec": 1}', f"{DEVICE_ROOT_DIR}/wire/deeper/spec.json")
     assert (phone.fs.root / DEVICE_ROOT_DIR.lstrip("/") / "wire/deeper/spec.json").is_file()
 
