@@ -47,6 +47,15 @@ _PROP = re.compile(r"^\[(?P<key>[^\]]+)\]: \[(?P<value>[^\]]*)\]$")
 THROTTLING_STATUS = 3  # PowerManager.THERMAL_STATUS_SEVERE
 _THERMAL_STATUS = re.compile(r"^Thermal Status: (\d+)", re.M)
 _HAL_TEMP = re.compile(r"Temperature\{mValue=(-?[\d.]+)")
+# A fixed command line (nothing in it comes from a user): battery, a marker, thermal.
+_HEALTH_SPLIT = "--hexfleet-thermal--"
+_HEALTH_COMMAND = f"dumpsys battery && echo {_HEALTH_SPLIT}; dumpsys thermalservice"
+
+
+def _thermal(dumpsys: str) -> tuple[int | None, list[float]]:
+    status = _THERMAL_STATUS.search(dumpsys)
+    temps = [float(t) for t in _HAL_TEMP.findall(dumpsys)]
+    return (int(status.group(1)) if status else None), temps
 ADB_ERRORS = (adbutils.AdbError, adbutils.AdbTimeout, OSError, socket.timeout, EOFError)
 
 
@@ -226,16 +235,21 @@ class Phone:
     def thermal(self) -> tuple[int | None, list[float]]:
         """Android's thermal status (3 = severe: the phone throttles) and the HAL temperatures."""
         _, out, _ = self.shell("dumpsys", "thermalservice")
-        status = _THERMAL_STATUS.search(out)
-        temps = [float(t) for t in _HAL_TEMP.findall(out)]
-        return (int(status.group(1)) if status else None), temps
+        return _thermal(out)
 
     def health(self) -> DeviceHealth:
+        """Battery and thermal state in one shell (a heartbeat's adb cost: one connection)."""
+        code, out, err = self._shell(_HEALTH_COMMAND, "dumpsys", timeout=30.0)
+        battery_text, marker, thermal_text = out.partition(f"{_HEALTH_SPLIT}\n")
+        if not marker:
+            raise DeviceLost(
+                f"{self.serial}: `dumpsys battery` failed ({code}): {err.strip()[:200]}"
+            )
         battery = {}
-        for line in self.checked("dumpsys", "battery").splitlines():
+        for line in battery_text.splitlines():
             key, _, value = line.strip().partition(": ")
             battery[key] = value
-        status, temps = self.thermal()
+        status, temps = _thermal(thermal_text)
         level = battery.get("level", "")
         raw_temp = battery.get("temperature", "")
         return DeviceHealth(

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
+from agent_support import shell_commands, watch_phone
 
 from device_agent.phone import SEND_BATCH, SYNC_DATA_MAX
 from device_agent.phone import Phone as AgentPhone
@@ -51,6 +52,18 @@ def test_shell_reports_exit_codes_stdout_and_stderr(agent_phone: AgentPhone) -> 
     assert code != 0 and out == "" and "nothing-here" in err
     with pytest.raises(DeviceLost, match="`ls` failed"):
         agent_phone.checked("ls", "/data/local/tmp/nothing-here")
+
+
+def test_health_reads_battery_and_thermal_in_one_shell(
+    agent_phone: AgentPhone, phone: Phone, caplog: pytest.LogCaptureFixture
+) -> None:
+    watch_phone(caplog)
+    health = agent_phone.health()
+    assert health.battery_level == phone.health.battery_level()
+    assert health.battery_temp_c == pytest.approx(phone.health.battery_temp_c(), abs=0.1)
+    assert health.max_temp_c == pytest.approx(max(phone.health.zone_temps_c()), abs=0.5)
+    assert health.throttled is False
+    assert [c.split()[0] for c in shell_commands(caplog)] == ["dumpsys"]  # one connection
 
 
 def test_a_missing_file_or_cache_is_reported_and_the_connection_stays_usable(
