@@ -21,7 +21,12 @@ demo: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 
-test: lint
+# The tests also train a few steps: torch (the `train` extra), never needed at run time.
+$(VENV)/.installed-train: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[dev,train]'
+	touch $@
+
+test: lint $(VENV)/.installed-train
 	$(PY) -m pytest
 
 clean:

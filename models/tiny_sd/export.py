@@ -266,7 +266,8 @@ def export_run(
     guidance_scales: tuple[float, ...] = (1.5,),
     evaluate: bool = True,
 ) -> dict:
-    """Exports, checks and (optionally) evaluates a run; writes info.json and training.json."""
+    """Exports, checks and (optionally) evaluates a run into `out`; writes training.json there
+    and info.json beside it (models/tiny_sd/info.json for the default `out`)."""
     cfg, text_encoder, unet, decoder, meta = load_run(run)
     components = export_onnx(cfg, text_encoder, unet, decoder, out)
     diffs = check_against_torch(cfg, text_encoder, unet, decoder, out)
@@ -325,7 +326,8 @@ def export_run(
         "components": components,
         "parameters_total": sum(c["parameters"] for c in components.values()),
     }
-    (PACKAGE_DIR / "info.json").write_text(json.dumps(info, indent=2) + "\n")
+    # The package layout registration reads: DIR/info.json beside DIR/weights/*.onnx.
+    (out.parent / "info.json").write_text(json.dumps(info, indent=2) + "\n")
     training = {
         "world": {"held_out_scenes": len(held_out), "train_scenes": len(split()[0])},
         "settings": meta["settings"],

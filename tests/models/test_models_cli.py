@@ -149,7 +149,8 @@ def test_quantize_compile_and_evaluate_on_htp(cli_dir: Path) -> None:
 
 
 def test_train_without_torch_says_which_extra(tmp_path: Path) -> None:
-    """CI installs only `.[dev]`: training must say how to get torch, in one line."""
+    """An install without the `train` extra (the runtime image, agents): training must say how
+    to get torch, in one line (torch is hidden from this process to act that out)."""
     code = (
         "import sys; sys.modules['torch'] = None; "
         "sys.argv = ['hexfleet', 'models', 'train', 'tiny-sd']; "
