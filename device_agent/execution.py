@@ -250,15 +250,14 @@ class Executor:
         )
 
     def _progress(self, task: RunTask, line: str) -> None:
-        """Forward a progress line: the run's first at once, then at most every PROGRESS_EVERY_S.
-
-        The last step is not forced out: the result follows at once, and ingest counts a
-        succeeded run's steps as all done (one ingest message fewer per run)."""
+        """Forward a progress line, at most every PROGRESS_EVERY_S, and always the last step
+        (a run shorter than that would otherwise end showing its first stage)."""
         event = progress.parse(line)
         if event is None:
             return
         now = time.monotonic()
-        if now - self._last_progress < PROGRESS_EVERY_S:
+        last = event["step"] == event["total"]
+        if not last and now - self._last_progress < PROGRESS_EVERY_S:
             return
         self._last_progress = now
         self.on_progress(

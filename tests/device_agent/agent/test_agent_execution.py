@@ -75,9 +75,10 @@ def test_hostile_prompts_travel_in_the_spec_and_never_reach_a_shell(
     assert [image.prompt for image in result.images] == HOSTILE_PROMPTS
     assert all(Image.open(io.BytesIO(i.png)).size == (16, 16) for i in result.images)
     assert result.metrics["pushed_bytes"] == manifest.total_size()
-    assert runs.progress, "no progress was forwarded"
-    # The runner's first line (loading) goes out at once: it says the run started.
+    # The runner's first line (loading) goes out at once: it says the run started; the last
+    # step always goes out, however short the run.
     assert (runs.progress[0].stage, runs.progress[0].step) == ("load", 0)
+    assert runs.progress[-1].step == runs.progress[-1].total == 2 * len(HOSTILE_PROMPTS)
     commands = shell_commands(caplog)
     assert any(command.startswith(RUNNER_PATH) for command in commands)
     for command in commands:
