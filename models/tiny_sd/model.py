@@ -43,7 +43,12 @@ def _groups(channels: int) -> int:
 
 
 class Attention(nn.Module):
-    """Multi-head attention written as MatMul + Softmax (what the QNN HTP backend runs)."""
+    """Multi-head attention, exported as MatMul + Softmax (what the QNN HTP backend runs).
+
+    In torch it runs through the fused `scaled_dot_product_attention` unless `fused` is False
+    (bench/train_step.py times both)."""
+
+    fused = True
 
     def __init__(self, width: int, context_width: int, heads: int) -> None:
         super().__init__()
@@ -59,7 +64,7 @@ class Attention(nn.Module):
         head = width // self.heads
         q = self.q(x).reshape(batch, n, self.heads, head).transpose(1, 2)
         v = self.v(context).reshape(batch, m, self.heads, head).transpose(1, 2)
-        if not torch.onnx.is_in_onnx_export():
+        if self.fused and not torch.onnx.is_in_onnx_export():
             # The same function through torch's fused kernel: 1.3x faster training steps.
             k = self.k(context).reshape(batch, m, self.heads, head).transpose(1, 2)
             y = F.scaled_dot_product_attention(q, k, v)
