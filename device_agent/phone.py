@@ -51,12 +51,13 @@ _HAL_TEMP = re.compile(r"Temperature\{mValue=(-?[\d.]+)")
 _HEALTH_SPLIT = "--hexfleet-thermal--"
 _HEALTH_COMMAND = f"dumpsys battery && echo {_HEALTH_SPLIT}; dumpsys thermalservice"
 
+ADB_ERRORS = (adbutils.AdbError, adbutils.AdbTimeout, OSError, socket.timeout, EOFError)
+
 
 def _thermal(dumpsys: str) -> tuple[int | None, list[float]]:
     status = _THERMAL_STATUS.search(dumpsys)
     temps = [float(t) for t in _HAL_TEMP.findall(dumpsys)]
     return (int(status.group(1)) if status else None), temps
-ADB_ERRORS = (adbutils.AdbError, adbutils.AdbTimeout, OSError, socket.timeout, EOFError)
 
 
 def check_sha256(value: str) -> str:
@@ -324,8 +325,7 @@ class Phone:
                 raise adbutils.AdbError(f"unexpected sync answer {ident!r} to RECV")
 
     def pull_bytes(self, device_path: str) -> bytes:
-        with self._sync(f"pulling {device_path.rsplit('/', 1)[-1]}") as sock:
-            return self._recv(sock, device_path)
+        return self.pull_with(device_path, lambda _first: [])[0]
 
     def pull_with(
         self, device_path: str, then: Callable[[bytes], list[str]]
@@ -335,13 +335,6 @@ class Phone:
         with self._sync(f"pulling {device_path.rsplit('/', 1)[-1]}") as sock:
             first = self._recv(sock, device_path)
             return first, [self._recv(sock, path) for path in then(first)]
-
-    def pull_files(self, device_paths: list[str]) -> list[bytes]:
-        """Several files' contents, in one sync session."""
-        if not device_paths:
-            return []
-        with self._sync(f"pulling {len(device_paths)} files") as sock:
-            return [self._recv(sock, path) for path in device_paths]
 
     def sha256(self, device_path: str) -> str | None:
         code, out, _ = self.shell("sha256sum", device_path, timeout=300)

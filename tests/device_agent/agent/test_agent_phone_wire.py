@@ -33,7 +33,6 @@ def test_files_round_trip_at_every_chunk_boundary(
         assert agent_phone.sha256(remote) == hashlib.sha256(data).hexdigest()
         assert agent_phone.pull_bytes(remote) == data
     names = [f"{DEVICE_ROOT_DIR}/wire/file-{size}" for size in SIZES]
-    assert [len(data) for data in agent_phone.pull_files(names)] == SIZES
     # A file naming the files to pull next, all in one session (a result.json and its outputs).
     agent_phone.push_bytes("\n".join(names).encode(), f"{DEVICE_ROOT_DIR}/wire/list")
     listing, files = agent_phone.pull_with(
