@@ -19,8 +19,8 @@ from pathlib import Path
 
 import adbutils
 
-from device_agent.virtual import fleet
-from device_agent.virtual.profiles import get_profile
+from hexfleet.virtual_phone import fleet
+from hexfleet.virtual_phone.profiles import get_profile
 
 MB = 1_000_000
 ADB = adbutils.adb_path()

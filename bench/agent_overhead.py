@@ -20,6 +20,7 @@ import hashlib
 import os
 import statistics
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -30,22 +31,24 @@ from pathlib import Path
 
 import adbutils
 
-from device_agent.execution import Executor
-from device_agent.host_cache import HostCache
-from device_agent.messages import RunTask
-from device_agent.phone import Phone, cache_path, job_dir
-from device_agent.push import ArtifactPusher
-from device_agent.runner.spec import DEVICE_ROOT_DIR, RUNNER_PATH, RunnerResult, RunnerSpec
-from device_agent.virtual import fleet
-from device_agent.virtual.fleet import ThreadedFleet
-from device_agent.virtual.phone import Phone as VirtualPhone
-from device_agent.virtual.phone import PhoneConfig
-from device_agent.virtual.processes import ProcessTable
-from device_agent.virtual.profiles import get_profile
-from models.manifest import FileRef, Manifest
-from models.registration import register_tiny_sd
-from models.store import ModelStore
-from models.synthetic_sd import write_tiny_layout
+from hexfleet.device_agent.execution import Executor
+from hexfleet.device_agent.host_cache import HostCache
+from hexfleet.device_agent.phone import Phone, cache_path, job_dir
+from hexfleet.device_agent.push import ArtifactPusher
+from hexfleet.manifest import FileRef, Manifest
+from hexfleet.messages import RunTask
+from hexfleet.models.registration import register_tiny_sd
+from hexfleet.models.store import ModelStore
+from hexfleet.runner_spec import DEVICE_ROOT_DIR, RUNNER_PATH, RunnerResult, RunnerSpec
+from hexfleet.virtual_phone import fleet
+from hexfleet.virtual_phone.fleet import ThreadedFleet
+from hexfleet.virtual_phone.phone import PhoneConfig, VirtualPhone
+from hexfleet.virtual_phone.processes import ProcessTable
+from hexfleet.virtual_phone.profiles import get_profile
+
+# The synthetic SD-layout model is a test fixture, shared with tests/ (tests/support).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
+from synthetic_sd import write_tiny_layout  # noqa: E402
 
 MB = 1_000_000
 ADB = adbutils.adb_path()

@@ -49,13 +49,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from farm_rig import CpuMeter, Rig, farm, services, wait_until  # noqa: E402
 
-from device_agent.messages import (  # noqa: E402
-    DeviceFacts,
-    DeviceHealth,
-    Heartbeat,
-    RunResult,
-    RunTask,
-)
 from hexfleet.broker import (  # noqa: E402
     INGEST_HEARTBEAT_TASK,
     INGEST_QUEUE,
@@ -63,9 +56,17 @@ from hexfleet.broker import (  # noqa: E402
     make_celery,
     soc_queue,
 )
-from orchestrator.db.schema import Job, Model, Run  # noqa: E402
+from hexfleet.messages import (  # noqa: E402
+    DeviceFacts,
+    DeviceHealth,
+    Heartbeat,
+    RunResult,
+    RunTask,
+)
+from hexfleet.orchestrator.db.schema import Job, Model, Run  # noqa: E402
+from hexfleet.states import FINAL_RUN_STATES  # noqa: E402
 
-FINAL = ("succeeded", "failed", "lost", "cancelled")
+FINAL = tuple(FINAL_RUN_STATES)
 GOAL_RUNS_PER_S = 50.0
 GOAL_UTILIZATION = 0.95
 PHONES_GROUP = "virtual phones + their stand-in runners"
@@ -412,7 +413,7 @@ def profile_agent(rig: Rig, runs: int) -> AgentProfile:
     execute, publish, heartbeat), called directly on one phone with every adb, HTTP and broker
     call timed; only Celery's fetch and acknowledgement are left out. The agent is stopped
     first; results go to the ingest queue for runs the database does not know (dropped)."""
-    from device_agent.worker import PhoneWorker
+    from hexfleet.device_agent.worker import PhoneWorker
 
     rig.stop_agent()
     rig.set_delay(0.0)
@@ -520,7 +521,7 @@ def measure_capacity(rig: Rig, runs: int) -> Capacity:
         host="bench-host",
         facts=DeviceFacts(serial=CAPACITY_SERIAL, soc=CAPACITY_SOC, htp_arch=73, is_virtual=True),
         health=DeviceHealth(battery_level=90, max_temp_c=35.0),
-        state="online",
+        state="idle",
         sent_at=now,
     )
     app.send_task(INGEST_HEARTBEAT_TASK, args=[beat.model_dump_json()], queue=INGEST_QUEUE)

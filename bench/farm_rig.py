@@ -32,8 +32,12 @@ import redis
 import sqlalchemy as sa
 from psycopg import sql
 
-from device_agent.runner.spec import RUNNER_PATH
-from device_agent.virtual.fleet import (
+from hexfleet.models.registration import register_tiny_sd
+from hexfleet.models.store import ModelStore
+from hexfleet.orchestrator.db.engine import make_engine
+from hexfleet.runner_spec import RUNNER_PATH
+from hexfleet.settings import Settings
+from hexfleet.virtual_phone.fleet import (
     PhoneRecord,
     PhoneSpec,
     phones_dir,
@@ -41,11 +45,10 @@ from device_agent.virtual.fleet import (
     start_processes,
     stop_processes,
 )
-from hexfleet.settings import Settings
-from models.registration import register_tiny_sd
-from models.store import ModelStore
-from models.synthetic_sd import write_tiny_layout
-from orchestrator.db.engine import make_engine
+
+# The synthetic SD-layout model is a test fixture, shared with tests/ (tests/support).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
+from synthetic_sd import write_tiny_layout  # noqa: E402
 
 HEXFLEET = str(Path(sys.executable).parent / "hexfleet")
 ADB = adbutils.adb_path()

@@ -11,17 +11,21 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 from pathlib import Path
 
+from hexfleet.manifest import ROLES, Manifest
+from hexfleet.models.compile import SOC_FOR_ARCH, binary_target, compile_context
+from hexfleet.models.quantize import quantize_model
+from hexfleet.models.registration import register_tiny_sd
+from hexfleet.models.runtime import HTP_ARCHS, open_session
+from hexfleet.models.store import ModelStore
 from hexfleet.settings import Settings
-from models.compile import SOC_FOR_ARCH, binary_target, compile_context
-from models.manifest import ROLES, Manifest
-from models.quantize import quantize_model
-from models.registration import register_tiny_sd
-from models.runtime import HTP_ARCHS, open_session
-from models.store import ModelStore
-from models.synthetic_sd import write_tiny_layout
+
+# The synthetic SD-layout model is a test fixture, shared with tests/ (tests/support).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
+from synthetic_sd import write_tiny_layout  # noqa: E402
 
 
 def _median_create(path: Path, arch: str, repeat: int) -> float:

@@ -18,8 +18,8 @@ import time
 
 import torch
 
-from models.tiny_sd.model import Attention, TextEncoder, TinySDConfig, UNet
-from models.tiny_sd.tokenizer import WordTokenizer
+from hexfleet.models.tiny_sd.model import Attention, TextEncoder, TinySDConfig, UNet
+from hexfleet.models.tiny_sd.tokenizer import WordTokenizer
 
 RECIPE_STEPS = 4500
 

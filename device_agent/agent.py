@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 
 import adbutils
 
-from device_agent.messages import DeviceFacts, DeviceHealth, Heartbeat
 from hexfleet.broker import INGEST_HEARTBEAT_TASK, INGEST_QUEUE, make_celery
 from hexfleet.errors import ServiceUnavailable
+from hexfleet.messages import DeviceFacts, DeviceHealth, Heartbeat
 from hexfleet.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ class Agent:
     def start_worker(self, serial: str) -> None:
         log.info("phone %s online: starting its worker", serial)
         process = subprocess.Popen(  # noqa: S603 - fixed argv; the serial came from adb itself
-            [sys.executable, "-m", "device_agent.worker", serial], start_new_session=True
+            [sys.executable, "-m", "hexfleet.device_agent.worker", serial], start_new_session=True
         )
         self.workers[serial] = WorkerProcess(serial, process)
 

@@ -13,14 +13,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from device_agent.messages import ImageOut, RunProgress, RunResult, RunTask
-from device_agent.phone import Phone, job_dir
-from device_agent.push import ArtifactPusher, PushReport
-from device_agent.runner import progress
-from device_agent.runner.spec import RUNNER_PATH, RunnerResult, RunnerSpec
+from hexfleet import progress
+from hexfleet.device_agent.phone import Phone, job_dir
+from hexfleet.device_agent.push import ArtifactPusher, PushReport
 from hexfleet.errors import DeviceLost, HexfleetError, RunnerFailed
+from hexfleet.manifest import Manifest
+from hexfleet.messages import ImageOut, RunProgress, RunResult, RunTask
+from hexfleet.runner_spec import RUNNER_PATH, RunnerResult, RunnerSpec
 from hexfleet.settings import Settings
-from models.manifest import Manifest
 
 THERMAL_POLL_S = 1.0
 PROGRESS_EVERY_S = 1.0

@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 
 from hexfleet.errors import ArtifactMismatch, NotFound, ServiceUnavailable
-from models.manifest import FileRef
-from models.store import sha256_file
+from hexfleet.manifest import FileRef
+from hexfleet.models.store import sha256_file
 
 
 class HostCache:

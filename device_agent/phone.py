@@ -26,9 +26,9 @@ from pathlib import Path
 
 import adbutils
 
-from device_agent.messages import DeviceFacts, DeviceHealth
-from device_agent.runner.spec import CACHE_DIR, DEVICE_ROOT_DIR, JOBS_DIR, RUNNER_PATH
 from hexfleet.errors import DeviceLost, InvalidRequest
+from hexfleet.messages import DeviceFacts, DeviceHealth
+from hexfleet.runner_spec import CACHE_DIR, DEVICE_ROOT_DIR, JOBS_DIR, RUNNER_PATH
 
 # DESIGN.md's table: a QNN context binary is compiled for one Hexagon arch per SoC.
 HTP_ARCH_BY_SOC = {

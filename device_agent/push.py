@@ -22,10 +22,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from device_agent.host_cache import HostCache
-from device_agent.phone import Phone, cache_path
+from hexfleet.device_agent.host_cache import HostCache
+from hexfleet.device_agent.phone import Phone, cache_path
 from hexfleet.errors import ArtifactMismatch, InvalidRequest
-from models.manifest import FileRef
+from hexfleet.manifest import FileRef
 
 DEFAULT_QUOTA_BYTES = 8 << 30
 PUSH_ATTEMPTS = 2

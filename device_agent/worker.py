@@ -3,7 +3,8 @@
 Started by the agent as `python -m device_agent.worker SERIAL` for every online phone. Prefetch 1
 and late acknowledgement: a busy phone never hoards work, and a run whose worker dies is delivered
 again. After a run ends with the phone lost, the worker stops: the agent starts a new one when the
-phone is back. It also sends the phone's heartbeat (facts, health, busy/online) every few seconds.
+phone is back. It also sends the phone's heartbeat (facts, health, idle/busy/throttled) every few
+seconds.
 """
 
 from __future__ import annotations
@@ -23,12 +24,6 @@ import httpx
 from celery import Celery
 from kombu.exceptions import KombuError
 
-from device_agent.execution import Executor, ThermalGate
-from device_agent.host_cache import HostCache
-from device_agent.messages import DeviceFacts, Heartbeat, RunProgress, RunResult, RunTask
-from device_agent.phone import Phone
-from device_agent.push import ArtifactPusher
-from device_agent.runner.spec import JOBS_DIR
 from hexfleet.broker import (
     INGEST_HEARTBEAT_TASK,
     INGEST_PROGRESS_TASK,
@@ -38,8 +33,15 @@ from hexfleet.broker import (
     make_celery,
     queues_for_device,
 )
+from hexfleet.device_agent.execution import Executor, ThermalGate
+from hexfleet.device_agent.host_cache import HostCache
+from hexfleet.device_agent.phone import Phone
+from hexfleet.device_agent.push import ArtifactPusher
 from hexfleet.errors import DeviceLost, HexfleetError
+from hexfleet.messages import DeviceFacts, Heartbeat, RunProgress, RunResult, RunTask
+from hexfleet.runner_spec import JOBS_DIR
 from hexfleet.settings import Settings
+from hexfleet.states import PhoneState
 
 log = logging.getLogger(__name__)
 HEARTBEAT_S = 3.0
@@ -161,17 +163,17 @@ class PhoneWorker:
         self.publish(INGEST_RESULT_TASK, result.model_dump_json())
 
     def heartbeat(self) -> None:
-        """Report the phone: facts, a fresh health reading, busy/online/throttled."""
+        """Report the phone: facts, a fresh health reading, idle/busy/throttled."""
         try:
             health = self.phone.health()
         except DeviceLost:
             return
-        busy = "busy" if self.current_run else "online"
+        busy = PhoneState.BUSY if self.current_run else PhoneState.IDLE
         beat = Heartbeat(
             host=self.host,
             facts=self.facts,
             health=health,
-            state="throttled" if health.throttled else busy,
+            state=PhoneState.THROTTLED if health.throttled else busy,
             current_run_id=self.current_run,
             sent_at=dt.datetime.now(dt.UTC),
         )
@@ -242,7 +244,7 @@ class PhoneWorker:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
-        print("usage: python -m device_agent.worker SERIAL", file=sys.stderr)
+        print("usage: python -m hexfleet.device_agent.worker SERIAL", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
-from models.manifest import Manifest
-from models.pipeline import Graph, Pipeline
-from models.runtime import TensorSpec
+from hexfleet.manifest import Manifest
+from hexfleet.models.pipeline import Graph, Pipeline
+from hexfleet.models.runtime import TensorSpec
 
 GENERIC_PROMPTS = (
     "a photo of an astronaut riding a horse on mars",
@@ -39,7 +39,7 @@ GENERIC_PROMPTS = (
 def default_prompts(manifest: Manifest, count: int) -> list[str]:
     """Calibration prompts: tiny-sd's training prompts (never its held-out ones), else generic."""
     if manifest.prompt_world == "tiny-sd":
-        from models.tiny_sd.world import prompt_for, split
+        from hexfleet.models.tiny_sd.world import prompt_for, split
 
         train, _ = split()
         stride = max(1, len(train) // count)

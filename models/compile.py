@@ -16,16 +16,16 @@ from pathlib import Path
 import onnxruntime as ort
 
 from hexfleet.errors import InvalidRequest, ModelError
-from models.manifest import ROLES, Manifest
-from models.registration import store_component
-from models.runtime import (
+from hexfleet.manifest import ROLES, Manifest
+from hexfleet.models.registration import store_component
+from hexfleet.models.runtime import (
     ORT_ERRORS,
     check_htp_arch,
     native_stdout_to_stderr,
     open_session,
     session_options,
 )
-from models.store import ModelStore
+from hexfleet.models.store import ModelStore
 
 SOC_FOR_ARCH = {
     "68": "SM8350",

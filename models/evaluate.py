@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hexfleet.errors import InvalidRequest
-from models.calibration import GENERIC_PROMPTS
-from models.manifest import Manifest
-from models.pipeline import Generation, Pipeline
-from models.runtime import DEFAULT_HTP_ARCH, Runtime
-from models.similarity import psnr
-from models.store import ModelStore
+from hexfleet.manifest import Manifest
+from hexfleet.models.calibration import GENERIC_PROMPTS
+from hexfleet.models.pipeline import Generation, Pipeline
+from hexfleet.models.runtime import DEFAULT_HTP_ARCH, Runtime
+from hexfleet.models.similarity import psnr
+from hexfleet.models.store import ModelStore
 
 ATTRIBUTES = ("color", "shape", "position", "background")
 
@@ -76,7 +76,7 @@ def held_out_prompts(manifest: Manifest, count: int) -> tuple[list[str], list[ob
         raise InvalidRequest(f"evaluate at least one prompt, not {count}")
     if manifest.prompt_world != "tiny-sd":
         return [GENERIC_PROMPTS[i % len(GENERIC_PROMPTS)] for i in range(count)], None
-    from models.tiny_sd.world import prompt_for, split
+    from hexfleet.models.tiny_sd.world import prompt_for, split
 
     _, held_out = split()
     if count > len(held_out):
@@ -87,7 +87,7 @@ def held_out_prompts(manifest: Manifest, count: int) -> tuple[list[str], list[ob
 
 
 def _judge_all(images: list[np.ndarray], scenes: list[object]) -> tuple[float, dict[str, float]]:
-    from models.tiny_sd.judge import judge
+    from hexfleet.models.tiny_sd.judge import judge
 
     judged = [judge(image) for image in images]
     n = len(scenes)

@@ -16,11 +16,11 @@ import numpy as np
 from PIL import Image, PngImagePlugin
 
 from hexfleet.errors import InvalidRequest, ModelError
-from models.manifest import ROLES, Manifest
-from models.prompt_tokenizer import PromptTokenizer, load_tokenizer
-from models.runtime import Runtime, TensorSpec, open_session
-from models.schedulers import SchedulerConfig, make_scheduler
-from models.store import ModelStore
+from hexfleet.manifest import ROLES, Manifest
+from hexfleet.models.prompt_tokenizer import PromptTokenizer, load_tokenizer
+from hexfleet.models.runtime import Runtime, TensorSpec, open_session
+from hexfleet.models.schedulers import SchedulerConfig, make_scheduler
+from hexfleet.models.store import ModelStore
 
 StepCallback = Callable[[int, int, float], None]
 """Called after every UNet step with (step number from 1, total steps, seconds of that step)."""

@@ -11,8 +11,8 @@ from typing import Protocol
 import numpy as np
 
 from hexfleet.errors import ModelError
-from models.clip_tokenizer import CLIPTokenizer
-from models.manifest import TokenizerSpec
+from hexfleet.manifest import TokenizerSpec
+from hexfleet.models.clip_tokenizer import CLIPTokenizer
 
 
 class PromptTokenizer(Protocol):
@@ -28,7 +28,7 @@ class PromptTokenizer(Protocol):
 def load_tokenizer(spec: TokenizerSpec, paths: dict[str, Path]) -> PromptTokenizer:
     """Build the tokenizer of a manifest from its files (by file name → verified path)."""
     if spec.kind == "word":
-        from models.tiny_sd.tokenizer import WordTokenizer
+        from hexfleet.models.tiny_sd.tokenizer import WordTokenizer
 
         tokenizer: PromptTokenizer = WordTokenizer.from_file(_one(paths, "vocab.json"))
     else:

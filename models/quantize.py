@@ -25,25 +25,25 @@ from onnxruntime.quantization.execution_providers.qnn import (
 from onnxruntime.tools.onnx_model_utils import fix_output_shapes, make_input_shape_fixed
 
 from hexfleet.errors import InvalidRequest, ModelError
-from models.calibration import (
+from hexfleet.manifest import ROLES, Manifest, Precision, Thresholds
+from hexfleet.models.calibration import (
     Activations,
     FeedsReader,
     calibration_stride,
     default_prompts,
     record_activations,
 )
-from models.htp_rewrites import (
+from hexfleet.models.htp_rewrites import (
     constants_to_initializers,
     drop_unused_initializers,
     flatten_silu,
     fold_static_shapes,
     instance_norm_4d,
 )
-from models.manifest import ROLES, Manifest, Precision, Thresholds
-from models.pipeline import Pipeline
-from models.registration import store_component
-from models.runtime import Placement, node_placement, open_session
-from models.store import ModelStore
+from hexfleet.models.pipeline import Pipeline
+from hexfleet.models.registration import store_component
+from hexfleet.models.runtime import Placement, node_placement, open_session
+from hexfleet.models.store import ModelStore
 
 ACTIVATION_TYPES = {"w8a8": QuantType.QUInt8, "w8a16": QuantType.QUInt16}
 ACCURACY_KEPT = {"w8a8": 0.85, "w8a16": 0.95}

@@ -14,7 +14,7 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from hexfleet.errors import ArtifactMismatch, ModelError, NotFound
-from models.manifest import (
+from hexfleet.manifest import (
     Component,
     FileRef,
     Manifest,
@@ -23,8 +23,8 @@ from models.manifest import (
     Thresholds,
     TokenizerSpec,
 )
-from models.schedulers import SchedulerConfig
-from models.store import ModelStore, sha256_file
+from hexfleet.models.schedulers import SchedulerConfig
+from hexfleet.models.store import ModelStore, sha256_file
 
 REQUIRED_INPUTS: dict[str, tuple[str, ...]] = {
     "text_encoder": ("input_ids",),

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from hexfleet.errors import InvalidRequest, ModelError, NotFound
-from models.manifest import Component, Manifest, Thresholds, TokenizerSpec
-from models.registration import store_component, store_files
-from models.schedulers import SchedulerConfig
-from models.store import ModelStore
+from hexfleet.manifest import Component, Manifest, Thresholds, TokenizerSpec
+from hexfleet.models.registration import store_component, store_files
+from hexfleet.models.schedulers import SchedulerConfig
+from hexfleet.models.store import ModelStore
 
 SD_LATENT_SCALE = 0.18215
 SD_VAE_FACTOR = 8

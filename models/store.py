@@ -14,8 +14,8 @@ import tempfile
 from pathlib import Path
 
 from hexfleet.errors import ArtifactMismatch, NotFound
+from hexfleet.manifest import Component, FileRef, Manifest, check_name, parse_manifest
 from hexfleet.settings import Settings
-from models.manifest import Component, FileRef, Manifest, check_name, parse_manifest
 
 CHUNK = 1 << 20
 

@@ -19,9 +19,10 @@ from scipy import stats as sps
 from sqlalchemy.orm import Session
 
 from hexfleet.errors import InvalidRequest
-from orchestrator.db.schema import Job, JobState, Run, RunState
-from orchestrator.jobs import get_job
-from orchestrator.statistics import CONFIDENCE, bootstrap_medians, runs_by_phone
+from hexfleet.orchestrator.db.schema import Job, Run
+from hexfleet.orchestrator.jobs import get_job
+from hexfleet.orchestrator.statistics import CONFIDENCE, bootstrap_medians, runs_by_phone
+from hexfleet.states import FINAL_JOB_STATES, RunState
 
 THRESHOLD = 0.03
 # Draws of each job's median for the interval of their ratio (seeded: the same data, the same CI).
@@ -32,7 +33,6 @@ ALPHA = 0.01
 MIN_SAMPLES = 5
 # Per-run scalar timings: compared over a phone's runs when the jobs repeated enough times.
 SCALAR_TIMINGS = ("load_ms", "first_ms", "load_s", "total_s", "infer_s")
-FINAL_JOB_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
 
 Verdict = Literal["regression", "improvement", "unchanged", "within run spread", "too few samples"]
 

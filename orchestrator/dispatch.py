@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from celery import Celery
 from kombu import Connection
 
-from device_agent.messages import RunTask
 from hexfleet.broker import RUN_TASK
+from hexfleet.messages import RunTask
 
 
 class CeleryDispatcher:

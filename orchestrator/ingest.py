@@ -15,24 +15,11 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, func, select, update
 from sqlalchemy.orm import Session, aliased
 
-from device_agent.messages import Heartbeat, RunProgress, RunResult
 from hexfleet.errors import NotFound
-from orchestrator.db.schema import (
-    Device,
-    DeviceState,
-    Host,
-    Image,
-    Job,
-    JobState,
-    Metric,
-    Run,
-    RunState,
-)
-from orchestrator.jobs import Dispatcher, retry_lost
-
-FINAL_RUN_STATES = frozenset(
-    {RunState.SUCCEEDED, RunState.FAILED, RunState.LOST, RunState.CANCELLED}
-)
+from hexfleet.messages import Heartbeat, RunProgress, RunResult
+from hexfleet.orchestrator.db.schema import Device, Host, Image, Job, Metric, Run
+from hexfleet.orchestrator.jobs import Dispatcher, retry_lost
+from hexfleet.states import FINAL_RUN_STATES, JobState, PhoneState, RunState
 
 
 def _number(value: Any) -> bool:
@@ -97,12 +84,12 @@ def ingest_result(
     device = session.get(Device, result.serial)
     if result.outcome == RunState.LOST:
         if device is not None:
-            device.state = DeviceState.OFFLINE
+            device.state = PhoneState.OFFLINE
         if dispatcher is not None:
             retry_lost(session, run, dispatcher)
     elif device is not None and device.current_run_id == run.id:
         # ... and its result that it is free again (until its next heartbeat says more).
-        device.state = DeviceState.ONLINE
+        device.state = PhoneState.IDLE
         device.current_run_id = None
     _settle_job(session, run.job)
     return True
@@ -152,8 +139,8 @@ def ingest_heartbeat(session: Session, beat: Heartbeat) -> None:
     if device is None:
         device = Device(serial=beat.facts.serial, host_id=beat.host)
         session.add(device)
-    elif beat.state == DeviceState.OFFLINE:
-        device.state = DeviceState.OFFLINE
+    elif beat.state == PhoneState.OFFLINE:
+        device.state = PhoneState.OFFLINE
         device.current_run_id = None
         device.last_seen = beat.sent_at
         return
@@ -200,8 +187,8 @@ def record_progress(session: Session, progress: RunProgress) -> None:
         run.job.state = JobState.RUNNING
         # Agents send no heartbeat around a run: its first progress says the phone is busy.
         device = session.get(Device, progress.serial)
-        if device is not None and device.state != DeviceState.OFFLINE:
-            device.state = DeviceState.BUSY
+        if device is not None and device.state != PhoneState.OFFLINE:
+            device.state = PhoneState.BUSY
             device.current_run_id = run.id
     run.device_serial = progress.serial
     run.progress = latest

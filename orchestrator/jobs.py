@@ -17,8 +17,12 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from device_agent.messages import RunTask
-from device_agent.runner.spec import (
+from hexfleet.errors import InvalidRequest, NotFound
+from hexfleet.messages import RunTask
+from hexfleet.orchestrator.db.schema import Device, Job, Model, Run
+from hexfleet.orchestrator.scheduler import RETRY_LIMIT, plan_runs, retry_queue
+from hexfleet.orchestrator.selectors import MAX_LENGTH, parse_selector
+from hexfleet.runner_spec import (
     BenchmarkParams,
     Component,
     GenerateParams,
@@ -26,19 +30,7 @@ from device_agent.runner.spec import (
     Runtime,
     TensorName,
 )
-from hexfleet.errors import InvalidRequest, NotFound
-from orchestrator.db.schema import (
-    Device,
-    DeviceState,
-    Job,
-    JobKind,
-    JobState,
-    Model,
-    Run,
-    RunState,
-)
-from orchestrator.scheduler import RETRY_LIMIT, plan_runs, retry_queue
-from orchestrator.selectors import MAX_LENGTH, parse_selector
+from hexfleet.states import JobKind, JobState, PhoneState, RunKind, RunState
 
 ModelName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._\-]{0,63}$")]
 Precision = Literal["fp32", "w8a8", "w8a16"]
@@ -75,7 +67,7 @@ class JobRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     version: Literal[1] = 1
-    kind: Literal["generate", "benchmark", "infer"]
+    kind: RunKind
     model: ModelName
     precision: Precision = "w8a16"
     selector: Annotated[str, StringConstraints(min_length=1, max_length=MAX_LENGTH)] = "all"
@@ -111,7 +103,7 @@ class Dispatcher(Protocol):
 
 
 def online_devices(session: Session) -> list[dict[str, object]]:
-    rows = session.scalars(select(Device).where(Device.state != DeviceState.OFFLINE))
+    rows = session.scalars(select(Device).where(Device.state != PhoneState.OFFLINE))
     return [
         {
             "serial": d.serial,

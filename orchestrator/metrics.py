@@ -39,10 +39,11 @@ from hexfleet.broker import (
     queue_depths,
     soc_queue,
 )
+from hexfleet.orchestrator.db.schema import Device, Job, Run
+from hexfleet.orchestrator.db.schema import Metric as MetricRow
+from hexfleet.orchestrator.presence import phone_state
 from hexfleet.settings import Settings
-from orchestrator.db.schema import Device, DeviceState, Job, JobState, Run, RunState
-from orchestrator.db.schema import Metric as MetricRow
-from orchestrator.fleet import PhoneState, phone_state
+from hexfleet.states import JobState, PhoneState, RunState
 
 log = logging.getLogger(__name__)
 
@@ -269,7 +270,7 @@ class FarmCollector(Collector):
             "hexfleet_ingest_lag_seconds",
             "Now minus the newest heartbeat stored from a phone not reported offline.",
         )
-        seen = [d.last_seen for d in devices if d.state != DeviceState.OFFLINE]
+        seen = [d.last_seen for d in devices if d.state != PhoneState.OFFLINE]
         if seen:
             family.add_metric([], max(0.0, (now - max(seen)).total_seconds()))
         return family

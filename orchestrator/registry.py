@@ -13,9 +13,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from hexfleet.errors import InvalidRequest
-from models.manifest import Manifest
-from models.store import ModelStore
-from orchestrator.db.schema import Artifact, Model, ModelArtifact
+from hexfleet.manifest import Manifest
+from hexfleet.models.store import ModelStore
+from hexfleet.orchestrator.db.schema import Artifact, Model, ModelArtifact
 
 
 def manifest_sha256(manifest: Manifest) -> str:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from hexfleet.broker import ANY_QUEUE, arch_queue, device_queue, soc_queue
 from hexfleet.errors import InvalidRequest
-from orchestrator.selectors import Selector
+from hexfleet.orchestrator.selectors import Selector
 
 RETRY_LIMIT = 2
 

@@ -17,13 +17,13 @@ from pydantic import SecretStr
 
 from hexfleet.broker import make_celery
 from hexfleet.errors import InvalidRequest
+from hexfleet.models.store import ModelStore
+from hexfleet.orchestrator.api.app import create_app
+from hexfleet.orchestrator.db.engine import make_engine, session_factory, upgrade
+from hexfleet.orchestrator.dispatch import CeleryDispatcher
+from hexfleet.orchestrator.registry import sync_from_store
+from hexfleet.orchestrator.worker import run_ingest_worker
 from hexfleet.settings import Settings
-from models.store import ModelStore
-from orchestrator.api.app import create_app
-from orchestrator.db.engine import make_engine, session_factory, upgrade
-from orchestrator.dispatch import CeleryDispatcher
-from orchestrator.registry import sync_from_store
-from orchestrator.worker import run_ingest_worker
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def serve(settings: Settings, role: Role = "all") -> None:
         server.run()
         return
     worker = subprocess.Popen(  # noqa: S603 - fixed argv
-        [sys.executable, "-m", "orchestrator.cli", "serve", "--role", "ingest"]
+        [sys.executable, "-m", "hexfleet.cli.app", "serve", "--role", "ingest"]
     )
     try:
         server.run()

@@ -15,8 +15,9 @@ import numpy as np
 from scipy import stats as sps
 from sqlalchemy.orm import Session
 
-from orchestrator.db.schema import Job, Run, RunState
-from orchestrator.jobs import get_job
+from hexfleet.orchestrator.db.schema import Job, Run
+from hexfleet.orchestrator.jobs import get_job
+from hexfleet.states import RunState
 
 CONFIDENCE = 0.95
 # A trend is reported as drift only when it is both significant and large enough to matter.

@@ -23,25 +23,15 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from device_agent.messages import RunTask
-from device_agent.runner.spec import Component, GenerateParams, InferParams, Runtime
 from hexfleet.broker import device_queue
 from hexfleet.errors import InvalidRequest, NotFound
-from models import similarity
-from models.evaluate import held_out_prompts
-from models.manifest import Manifest, Thresholds
-from models.store import ModelStore
-from orchestrator.db.schema import (
-    Job,
-    JobKind,
-    JobState,
-    Model,
-    Run,
-    RunState,
-    ValidationBlob,
-    ValidationResult,
-)
-from orchestrator.jobs import (
+from hexfleet.manifest import Manifest, Thresholds
+from hexfleet.messages import RunTask
+from hexfleet.models import similarity
+from hexfleet.models.evaluate import held_out_prompts
+from hexfleet.models.store import ModelStore
+from hexfleet.orchestrator.db.schema import Job, Model, Run, ValidationBlob, ValidationResult
+from hexfleet.orchestrator.jobs import (
     Dispatcher,
     ModelName,
     Precision,
@@ -50,12 +40,13 @@ from orchestrator.jobs import (
     get_job,
     online_devices,
 )
-from orchestrator.scheduler import plan_runs
-from orchestrator.selectors import MAX_LENGTH, parse_selector
+from hexfleet.orchestrator.scheduler import plan_runs
+from hexfleet.orchestrator.selectors import MAX_LENGTH, parse_selector
+from hexfleet.runner_spec import Component, GenerateParams, InferParams, Runtime
+from hexfleet.states import FINAL_JOB_STATES, JobKind, RunState
 
 CPU_FP32 = "cpu-fp32"
 PHONE_ROW = "phone"  # validation_results.output of a phone's overall verdict
-FINAL_JOB_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
 RECORDING_STEPS = 2  # denoising steps per prompt when recording held-out component inputs
 Reference = Annotated[
     str, StringConstraints(pattern=r"^(cpu-fp32|serial=[A-Za-z0-9._:\-]{1,128})$")
@@ -124,8 +115,8 @@ def held_out_inputs(
 ) -> list[dict[str, np.ndarray]]:
     """`count` real inputs of one component: recorded while the FP32 pipeline draws held-out
     prompts (seed + i) on this host's CPU, spread evenly over what was recorded."""
-    from models.calibration import record_activations
-    from models.pipeline import Pipeline
+    from hexfleet.models.calibration import record_activations
+    from hexfleet.models.pipeline import Pipeline
 
     fp32 = fp32_manifest(store, manifest)
     prompts, _ = held_out_prompts(fp32, min(count, 16))
@@ -141,7 +132,7 @@ def held_out_inputs(
 
 def _check_vocabulary(store: ModelStore, manifest: Manifest, prompts: list[str]) -> None:
     """Refuse a prompt the model cannot read now, rather than as a failed run on every phone."""
-    from models.prompt_tokenizer import load_tokenizer
+    from hexfleet.models.prompt_tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(manifest.tokenizer, store.file_paths(manifest.tokenizer.files))
     for prompt in prompts:
@@ -373,7 +364,7 @@ def _host_reference(session: Session, job: Job, manifest: Manifest, store: Model
     fp32 = fp32_manifest(store, manifest)
     if spec["mode"] == "images":
         if not stored:
-            from models.pipeline import Pipeline
+            from hexfleet.models.pipeline import Pipeline
 
             pipeline = Pipeline.from_manifest(fp32, store, "cpu", threads=1)
             for index, prompt in enumerate(spec["prompts"]):
@@ -394,7 +385,7 @@ def _host_reference(session: Session, job: Job, manifest: Manifest, store: Model
             outputs.images[int(name.rsplit("-", 1)[1])] = _png_array(data)
         return outputs
     if not stored:
-        from models.runtime import open_session
+        from hexfleet.models.runtime import open_session
 
         graph = open_session(
             store.component_path(fp32.components[spec["component"]]), "cpu", threads=1
@@ -547,7 +538,7 @@ def _aggregate_label(failure: str, mode: str) -> str:
 
 
 def _judged(images: dict[int, np.ndarray], scenes: list[Any]) -> list[bool | None]:
-    from models.tiny_sd.judge import judge
+    from hexfleet.models.tiny_sd.judge import judge
 
     return [
         None if scene is None or i not in images else judge(images[i]) == scene
@@ -559,7 +550,7 @@ def _scenes(manifest: Manifest, prompts: list[str]) -> list[Any]:
     """The world scene each prompt asks for (None for a prompt outside the judged world)."""
     if manifest.prompt_world != "tiny-sd":
         return [None] * len(prompts)
-    from models.tiny_sd.world import parse_prompt
+    from hexfleet.models.tiny_sd.world import parse_prompt
 
     scenes = []
     for prompt in prompts:

@@ -12,7 +12,7 @@ from typing import Any
 
 from rich.table import Table
 
-from orchestrator.validation import PhoneVerdict, ValidationReport
+from hexfleet.orchestrator.validation import PhoneVerdict, ValidationReport
 
 CSS = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 24px; color: #1d1d1f; }

@@ -15,7 +15,6 @@ from pydantic import ValidationError
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
-from device_agent.messages import Heartbeat, RunProgress, RunResult
 from hexfleet.broker import (
     INGEST_HEARTBEAT_TASK,
     INGEST_PROGRESS_TASK,
@@ -24,10 +23,11 @@ from hexfleet.broker import (
     make_celery,
 )
 from hexfleet.errors import NotFound
+from hexfleet.messages import Heartbeat, RunProgress, RunResult
+from hexfleet.orchestrator.db.engine import make_engine, session_factory
+from hexfleet.orchestrator.dispatch import CeleryDispatcher
+from hexfleet.orchestrator.ingest import ingest_heartbeat, ingest_result, record_progress
 from hexfleet.settings import Settings
-from orchestrator.db.engine import make_engine, session_factory
-from orchestrator.dispatch import CeleryDispatcher
-from orchestrator.ingest import ingest_heartbeat, ingest_result, record_progress
 
 log = logging.getLogger(__name__)
 INGEST_PREFETCH = 64

@@ -8,11 +8,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from hexfleet.errors import InvalidRequest
-from models.schedulers.base import Scheduler
-from models.schedulers.ddim import DDIMScheduler
-from models.schedulers.dpm_solver import DPMSolverMultistepScheduler
-from models.schedulers.euler import EulerDiscreteScheduler
-from models.schedulers.noise_schedule import SchedulerConfig
+from hexfleet.models.schedulers.base import Scheduler
+from hexfleet.models.schedulers.ddim import DDIMScheduler
+from hexfleet.models.schedulers.dpm_solver import DPMSolverMultistepScheduler
+from hexfleet.models.schedulers.euler import EulerDiscreteScheduler
+from hexfleet.models.schedulers.noise_schedule import SchedulerConfig
 
 SCHEDULERS: dict[str, Callable[[SchedulerConfig], Scheduler]] = {
     "ddim": DDIMScheduler,

@@ -1,7 +1,7 @@
 """The interface every numpy scheduler follows, shaped like diffusers' (`set_timesteps`, `step`).
 
 A pipeline only needs these five members; adding a scheduler touches its own module and the
-registry in `models.schedulers`.
+registry in `hexfleet.models.schedulers`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Protocol
 
 import numpy as np
 
-from models.schedulers.noise_schedule import SchedulerConfig
+from hexfleet.models.schedulers.noise_schedule import SchedulerConfig
 
 
 class Scheduler(Protocol):

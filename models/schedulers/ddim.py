@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.schedulers.base import step_index
-from models.schedulers.noise_schedule import SchedulerConfig, alphas_cumprod, spaced_timesteps
+from hexfleet.models.schedulers.base import step_index
+from hexfleet.models.schedulers.noise_schedule import (
+    SchedulerConfig,
+    alphas_cumprod,
+    spaced_timesteps,
+)
 
 
 class DDIMScheduler:

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.schedulers.base import step_index
-from models.schedulers.noise_schedule import (
+from hexfleet.models.schedulers.base import step_index
+from hexfleet.models.schedulers.noise_schedule import (
     SchedulerConfig,
     alphas_cumprod,
     check_steps,

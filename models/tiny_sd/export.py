@@ -1,7 +1,7 @@
 """Exports a trained tiny-sd run to static-shape FP32 ONNX files and writes info.json.
 
 Also checks the ONNX files against torch and measures their prompt accuracy with a small
-onnxruntime DDIM sampler: `python -m models.tiny_sd.export runs/tiny_sd`.
+onnxruntime DDIM sampler: `python -m hexfleet.models.tiny_sd.export runs/tiny_sd`.
 """
 
 from __future__ import annotations
@@ -19,11 +19,15 @@ import torch
 from torch import nn
 
 from hexfleet.errors import ModelError
-from models.tiny_sd.judge import judge
-from models.tiny_sd.model import Decoder, TextEncoder, TinySDConfig, UNet, parameter_count
-from models.tiny_sd.tokenizer import WordTokenizer
-from models.tiny_sd.train import NUM_TRAIN_TIMESTEPS, cosine_alphas_cumprod, trailing_timesteps
-from models.tiny_sd.world import Scene, prompt_for, split
+from hexfleet.models.tiny_sd.judge import judge
+from hexfleet.models.tiny_sd.model import Decoder, TextEncoder, TinySDConfig, UNet, parameter_count
+from hexfleet.models.tiny_sd.tokenizer import WordTokenizer
+from hexfleet.models.tiny_sd.train import (
+    NUM_TRAIN_TIMESTEPS,
+    cosine_alphas_cumprod,
+    trailing_timesteps,
+)
+from hexfleet.models.tiny_sd.world import Scene, prompt_for, split
 
 PACKAGE_DIR = Path(__file__).parent
 WEIGHTS_DIR = PACKAGE_DIR / "weights"

@@ -11,7 +11,7 @@ from functools import cache
 import numpy as np
 
 from hexfleet.errors import InvalidRequest
-from models.tiny_sd.world import (
+from hexfleet.models.tiny_sd.world import (
     BACKGROUNDS,
     COLORS,
     PALETTE,

@@ -26,10 +26,10 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from torch.nn import functional as F
 
 from hexfleet.errors import InvalidRequest
-from models.tiny_sd.judge import judge
-from models.tiny_sd.model import Decoder, TextEncoder, TinySDConfig, UNet, encode
-from models.tiny_sd.tokenizer import WordTokenizer
-from models.tiny_sd.world import Scene, prompt_for, render, split
+from hexfleet.models.tiny_sd.judge import judge
+from hexfleet.models.tiny_sd.model import Decoder, TextEncoder, TinySDConfig, UNet, encode
+from hexfleet.models.tiny_sd.tokenizer import WordTokenizer
+from hexfleet.models.tiny_sd.world import Scene, prompt_for, render, split
 
 NUM_TRAIN_TIMESTEPS = 1000
 
@@ -453,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
     (run / "summary.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary), flush=True)
     if not args.no_export:
-        from models.tiny_sd.export import export_run
+        from hexfleet.models.tiny_sd.export import export_run
 
         export_run(run)
     return 0

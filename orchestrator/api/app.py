@@ -26,26 +26,26 @@ from hexfleet.errors import (
     NotImplementedYet,
     ServiceUnavailable,
 )
-from hexfleet.settings import Settings
-from models.manifest import SHA256_PATTERN, parse_manifest
-from models.store import ModelStore, sha256_file
-from orchestrator.api.auth import Caller, Role, require
-from orchestrator.api.views import ComparisonView, DeviceView, JobView, ModelView, RunView
-from orchestrator.compare import THRESHOLD, compare
-from orchestrator.db.engine import make_engine, session_factory
-from orchestrator.db.schema import Device, Image, Model, Run
-from orchestrator.jobs import Dispatcher, JobRequest, cancel, get_job, list_jobs, submit
-from orchestrator.metrics import CONTENT_TYPE, exposition, registry_for
-from orchestrator.registry import register
-from orchestrator.statistics import PhoneStats, job_benchmark_stats
-from orchestrator.validation import (
+from hexfleet.manifest import SHA256_PATTERN, parse_manifest
+from hexfleet.models.store import ModelStore, sha256_file
+from hexfleet.orchestrator.api.auth import Caller, Role, require
+from hexfleet.orchestrator.api.views import ComparisonView, DeviceView, JobView, ModelView, RunView
+from hexfleet.orchestrator.compare import THRESHOLD, compare
+from hexfleet.orchestrator.db.engine import make_engine, session_factory
+from hexfleet.orchestrator.db.schema import Device, Image, Model, Run
+from hexfleet.orchestrator.jobs import Dispatcher, JobRequest, cancel, get_job, list_jobs, submit
+from hexfleet.orchestrator.metrics import CONTENT_TYPE, exposition, registry_for
+from hexfleet.orchestrator.registry import register
+from hexfleet.orchestrator.statistics import PhoneStats, job_benchmark_stats
+from hexfleet.orchestrator.validation import (
     ValidationRequest,
     load_report,
     report_images,
     submit_validation,
 )
-from orchestrator.validation_report import render_html
-from orchestrator.web.routes import mount as mount_dashboard
+from hexfleet.orchestrator.validation_report import render_html
+from hexfleet.orchestrator.web.routes import mount as mount_dashboard
+from hexfleet.settings import Settings
 
 STATUS = {
     InvalidRequest: 400,

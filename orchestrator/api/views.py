@@ -7,9 +7,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from orchestrator.compare import Change, Comparison
-from orchestrator.db.schema import Device, Job, JobKind, JobState, Model, Run
-from orchestrator.statistics import PhoneStats, benchmark_stats
+from hexfleet.orchestrator.compare import Change, Comparison
+from hexfleet.orchestrator.db.schema import Device, Job, Model, Run
+from hexfleet.orchestrator.presence import phone_state
+from hexfleet.orchestrator.statistics import PhoneStats, benchmark_stats
+from hexfleet.states import FINAL_JOB_STATES, JobKind
 
 API_VERSION: Literal[1] = 1
 
@@ -87,7 +89,7 @@ class JobView(BaseModel):
 
     @classmethod
     def of(cls, job: Job, with_runs: bool = False) -> JobView:
-        finished = job.state in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+        finished = job.state in FINAL_JOB_STATES
         stats = with_runs and finished and job.kind == JobKind.BENCHMARK
         return cls(
             id=job.id,
@@ -151,7 +153,9 @@ class DeviceView(BaseModel):
     last_seen: dt.datetime
 
     @classmethod
-    def of(cls, device: Device) -> DeviceView:
+    def of(cls, device: Device, now: dt.datetime | None = None) -> DeviceView:
+        """The phone as people see it: offline once its heartbeats stopped (fleet.phone_state)."""
+        now = now or dt.datetime.now(dt.UTC)
         return cls(
             serial=device.serial,
             host=device.host_id,
@@ -159,7 +163,7 @@ class DeviceView(BaseModel):
             htp_arch=device.htp_arch,
             model=device.model,
             android_release=device.android_release,
-            state=device.state,
+            state=phone_state(device, now),
             battery_level=device.battery_level,
             temperature_c=device.temperature_c,
             throttled=device.throttled,

@@ -7,7 +7,6 @@ The orchestrator is the only writer. The schema is created by the Alembic migrat
 from __future__ import annotations
 
 import datetime as dt
-import enum
 from typing import Any
 
 from sqlalchemy import (
@@ -27,6 +26,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from hexfleet.states import JobState, PhoneState, RunState
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -64,37 +65,6 @@ class Base(DeclarativeBase):
     }
 
 
-class DeviceState(enum.StrEnum):
-    ONLINE = "online"
-    BUSY = "busy"
-    OFFLINE = "offline"
-    THROTTLED = "throttled"
-
-
-class JobKind(enum.StrEnum):
-    GENERATE = "generate"
-    BENCHMARK = "benchmark"
-    INFER = "infer"
-    VALIDATE = "validate"
-
-
-class JobState(enum.StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-class RunState(enum.StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    LOST = "lost"
-    CANCELLED = "cancelled"
-
-
 STATE_LEN = 16
 
 
@@ -122,7 +92,7 @@ class Device(Base):
     abi: Mapped[str] = mapped_column(String(32), default="")
     storage_free_bytes: Mapped[int | None] = mapped_column(BigInteger)
     is_virtual: Mapped[bool] = mapped_column(Boolean, default=False)
-    state: Mapped[str] = mapped_column(String(STATE_LEN), default=DeviceState.ONLINE)
+    state: Mapped[str] = mapped_column(String(STATE_LEN), default=PhoneState.IDLE)
     battery_level: Mapped[int | None] = mapped_column(Integer)
     temperature_c: Mapped[float | None] = mapped_column(Float)
     throttled: Mapped[bool] = mapped_column(Boolean, default=False)

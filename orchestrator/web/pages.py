@@ -15,22 +15,13 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from hexfleet.errors import InvalidRequest
-from models.store import ModelStore
-from orchestrator.db.schema import (
-    Device,
-    Image,
-    Job,
-    JobKind,
-    JobState,
-    Run,
-    RunState,
-    ValidationResult,
-)
-from orchestrator.fleet import heartbeat_age_s, phone_state
-from orchestrator.jobs import get_job
-from orchestrator.validation import PHONE_ROW, load_report
+from hexfleet.models.store import ModelStore
+from hexfleet.orchestrator.db.schema import Device, Image, Job, Run, ValidationResult
+from hexfleet.orchestrator.jobs import get_job
+from hexfleet.orchestrator.presence import heartbeat_age_s, phone_state
+from hexfleet.orchestrator.validation import PHONE_ROW, load_report
+from hexfleet.states import FINAL_JOB_STATES, JobKind, JobState, RunState
 
-FINAL_JOB_STATES = {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}
 MAX_JOBS = 500
 
 

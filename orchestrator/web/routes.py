@@ -21,12 +21,12 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
 
 from hexfleet.errors import HexfleetError, InvalidRequest, NotFound
-from models.store import ModelStore
-from orchestrator.api.auth import Caller, Role, identify
-from orchestrator.db.schema import Image
-from orchestrator.jobs import cancel
-from orchestrator.web import pages
-from orchestrator.web.session import (
+from hexfleet.models.store import ModelStore
+from hexfleet.orchestrator.api.auth import Caller, Role, identify
+from hexfleet.orchestrator.db.schema import Image
+from hexfleet.orchestrator.jobs import cancel
+from hexfleet.orchestrator.web import pages
+from hexfleet.orchestrator.web.session import (
     LoginRequired,
     SubmitterRequired,
     TokenInQuery,

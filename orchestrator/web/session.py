@@ -1,7 +1,7 @@
 """Browser sessions for the dashboard: the API's bearer token kept in an HttpOnly cookie, and CSRF.
 
 Browsers cannot send a bearer header when navigating, so a page accepts `?token=` once (or the
-login form), checks it like the API does (`orchestrator.api.auth.identify`), stores it in a
+login form), checks it like the API does (`hexfleet.orchestrator.api.auth.identify`), stores it in a
 cookie and redirects to the same URL without it. Forms that change state carry a CSRF value
 derived from the token (HMAC), which another site cannot know; the cookie is also SameSite=Strict.
 """
@@ -15,8 +15,8 @@ from urllib.parse import urlencode
 from fastapi import Request
 from fastapi.responses import RedirectResponse, Response
 
+from hexfleet.orchestrator.api.auth import Caller, Role, identify
 from hexfleet.settings import Settings
-from orchestrator.api.auth import Caller, Role, identify
 
 COOKIE = "hexfleet_token"
 COOKIE_PATH = "/ui"

@@ -12,13 +12,13 @@ from selenium import webdriver
 from selenium.webdriver.common.by import By
 from sqlalchemy.orm import Session
 
-from device_agent.messages import RunTask
 from hexfleet.broker import make_celery
+from hexfleet.messages import RunTask
+from hexfleet.models.store import ModelStore
+from hexfleet.orchestrator.db.engine import make_engine
+from hexfleet.orchestrator.dispatch import CeleryDispatcher
+from hexfleet.orchestrator.validation import ValidationRequest, submit_validation
 from hexfleet.settings import Settings
-from models.store import ModelStore
-from orchestrator.db.engine import make_engine
-from orchestrator.dispatch import CeleryDispatcher
-from orchestrator.validation import ValidationRequest, submit_validation
 
 
 def _login(browser: webdriver.Chrome, dashboard: Dashboard, page: str) -> None:

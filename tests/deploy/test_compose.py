@@ -19,11 +19,11 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from hexfleet.broker import make_celery
+from hexfleet.cli.app import app
+from hexfleet.orchestrator.api.app import create_app
+from hexfleet.orchestrator.db.engine import upgrade
+from hexfleet.orchestrator.dispatch import CeleryDispatcher
 from hexfleet.settings import Settings
-from orchestrator.api.app import create_app
-from orchestrator.cli import app
-from orchestrator.db.engine import upgrade
-from orchestrator.dispatch import CeleryDispatcher
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())

@@ -15,20 +15,20 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from device_agent.execution import Executor
-from device_agent.messages import RunProgress, RunResult, RunTask
-from device_agent.virtual.phone import Phone
-from models.manifest import Manifest
+from hexfleet.device_agent.execution import Executor
+from hexfleet.manifest import Manifest
+from hexfleet.messages import RunProgress, RunResult, RunTask
+from hexfleet.virtual_phone.phone import VirtualPhone
 
 if TYPE_CHECKING:
-    from models.store import ModelStore
+    from hexfleet.models.store import ModelStore
 
 VIEWER_TOKEN = "agent-tests-viewer"
 PROMPT = "a red circle on the left in a blue background"
 # About half a minute of denoising on a CPU phone: long enough to be stopped while it runs.
 LONG_RUN = {"steps": 150, "prompts": [PROMPT] * 16, "images_per_prompt": 8}
-ADBD_LOGGER = "device_agent.virtual.adbd"
-SYNC_LOGGER = "device_agent.virtual.sync"
+ADBD_LOGGER = "hexfleet.virtual_phone.adbd"
+SYNC_LOGGER = "hexfleet.virtual_phone.sync"
 RUNNER_NAME = "hexfleet-runner"
 
 
@@ -54,7 +54,7 @@ class Runs:
 class RunnerWatch:
     """When runner processes started and ended on a phone, as its own process table saw it."""
 
-    def __init__(self, phone: Phone) -> None:
+    def __init__(self, phone: VirtualPhone) -> None:
         self._table = phone.processes
         self.started: dict[int, float] = {}
         self.ended: dict[int, float] = {}
@@ -104,7 +104,7 @@ def finished(thread: threading.Thread, results: list[RunResult], timeout: float)
     return results[0]
 
 
-def jobs_left(phone: Phone) -> list[str]:
+def jobs_left(phone: VirtualPhone) -> list[str]:
     """Job folders still on the phone (read from its disk, not through the agent)."""
     jobs = phone.fs.root / "data/local/tmp/hexfleet/jobs"
     return sorted(p.name for p in jobs.iterdir()) if jobs.is_dir() else []

@@ -23,17 +23,17 @@ import pytest
 from agent_support import VIEWER_TOKEN, ModelServer, Runs
 from virtual_phone_support import ADB, AdbServer, free_port, wait_until
 
-from device_agent.execution import Executor, ThermalGate
-from device_agent.host_cache import HostCache
-from device_agent.messages import RunProgress
-from device_agent.phone import Phone as AgentPhone
-from device_agent.push import ArtifactPusher
-from device_agent.virtual.fleet import ThreadedFleet
-from device_agent.virtual.health import ThermalSettings
-from device_agent.virtual.phone import Phone, PhoneConfig
-from device_agent.virtual.profiles import get_profile
+from hexfleet.device_agent.execution import Executor, ThermalGate
+from hexfleet.device_agent.host_cache import HostCache
+from hexfleet.device_agent.phone import VirtualPhone as AgentPhone
+from hexfleet.device_agent.push import ArtifactPusher
+from hexfleet.manifest import Manifest
+from hexfleet.messages import RunProgress
 from hexfleet.settings import Settings
-from models.manifest import Manifest
+from hexfleet.virtual_phone.fleet import ThreadedFleet
+from hexfleet.virtual_phone.health import ThermalSettings
+from hexfleet.virtual_phone.phone import PhoneConfig, VirtualPhone
+from hexfleet.virtual_phone.profiles import get_profile
 
 
 @pytest.fixture(scope="session")
@@ -60,11 +60,11 @@ FAST_THERMAL = ThermalSettings(heat_time_s=0.5, cool_time_s=0.5, poll_s=0.1)
 
 
 @pytest.fixture
-def make_phone(fleet: ThreadedFleet, tmp_path: Path) -> Callable[..., Phone]:
+def make_phone(fleet: ThreadedFleet, tmp_path: Path) -> Callable[..., VirtualPhone]:
     """Start a phone (CPU compute by default, fast thermals) in its own folder on a free port."""
     count = 0
 
-    def make(soc: str = "sm8550", **overrides: object) -> Phone:
+    def make(soc: str = "sm8550", **overrides: object) -> VirtualPhone:
         nonlocal count
         count += 1
         config = PhoneConfig(
@@ -84,12 +84,12 @@ def make_phone(fleet: ThreadedFleet, tmp_path: Path) -> Callable[..., Phone]:
 
 
 @pytest.fixture
-def phone(make_phone: Callable[..., Phone]) -> Phone:
+def phone(make_phone: Callable[..., VirtualPhone]) -> VirtualPhone:
     return make_phone()
 
 
 @pytest.fixture
-def device(adb_server: AdbServer, phone: Phone) -> Iterator[adbutils.AdbDevice]:
+def device(adb_server: AdbServer, phone: VirtualPhone) -> Iterator[adbutils.AdbDevice]:
     """The phone as adbutils sees it through the private adb server."""
     connected = adb_server.connect(phone.serial)
     try:
@@ -105,13 +105,13 @@ def device(adb_server: AdbServer, phone: Phone) -> Iterator[adbutils.AdbDevice]:
 def model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServer]:
     """`create_app` on uvicorn in a thread, its store holding the tiny model (fp32)."""
     import uvicorn
+    from synthetic_sd import write_tiny_layout
 
     from hexfleet.broker import make_celery
-    from models.registration import register_tiny_sd
-    from models.store import ModelStore
-    from models.synthetic_sd import write_tiny_layout
-    from orchestrator.api.app import create_app
-    from orchestrator.dispatch import CeleryDispatcher
+    from hexfleet.models.registration import register_tiny_sd
+    from hexfleet.models.store import ModelStore
+    from hexfleet.orchestrator.api.app import create_app
+    from hexfleet.orchestrator.dispatch import CeleryDispatcher
 
     root = tmp_path_factory.mktemp("orchestrator")
     port = free_port()
@@ -162,7 +162,7 @@ def pusher(agent_phone: AgentPhone, host_cache: HostCache) -> ArtifactPusher:
 
 
 @pytest.fixture
-def runs(agent_phone: AgentPhone, pusher: ArtifactPusher, phone: Phone) -> Runs:
+def runs(agent_phone: AgentPhone, pusher: ArtifactPusher, phone: VirtualPhone) -> Runs:
     """An Executor whose progress is recorded and whose cancel switch the test holds."""
     progress: list[RunProgress] = []
     cancel = threading.Event()

@@ -20,15 +20,16 @@ from typing import Any
 import adbutils
 import httpx
 import pytest
+from synthetic_sd import write_tiny_layout
 
-from device_agent.virtual.fleet import ThreadedFleet
-from device_agent.virtual.health import ThermalSettings
-from device_agent.virtual.phone import Phone, PhoneConfig
-from device_agent.virtual.profiles import get_profile
+from hexfleet.models.registration import register_tiny_sd
+from hexfleet.models.store import ModelStore
 from hexfleet.settings import Settings
-from models.registration import register_tiny_sd
-from models.store import ModelStore
-from models.synthetic_sd import write_tiny_layout
+from hexfleet.states import FINAL_JOB_STATES
+from hexfleet.virtual_phone.fleet import ThreadedFleet
+from hexfleet.virtual_phone.health import ThermalSettings
+from hexfleet.virtual_phone.phone import PhoneConfig, VirtualPhone
+from hexfleet.virtual_phone.profiles import get_profile
 
 HEXFLEET = str(Path(sys.executable).parent / "hexfleet")
 ADB = adbutils.adb_path()
@@ -59,12 +60,12 @@ class Farm:
     adb_port: int
     fleet: ThreadedFleet
     root: Path
-    phones: list[Phone] = field(default_factory=list)
+    phones: list[VirtualPhone] = field(default_factory=list)
     processes: list[subprocess.Popen[str]] = field(default_factory=list)
     adb_of_host: dict[str, tuple[adbutils.AdbClient, int]] = field(default_factory=dict)
     host_of_phone: dict[str, str] = field(default_factory=dict)
 
-    def add_host(self, name: str, socs: list[str]) -> list[Phone]:
+    def add_host(self, name: str, socs: list[str]) -> list[VirtualPhone]:
         """A second host: its own adb server, phones and agent (own cache dir, same API/broker)."""
         port = free_port()
         subprocess.run(
@@ -112,7 +113,7 @@ class Farm:
             check=False,
         )
 
-    def add_phone(self, soc: str, host: str = "host-a", **overrides: Any) -> Phone:
+    def add_phone(self, soc: str, host: str = "host-a", **overrides: Any) -> VirtualPhone:
         index = len(self.phones) + 1
         config = PhoneConfig(
             profile=get_profile(soc),
@@ -131,7 +132,7 @@ class Farm:
         self.connect(phone)
         return phone
 
-    def connect(self, phone: Phone) -> None:
+    def connect(self, phone: VirtualPhone) -> None:
         adb, _ = self.adb_of_host.get(
             self.host_of_phone.get(phone.serial, "host-a"), (self.adb, self.adb_port)
         )
@@ -143,7 +144,7 @@ class Farm:
     def wait_for_job(self, job_id: str, timeout: float = 120) -> dict[str, Any]:
         def done() -> dict[str, Any] | None:
             job = self.api(f"/api/v1/jobs/{job_id}")
-            return job if job["state"] in ("succeeded", "failed", "cancelled") else None
+            return job if job["state"] in FINAL_JOB_STATES else None
 
         return wait_until(done, timeout, f"job {job_id}")
 

@@ -9,12 +9,12 @@ import subprocess
 from pathlib import Path
 
 from conftest import HEXFLEET, free_port, wait_until  # noqa: F401
+from synthetic_sd import write_tiny_layout
 
+from hexfleet.cli.farm import FarmState, state_file
+from hexfleet.models.registration import register_tiny_sd
+from hexfleet.models.store import ModelStore
 from hexfleet.settings import Settings
-from models.registration import register_tiny_sd
-from models.store import ModelStore
-from models.synthetic_sd import write_tiny_layout
-from orchestrator.farm import FarmState, state_file
 
 
 def _cli(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:

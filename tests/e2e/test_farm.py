@@ -12,8 +12,8 @@ import numpy as np
 from conftest import Farm, job_body, wait_until
 from PIL import Image
 
-from device_agent.virtual.faults import FaultCommand
-from models.store import ModelStore
+from hexfleet.models.store import ModelStore
+from hexfleet.virtual_phone.faults import FaultCommand
 
 PROMPT = "a red circle on the left in a blue background"
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import Farm, build_farm
 
-from device_agent.virtual.faults import FaultCommand
+from hexfleet.virtual_phone.faults import FaultCommand
 
 FAULT = 0.05  # noise of 5 % of each output's spread: the image still shows the prompt
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from synthetic_sd import write_optimum_layout, write_tiny_layout
 
+from hexfleet.manifest import Manifest
+from hexfleet.models.registration import register_tiny_sd
+from hexfleet.models.store import ModelStore
 from hexfleet.settings import Settings
-from models.manifest import Manifest
-from models.registration import register_tiny_sd
-from models.store import ModelStore
-from models.synthetic_sd import write_optimum_layout, write_tiny_layout
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hexfleet.errors import InvalidRequest, ModelError
-from models.clip_tokenizer import END, START, CLIPTokenizer, byte_to_unicode, pre_tokenize
+from hexfleet.models.clip_tokenizer import END, START, CLIPTokenizer, byte_to_unicode, pre_tokenize
 
 MERGES = ["r e", "re d</w>", "c i", "ci r", "cir c", "circ l", "circl e</w>", "l o", "lo w</w>"]
 

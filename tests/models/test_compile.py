@@ -6,11 +6,11 @@ import onnx
 import pytest
 
 from hexfleet.errors import InvalidRequest
-from models.compile import binary_target, compile_model
-from models.manifest import Manifest
-from models.pipeline import Pipeline
-from models.quantize import quantize_model
-from models.store import ModelStore
+from hexfleet.manifest import Manifest
+from hexfleet.models.compile import binary_target, compile_model
+from hexfleet.models.pipeline import Pipeline
+from hexfleet.models.quantize import quantize_model
+from hexfleet.models.store import ModelStore
 
 
 @pytest.mark.slow

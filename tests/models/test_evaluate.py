@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from hexfleet.errors import InvalidRequest
-from models.evaluate import evaluate, held_out_prompts, psnr
-from models.manifest import Manifest
-from models.store import ModelStore
-from models.tiny_sd.world import parse_prompt, split
+from hexfleet.manifest import Manifest
+from hexfleet.models.evaluate import evaluate, held_out_prompts, psnr
+from hexfleet.models.store import ModelStore
+from hexfleet.models.tiny_sd.world import parse_prompt, split
 
 
 def test_psnr() -> None:

@@ -10,16 +10,16 @@ from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.quantization import QuantType, quantize
 from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config
 
-from models.calibration import FeedsReader
-from models.htp_rewrites import (
+from hexfleet.models.calibration import FeedsReader
+from hexfleet.models.htp_rewrites import (
     constants_to_initializers,
     drop_unused_initializers,
     flatten_silu,
     fold_static_shapes,
     instance_norm_4d,
 )
-from models.quantize import quantize_component
-from models.runtime import open_session
+from hexfleet.models.quantize import quantize_component
+from hexfleet.models.runtime import open_session
 
 SHAPE = [1, 64, 8, 8]  # ≥ 32 channels at ≤ 8x8: where 16-bit Add → SiLU goes wrong on HTP
 

@@ -154,7 +154,7 @@ def test_train_without_torch_says_which_extra(tmp_path: Path) -> None:
     code = (
         "import sys; sys.modules['torch'] = None; "
         "sys.argv = ['hexfleet', 'models', 'train', 'tiny-sd']; "
-        "from orchestrator.cli import main; main()"
+        "from hexfleet.cli.app import main; main()"
     )
     env = {**os.environ, "HEXFLEET_DATA_DIR": str(tmp_path)}
     result = subprocess.run(

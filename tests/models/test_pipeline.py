@@ -9,10 +9,10 @@ import pytest
 from PIL import Image
 
 from hexfleet.errors import InvalidRequest, ModelError
-from models.manifest import Manifest
-from models.pipeline import Pipeline, save_png
-from models.runtime import open_session
-from models.store import ModelStore
+from hexfleet.manifest import Manifest
+from hexfleet.models.pipeline import Pipeline, save_png
+from hexfleet.models.runtime import open_session
+from hexfleet.models.store import ModelStore
 
 PROMPT = "a red circle on the left"
 

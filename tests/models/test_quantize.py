@@ -10,12 +10,12 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from hexfleet.errors import InvalidRequest
-from models.calibration import FeedsReader, default_prompts, record_activations
-from models.manifest import Manifest
-from models.pipeline import Pipeline
-from models.quantize import check_component, quantize_component, quantize_model
-from models.registration import register_tiny_sd
-from models.store import ModelStore
+from hexfleet.manifest import Manifest
+from hexfleet.models.calibration import FeedsReader, default_prompts, record_activations
+from hexfleet.models.pipeline import Pipeline
+from hexfleet.models.quantize import check_component, quantize_component, quantize_model
+from hexfleet.models.registration import register_tiny_sd
+from hexfleet.models.store import ModelStore
 
 
 def test_calibration_records_what_the_pipeline_feeds(

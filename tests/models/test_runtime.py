@@ -12,8 +12,8 @@ from onnxruntime.quantization import quantize
 from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config
 
 from hexfleet.errors import InvalidRequest, ModelError, NotFound
-from models.calibration import FeedsReader
-from models.runtime import node_placement, open_session, qnn_device
+from hexfleet.models.calibration import FeedsReader
+from hexfleet.models.runtime import node_placement, open_session, qnn_device
 
 
 def _qdq_model(tmp_path: Path, middle: onnx.NodeProto) -> Path:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from hexfleet.errors import InvalidRequest
-from models.schedulers import SCHEDULERS, SchedulerConfig, make_scheduler
-from models.schedulers.noise_schedule import alphas_cumprod, betas, spaced_timesteps
+from hexfleet.models.schedulers import SCHEDULERS, SchedulerConfig, make_scheduler
+from hexfleet.models.schedulers.noise_schedule import alphas_cumprod, betas, spaced_timesteps
 
 SD15 = SchedulerConfig(
     beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1
@@ -131,3 +131,9 @@ def test_unknown_names_are_invalid_requests() -> None:
         SchedulerConfig(prediction_type="sample")  # type: ignore[arg-type]
     with pytest.raises(InvalidRequest, match="steps"):
         make_scheduler("ddim", SD15).set_timesteps(0)
+
+
+def test_the_registry_implements_exactly_the_names_a_spec_may_carry() -> None:
+    from hexfleet.runner_spec import SCHEDULER_NAMES
+
+    assert tuple(SCHEDULERS) == SCHEDULER_NAMES

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from hexfleet.errors import InvalidRequest, ModelError
-from models.pipeline import Pipeline
-from models.sd_import import import_optimum_sd
-from models.store import ModelStore
+from hexfleet.models.pipeline import Pipeline
+from hexfleet.models.sd_import import import_optimum_sd
+from hexfleet.models.store import ModelStore
 
 
 def test_import_and_generate(store: ModelStore, optimum_layout: Path) -> None:
@@ -71,7 +71,7 @@ def test_imported_export_quantizes_to_static_shapes_for_htp(
     store: ModelStore, optimum_layout: Path
 ) -> None:
     """Dynamic batch and timestep dims are fixed to what the pipeline feeds (HTP is static)."""
-    from models.quantize import quantize_model
+    from hexfleet.models.quantize import quantize_model
 
     manifest = import_optimum_sd(store, optimum_layout, name="sd15-tiny")
     report = quantize_model(store, manifest, "w8a8", calibration_prompts=2, calibration_steps=2)

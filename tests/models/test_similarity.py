@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from models import similarity
-from models.manifest import VALIDATION_DEFAULTS, Thresholds
+from hexfleet.manifest import VALIDATION_DEFAULTS, Thresholds
+from hexfleet.models import similarity
 
 
 def test_image_psnr_and_ssim_on_known_images() -> None:

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from hexfleet.errors import ArtifactMismatch, InvalidRequest, ModelError, NotFound
-from models.manifest import Manifest, parse_manifest
-from models.registration import load_onnx, register_tiny_sd
-from models.store import ModelStore
+from hexfleet.manifest import Manifest, parse_manifest
+from hexfleet.models.registration import load_onnx, register_tiny_sd
+from hexfleet.models.store import ModelStore
 
 
 def test_files_are_named_by_content(store: ModelStore, tmp_path: Path) -> None:

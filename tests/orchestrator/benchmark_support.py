@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session
 
-from orchestrator.db.schema import Job, JobState, Run, RunState
+from hexfleet.orchestrator.db.schema import Job, Run
+from hexfleet.states import JobState, RunState
 
 
 def timings(

@@ -9,14 +9,14 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
+from synthetic_sd import write_tiny_layout
 
+from hexfleet.models.registration import register_tiny_sd
+from hexfleet.models.store import ModelStore
+from hexfleet.orchestrator.db.engine import make_engine, upgrade
+from hexfleet.orchestrator.db.schema import Base, Device, Host
+from hexfleet.orchestrator.registry import sync_from_store
 from hexfleet.settings import Settings
-from models.registration import register_tiny_sd
-from models.store import ModelStore
-from models.synthetic_sd import write_tiny_layout
-from orchestrator.db.engine import make_engine, upgrade
-from orchestrator.db.schema import Base, Device, Host
-from orchestrator.registry import sync_from_store
 
 
 def _empty_postgres(url: str) -> None:

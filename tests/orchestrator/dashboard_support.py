@@ -13,15 +13,15 @@ from fastapi.testclient import TestClient
 from PIL import Image as PILImage
 from sqlalchemy.orm import Session
 
-from device_agent.messages import DeviceFacts, DeviceHealth, Heartbeat, ImageOut, RunResult
 from hexfleet.broker import make_celery
+from hexfleet.messages import DeviceFacts, DeviceHealth, Heartbeat, ImageOut, RunResult
+from hexfleet.orchestrator.api.app import create_app
+from hexfleet.orchestrator.db.engine import make_engine, upgrade
+from hexfleet.orchestrator.db.schema import Job
+from hexfleet.orchestrator.dispatch import CeleryDispatcher
+from hexfleet.orchestrator.ingest import ingest_heartbeat, ingest_result
+from hexfleet.orchestrator.jobs import JobRequest, submit
 from hexfleet.settings import Settings
-from orchestrator.api.app import create_app
-from orchestrator.db.engine import make_engine, upgrade
-from orchestrator.db.schema import Job
-from orchestrator.dispatch import CeleryDispatcher
-from orchestrator.ingest import ingest_heartbeat, ingest_result
-from orchestrator.jobs import JobRequest, submit
 
 VIEWER = "viewer-token"
 SUBMITTER = "submit-token"
@@ -36,7 +36,7 @@ def png(colour: tuple[int, int, int], size: int = 32) -> bytes:
 
 
 def heartbeat(
-    serial: str, soc: str, arch: int, state: str = "online", **health: object
+    serial: str, soc: str, arch: int, state: str = "idle", **health: object
 ) -> Heartbeat:
     return Heartbeat(
         host="host-a",

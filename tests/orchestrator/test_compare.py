@@ -11,8 +11,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from hexfleet.errors import InvalidRequest, NotFound
-from orchestrator.compare import compare, difference
-from orchestrator.db.schema import JobState
+from hexfleet.orchestrator.compare import compare, difference
+from hexfleet.states import JobState
 
 SEEDS = range(200)
 

@@ -12,9 +12,9 @@ from rich.table import Table
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from orchestrator.api.views import ComparisonView, JobView
-from orchestrator.compare import compare
-from orchestrator.console import bench_table, compare_table, runs_table
+from hexfleet.cli.views import bench_table, compare_table, runs_table
+from hexfleet.orchestrator.api.views import ComparisonView, JobView
+from hexfleet.orchestrator.compare import compare
 
 
 def render(table: Table) -> str:

@@ -12,14 +12,14 @@ from dashboard_support import PHONES, PROMPT, SUBMITTER, VIEWER, Populated, png,
 from PIL import Image as PILImage
 from sqlalchemy.orm import Session
 
-from device_agent.messages import ImageOut, RunResult
 from hexfleet.broker import make_celery
-from models.store import ModelStore
-from orchestrator.db.engine import make_engine
-from orchestrator.dispatch import CeleryDispatcher
-from orchestrator.ingest import ingest_result
-from orchestrator.validation import ValidationRequest, submit_validation
-from orchestrator.web.session import COOKIE
+from hexfleet.messages import ImageOut, RunResult
+from hexfleet.models.store import ModelStore
+from hexfleet.orchestrator.db.engine import make_engine
+from hexfleet.orchestrator.dispatch import CeleryDispatcher
+from hexfleet.orchestrator.ingest import ingest_result
+from hexfleet.orchestrator.validation import ValidationRequest, submit_validation
+from hexfleet.orchestrator.web.session import COOKIE
 
 __all__ = ["populated"]
 

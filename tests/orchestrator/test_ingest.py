@@ -11,7 +11,8 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from device_agent.messages import (
+from hexfleet.errors import NotFound
+from hexfleet.messages import (
     DeviceFacts,
     DeviceHealth,
     Heartbeat,
@@ -19,9 +20,8 @@ from device_agent.messages import (
     RunProgress,
     RunResult,
 )
-from hexfleet.errors import NotFound
-from orchestrator.db.schema import Device, Image, Job, Metric, Run
-from orchestrator.ingest import ingest_heartbeat, ingest_result, record_progress
+from hexfleet.orchestrator.db.schema import Device, Image, Job, Metric, Run
+from hexfleet.orchestrator.ingest import ingest_heartbeat, ingest_result, record_progress
 
 NOW = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
 
@@ -83,7 +83,7 @@ def test_a_stale_attempt_is_ignored_and_unknown_runs_are_an_error(db_engine: Eng
 def test_heartbeats_upsert_the_fleet(db_engine: Engine) -> None:
     facts = DeviceFacts(serial="vp-1", soc="SM8550", htp_arch=73, model="Galaxy S23")
     with Session(db_engine) as session:
-        for level, state in ((90, "online"), (85, "busy")):
+        for level, state in ((90, "idle"), (85, "busy")):
             beat = Heartbeat(
                 host="h",
                 facts=facts,
@@ -103,7 +103,7 @@ def test_a_runs_first_progress_marks_its_phone_busy_and_its_result_idle(
 ) -> None:
     """Agents send no heartbeat around a run: progress and result say busy and idle."""
     facts = DeviceFacts(serial="vp-1", soc="SM8550", htp_arch=73, model="Galaxy S23")
-    beat = Heartbeat(host="h", facts=facts, state="online", sent_at=NOW, health=DeviceHealth())
+    beat = Heartbeat(host="h", facts=facts, state="idle", sent_at=NOW, health=DeviceHealth())
     with Session(db_engine) as session:
         ingest_heartbeat(session, beat)
         (run,) = _job_with_runs(session, 1)
@@ -115,7 +115,7 @@ def test_a_runs_first_progress_marks_its_phone_busy_and_its_result_idle(
         assert (device.state, device.current_run_id, run.state) == ("busy", run.id, "running")
         ingest_result(session, _result(run))
         session.commit()
-        assert (device.state, device.current_run_id) == ("online", None)
+        assert (device.state, device.current_run_id) == ("idle", None)
 
 
 def test_progress_moves_a_running_run_and_never_a_stale_attempt_or_a_finished_run(

@@ -14,15 +14,15 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from device_agent.messages import RunResult
 from hexfleet.broker import device_queue, make_celery
 from hexfleet.errors import InvalidRequest, NotFound
+from hexfleet.messages import RunResult
+from hexfleet.orchestrator.db.schema import Device, Model, Run
+from hexfleet.orchestrator.dispatch import CeleryDispatcher
+from hexfleet.orchestrator.ingest import ingest_result
+from hexfleet.orchestrator.jobs import JobRequest, cancel, get_job, submit
+from hexfleet.orchestrator.scheduler import RETRY_LIMIT
 from hexfleet.settings import Settings
-from orchestrator.db.schema import Device, Model, Run
-from orchestrator.dispatch import CeleryDispatcher
-from orchestrator.ingest import ingest_result
-from orchestrator.jobs import JobRequest, cancel, get_job, submit
-from orchestrator.scheduler import RETRY_LIMIT
 
 FLEET = [("a", "SM8550", 73), ("b", "SM8650", 75), ("c", "SM8750", 79)]
 AddFleet = Callable[[Session, list[tuple[str, str, int]]], None]

@@ -10,11 +10,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.orm import Session
 
 from hexfleet.broker import device_queue, queue_depths
+from hexfleet.orchestrator.db.engine import make_engine
+from hexfleet.orchestrator.db.schema import Device
+from hexfleet.orchestrator.ingest import ingest_heartbeat
+from hexfleet.orchestrator.metrics import exposition, registry_for
 from hexfleet.settings import Settings
-from orchestrator.db.engine import make_engine
-from orchestrator.db.schema import Device
-from orchestrator.ingest import ingest_heartbeat
-from orchestrator.metrics import exposition, registry_for
 
 __all__ = ["populated"]
 

@@ -8,8 +8,8 @@ import pytest
 
 from hexfleet.broker import device_queue, queues_for_device
 from hexfleet.errors import InvalidRequest
-from orchestrator.scheduler import plan_runs, retry_queue
-from orchestrator.selectors import parse_selector
+from hexfleet.orchestrator.scheduler import plan_runs, retry_queue
+from hexfleet.orchestrator.selectors import parse_selector
 
 FLEET = [
     {"serial": "a", "soc": "SM8550", "htp_arch": 73, "model": "Galaxy S23"},

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hexfleet.errors import InvalidRequest
-from orchestrator.selectors import parse_selector
+from hexfleet.orchestrator.selectors import parse_selector
 
 FLEET = [
     {"serial": "vp-8450", "soc": "SM8450", "htp_arch": 69, "model": "Galaxy S22", "sdk": 33},

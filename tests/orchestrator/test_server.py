@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from device_agent.messages import DeviceFacts, DeviceHealth, Heartbeat
 from hexfleet.broker import INGEST_HEARTBEAT_TASK, INGEST_QUEUE, make_celery
+from hexfleet.messages import DeviceFacts, DeviceHealth, Heartbeat
 from hexfleet.settings import Settings
 
 HEXFLEET = str(Path(sys.executable).parent / "hexfleet")
@@ -86,7 +86,7 @@ def test_serve_ingests_heartbeats_that_the_cli_then_shows(
             serial="vp-8650", soc="SM8650", htp_arch=75, model="Galaxy S24", is_virtual=True
         ),
         health=DeviceHealth(battery_level=77, max_temp_c=38.5),
-        state="online",
+        state="idle",
         sent_at=dt.datetime.now(dt.UTC),
     )
     make_celery(settings).send_task(

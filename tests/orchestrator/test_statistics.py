@@ -12,7 +12,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from hexfleet.errors import InvalidRequest, NotFound
-from orchestrator.statistics import (
+from hexfleet.orchestrator.statistics import (
     bootstrap_medians,
     job_benchmark_stats,
     median_ci,

@@ -18,10 +18,10 @@ from sqlalchemy.orm import Session
 from validation_support import RecordingDispatcher, play_phones
 
 from hexfleet.errors import InvalidRequest
-from models.store import ModelStore
-from orchestrator.db.schema import Job, Run, ValidationBlob, ValidationResult
-from orchestrator.jobs import retry_lost
-from orchestrator.validation import (
+from hexfleet.models.store import ModelStore
+from hexfleet.orchestrator.db.schema import Job, Run, ValidationBlob, ValidationResult
+from hexfleet.orchestrator.jobs import retry_lost
+from hexfleet.orchestrator.validation import (
     ValidationRequest,
     consensus_outliers,
     load_report,
@@ -210,8 +210,8 @@ def test_a_healthy_fleet_passes_on_the_decoder_too(
 
 def test_an_output_of_the_wrong_shape_fails_its_phone_with_the_reason() -> None:
     """A phone returning a 32x32 image (or a reshaped tensor) fails; the report does not crash."""
-    from models.manifest import Thresholds
-    from orchestrator.validation import _compare, _Outputs, _pair
+    from hexfleet.manifest import Thresholds
+    from hexfleet.orchestrator.validation import _compare, _Outputs, _pair
 
     limits = Thresholds(min_psnr_db=25.0, min_ssim=0.9)
     reference = _Outputs(images={0: np.zeros((64, 64, 3), np.uint8)})

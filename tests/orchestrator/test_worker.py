@@ -10,7 +10,6 @@ import pytest
 from celery.contrib.testing.worker import start_worker
 from sqlalchemy.orm import Session
 
-from device_agent.messages import DeviceFacts, DeviceHealth, Heartbeat, RunProgress, RunResult
 from hexfleet.broker import (
     INGEST_HEARTBEAT_TASK,
     INGEST_PROGRESS_TASK,
@@ -18,10 +17,11 @@ from hexfleet.broker import (
     INGEST_RESULT_TASK,
     make_celery,
 )
+from hexfleet.messages import DeviceFacts, DeviceHealth, Heartbeat, RunProgress, RunResult
+from hexfleet.orchestrator.db.engine import make_engine, session_factory, upgrade
+from hexfleet.orchestrator.db.schema import Device, Job, Run
+from hexfleet.orchestrator.worker import make_ingest_app
 from hexfleet.settings import Settings
-from orchestrator.db.engine import make_engine, session_factory, upgrade
-from orchestrator.db.schema import Device, Job, Run
-from orchestrator.worker import make_ingest_app
 
 NOW = dt.datetime(2026, 11, 23, tzinfo=dt.UTC)
 
@@ -52,7 +52,7 @@ def test_ingest_worker_writes_each_message_once(
         host="h",
         facts=DeviceFacts(serial="vp-1", soc="SM8650", htp_arch=75),
         health=DeviceHealth(battery_level=80),
-        state="online",
+        state="idle",
         sent_at=NOW,
     )
     progress = RunProgress(run_id=run.id, attempt=1, serial="vp-1", step=3, total=20, stage="unet")
@@ -94,4 +94,4 @@ def test_ingest_worker_writes_each_message_once(
         # Busy on the run's first progress, idle again on its result, whatever order the
         # embedded broker delivered them in.
         device = session.get_one(Device, "vp-1")
-        assert (device.state, device.current_run_id, device.battery_level) == ("online", None, 80)
+        assert (device.state, device.current_run_id, device.battery_level) == ("idle", None, 80)

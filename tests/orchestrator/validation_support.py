@@ -10,13 +10,13 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from device_agent.messages import ImageOut, RunResult, RunTask
-from device_agent.runner import generate, infer
-from device_agent.runner.device import Device
-from device_agent.runner.spec import CACHE_DIR, RunnerSpec
-from device_agent.virtual.compute import ComputeSettings
-from models.store import ModelStore
-from orchestrator.ingest import ingest_result
+from hexfleet.messages import ImageOut, RunResult, RunTask
+from hexfleet.models.store import ModelStore
+from hexfleet.orchestrator.ingest import ingest_result
+from hexfleet.runner import generate, infer
+from hexfleet.runner.device import Device
+from hexfleet.runner_env import ComputeSettings
+from hexfleet.runner_spec import CACHE_DIR, RunnerSpec
 
 
 class RecordingDispatcher:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from alembic import context
 
-from orchestrator.db.engine import make_engine
-from orchestrator.db.schema import Base, UTCDateTime
+from hexfleet.orchestrator.db.engine import make_engine
+from hexfleet.orchestrator.db.schema import Base, UTCDateTime
 
 config = context.config
 target_metadata = Base.metadata

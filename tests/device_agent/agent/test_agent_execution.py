@@ -26,14 +26,14 @@ from agent_support import (
 from PIL import Image
 from virtual_phone_support import wait_until
 
-from device_agent.messages import RunTask
-from device_agent.phone import Phone as AgentPhone
-from device_agent.phone import job_dir
-from device_agent.push import ArtifactPusher
-from device_agent.runner.spec import CACHE_DIR, JOBS_DIR, RUNNER_PATH
-from device_agent.virtual.fleet import ThreadedFleet
-from device_agent.virtual.phone import Phone
-from models.manifest import Manifest
+from hexfleet.device_agent.phone import VirtualPhone as AgentPhone
+from hexfleet.device_agent.phone import job_dir
+from hexfleet.device_agent.push import ArtifactPusher
+from hexfleet.manifest import Manifest
+from hexfleet.messages import RunTask
+from hexfleet.runner_spec import CACHE_DIR, JOBS_DIR, RUNNER_PATH
+from hexfleet.virtual_phone.fleet import ThreadedFleet
+from hexfleet.virtual_phone.phone import VirtualPhone
 
 # The tiny model knows a few words and ignores punctuation, so the shell syntax is the payload.
 HOSTILE_PROMPTS = [
@@ -65,7 +65,7 @@ def assert_runner_gone(watch: RunnerWatch, agent_phone: AgentPhone, task: RunTas
 
 
 def test_hostile_prompts_travel_in_the_spec_and_never_reach_a_shell(
-    runs: Runs, phone: Phone, manifest: Manifest, caplog: pytest.LogCaptureFixture
+    runs: Runs, phone: VirtualPhone, manifest: Manifest, caplog: pytest.LogCaptureFixture
 ) -> None:
     watch_phone(caplog)
     task = make_task(manifest, prompts=HOSTILE_PROMPTS, steps=2)
@@ -90,7 +90,11 @@ def test_hostile_prompts_travel_in_the_spec_and_never_reach_a_shell(
 
 
 def test_the_deadline_fails_the_run_and_kills_the_runner(
-    runs: Runs, pusher: ArtifactPusher, agent_phone: AgentPhone, phone: Phone, manifest: Manifest
+    runs: Runs,
+    pusher: ArtifactPusher,
+    agent_phone: AgentPhone,
+    phone: VirtualPhone,
+    manifest: Manifest,
 ) -> None:
     pusher.ensure(manifest.files())  # so the deadline falls while the runner runs, not pushes
     watch = RunnerWatch(phone)
@@ -106,7 +110,7 @@ def test_the_deadline_fails_the_run_and_kills_the_runner(
 
 
 def test_cancel_stops_the_run_and_kills_the_runner(
-    runs: Runs, agent_phone: AgentPhone, phone: Phone, manifest: Manifest
+    runs: Runs, agent_phone: AgentPhone, phone: VirtualPhone, manifest: Manifest
 ) -> None:
     watch = RunnerWatch(phone)
     task = make_task(manifest, **LONG_RUN)
@@ -121,7 +125,7 @@ def test_cancel_stops_the_run_and_kills_the_runner(
 
 
 def test_a_runner_crash_is_a_failed_run_with_its_signal_not_retried(
-    runs: Runs, pusher: ArtifactPusher, phone: Phone, manifest: Manifest
+    runs: Runs, pusher: ArtifactPusher, phone: VirtualPhone, manifest: Manifest
 ) -> None:
     pusher.ensure(manifest.files())
     watch = RunnerWatch(phone)
@@ -135,7 +139,7 @@ def test_a_runner_crash_is_a_failed_run_with_its_signal_not_retried(
 
 
 def test_a_runner_failure_reports_its_stderr_line_and_inputs_keep_fixed_names(
-    runs: Runs, phone: Phone, manifest: Manifest, caplog: pytest.LogCaptureFixture
+    runs: Runs, phone: VirtualPhone, manifest: Manifest, caplog: pytest.LogCaptureFixture
 ) -> None:
     buffer = io.BytesIO()
     np.save(buffer, np.zeros((1, 8), dtype=np.int64))
@@ -164,7 +168,7 @@ def test_a_runner_failure_reports_its_stderr_line_and_inputs_keep_fixed_names(
 
 
 def test_a_phone_lost_mid_run_is_reported_lost_within_seconds(
-    runs: Runs, fleet: ThreadedFleet, phone: Phone, manifest: Manifest
+    runs: Runs, fleet: ThreadedFleet, phone: VirtualPhone, manifest: Manifest
 ) -> None:
     task = make_task(manifest, **LONG_RUN)
     thread, results = in_background(runs.executor, task)
@@ -181,7 +185,7 @@ def test_a_phone_lost_mid_run_is_reported_lost_within_seconds(
 
 
 def test_a_model_file_deleted_behind_the_agents_back_is_pushed_again_and_the_run_succeeds(
-    runs: Runs, phone: Phone, agent_phone: AgentPhone, manifest: Manifest
+    runs: Runs, phone: VirtualPhone, agent_phone: AgentPhone, manifest: Manifest
 ) -> None:
     """The pusher trusts its listing for a while; a run that fails because the phone lost a
     file since is retried once after listing and pushing again."""

@@ -17,12 +17,12 @@ import pytest
 from agent_support import ModelServer
 from virtual_phone_support import AdbServer, wait_until
 
-from device_agent.agent import Agent
-from device_agent.messages import Heartbeat
-from device_agent.virtual.fleet import ThreadedFleet
-from device_agent.virtual.phone import Phone
 from hexfleet.broker import INGEST_HEARTBEAT_TASK, INGEST_QUEUE
+from hexfleet.device_agent.agent import Agent
+from hexfleet.messages import Heartbeat
 from hexfleet.settings import Settings
+from hexfleet.virtual_phone.fleet import ThreadedFleet
+from hexfleet.virtual_phone.phone import VirtualPhone
 
 WORKER_UP_S = 30.0  # a worker process imports Celery, adbutils and the agent, then reads facts
 NOTICED_S = 10.0
@@ -86,14 +86,14 @@ def test_workers_follow_phones_that_appear_disappear_and_come_back(
     agent_settings: Settings,
     adb_server: AdbServer,
     fleet: ThreadedFleet,
-    make_phone: Callable[..., Phone],
+    make_phone: Callable[..., VirtualPhone],
 ) -> None:
     first, second = make_phone("sm8550"), make_phone("sm8650")
     adb_server.connect(first.serial)
     first_pid = wait_until(lambda: live_worker(agent, first.serial), NOTICED_S, "a worker")
     adb_server.connect(second.serial)
     wait_until(lambda: live_worker(agent, second.serial), NOTICED_S, "a second worker")
-    wait_until(reported(agent_settings, first.serial, "online"), WORKER_UP_S, "first online")
+    wait_until(reported(agent_settings, first.serial, "idle"), WORKER_UP_S, "first online")
     beat = next(b for b in heartbeats(agent_settings) if b.facts.serial == first.serial)
     assert (beat.facts.soc, beat.facts.htp_arch) == ("SM8550", 73)
     process = agent.workers[first.serial].process
@@ -115,4 +115,4 @@ def test_workers_follow_phones_that_appear_disappear_and_come_back(
     fleet.call(second.come_online())
     adb_server.connect(second.serial)
     wait_until(lambda: live_worker(agent, second.serial), NOTICED_S, "back with the same serial")
-    wait_until(reported(agent_settings, second.serial, "online"), WORKER_UP_S, "second online")
+    wait_until(reported(agent_settings, second.serial, "idle"), WORKER_UP_S, "second online")

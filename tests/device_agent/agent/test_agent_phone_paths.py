@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from device_agent.phone import Phone as AgentPhone
-from device_agent.phone import cache_path, check_run_id, check_sha256, job_dir
-from device_agent.runner.spec import CACHE_DIR, DEVICE_ROOT_DIR, JOBS_DIR
-from device_agent.virtual.phone import Phone
+from hexfleet.device_agent.phone import VirtualPhone as AgentPhone
+from hexfleet.device_agent.phone import cache_path, check_run_id, check_sha256, job_dir
 from hexfleet.errors import InvalidRequest
+from hexfleet.runner_spec import CACHE_DIR, DEVICE_ROOT_DIR, JOBS_DIR
+from hexfleet.virtual_phone.phone import VirtualPhone
 
 SHA = "ab" * 32
 RUN = "0b5c4f2e-8d51-4c0e-9a43-1f6f3b1f2d7e"
@@ -74,7 +74,7 @@ OUTSIDE = [
 
 
 def test_remove_refuses_paths_outside_hexfleets_folder(
-    agent_phone: AgentPhone, phone: Phone
+    agent_phone: AgentPhone, phone: VirtualPhone
 ) -> None:
     keep = phone.fs.root / "data/local/tmp/keep.txt"
     keep.write_text("mine")

@@ -11,18 +11,18 @@ from pathlib import Path
 import pytest
 from agent_support import shell_commands, watch_phone
 
-from device_agent.phone import SEND_BATCH, SYNC_DATA_MAX
-from device_agent.phone import Phone as AgentPhone
-from device_agent.runner.spec import DEVICE_ROOT_DIR
-from device_agent.virtual.phone import Phone
+from hexfleet.device_agent.phone import SEND_BATCH, SYNC_DATA_MAX
+from hexfleet.device_agent.phone import VirtualPhone as AgentPhone
 from hexfleet.errors import DeviceLost
+from hexfleet.runner_spec import DEVICE_ROOT_DIR
+from hexfleet.virtual_phone.phone import VirtualPhone
 
 BATCH = SEND_BATCH * SYNC_DATA_MAX
 SIZES = [0, 1, SYNC_DATA_MAX - 1, SYNC_DATA_MAX, SYNC_DATA_MAX + 1, BATCH, BATCH + 1, 3 * BATCH + 7]
 
 
 def test_files_round_trip_at_every_chunk_boundary(
-    agent_phone: AgentPhone, phone: Phone, tmp_path: Path
+    agent_phone: AgentPhone, phone: VirtualPhone, tmp_path: Path
 ) -> None:
     for size in SIZES:
         data = os.urandom(size)
@@ -54,7 +54,7 @@ def test_shell_reports_exit_codes_stdout_and_stderr(agent_phone: AgentPhone) -> 
 
 
 def test_health_reads_battery_and_thermal_in_one_shell(
-    agent_phone: AgentPhone, phone: Phone, caplog: pytest.LogCaptureFixture
+    agent_phone: AgentPhone, phone: VirtualPhone, caplog: pytest.LogCaptureFixture
 ) -> None:
     watch_phone(caplog)
     health = agent_phone.health()

@@ -13,30 +13,30 @@ import pytest
 from agent_support import opened, shell_commands, synced, watch_phone
 from virtual_phone_support import AdbServer
 
-from device_agent.host_cache import HostCache
-from device_agent.phone import Phone as AgentPhone
-from device_agent.phone import cache_path
-from device_agent.push import LISTING_TRUST_S, PUSH_ATTEMPTS, TOUCH_AFTER_S, ArtifactPusher
-from device_agent.runner.spec import CACHE_DIR
-from device_agent.virtual.phone import Phone
+from hexfleet.device_agent.host_cache import HostCache
+from hexfleet.device_agent.phone import VirtualPhone as AgentPhone
+from hexfleet.device_agent.phone import cache_path
+from hexfleet.device_agent.push import LISTING_TRUST_S, PUSH_ATTEMPTS, TOUCH_AFTER_S, ArtifactPusher
 from hexfleet.errors import ArtifactMismatch, DeviceLost, InvalidRequest
-from models.manifest import Manifest
+from hexfleet.manifest import Manifest
+from hexfleet.runner_spec import CACHE_DIR
+from hexfleet.virtual_phone.phone import VirtualPhone
 
 UNIT = 100_000
 
 
-def on_disk(phone: Phone, sha256: str) -> Path:
+def on_disk(phone: VirtualPhone, sha256: str) -> Path:
     """Where the virtual phone keeps a cached file on the host (to check or age it)."""
     return phone.fs.resolve(cache_path(sha256)).host
 
 
-def age(phone: Phone, sha256: str, seconds_ago: float) -> None:
+def age(phone: VirtualPhone, sha256: str, seconds_ago: float) -> None:
     """Set a cached file's mtime, i.e. its last use as far as LRU is concerned."""
     when = time.time() - seconds_ago
     os.utime(on_disk(phone, sha256), (when, when))
 
 
-def stale_file(phone: Phone, agent_phone: AgentPhone, seconds_ago: float) -> str:
+def stale_file(phone: VirtualPhone, agent_phone: AgentPhone, seconds_ago: float) -> str:
     """A cached artifact of another model, last used `seconds_ago`."""
     content = os.urandom(UNIT)
     sha256 = hashlib.sha256(content).hexdigest()
@@ -45,14 +45,14 @@ def stale_file(phone: Phone, agent_phone: AgentPhone, seconds_ago: float) -> str
     return sha256
 
 
-def cache_listing(phone: Phone) -> list[str]:
+def cache_listing(phone: VirtualPhone) -> list[str]:
     return sorted(p.name for p in phone.fs.resolve(CACHE_DIR).host.iterdir())
 
 
 def test_first_ensure_pushes_and_verifies_then_hits_cost_no_round_trip_until_stale(
     agent_phone: AgentPhone,
     host_cache: HostCache,
-    phone: Phone,
+    phone: VirtualPhone,
     manifest: Manifest,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -91,7 +91,7 @@ def test_first_ensure_pushes_and_verifies_then_hits_cost_no_round_trip_until_sta
 
 
 def test_files_lost_behind_the_agents_back_are_pushed_again(
-    agent_phone: AgentPhone, host_cache: HostCache, phone: Phone, manifest: Manifest
+    agent_phone: AgentPhone, host_cache: HostCache, phone: VirtualPhone, manifest: Manifest
 ) -> None:
     """A trusted listing can be wrong (the phone's cache wiped by hand): `recheck` lists again
     and pushes what is missing; with nothing missing it says a retry would not help."""
@@ -107,7 +107,7 @@ def test_files_lost_behind_the_agents_back_are_pushed_again(
 
 
 def test_lru_eviction_drops_the_least_recently_used_and_never_a_needed_file(
-    agent_phone: AgentPhone, host_cache: HostCache, phone: Phone, manifest: Manifest
+    agent_phone: AgentPhone, host_cache: HostCache, phone: VirtualPhone, manifest: Manifest
 ) -> None:
     refs = manifest.files()
     oldest, older, old = (stale_file(phone, agent_phone, ago) for ago in (3000, 2000, 1000))
@@ -144,7 +144,7 @@ def test_a_push_cut_in_flight_is_device_lost_and_caches_nothing_partial(
     adb_server: AdbServer,
     pusher: ArtifactPusher,
     host_cache: HostCache,
-    phone: Phone,
+    phone: VirtualPhone,
     manifest: Manifest,
 ) -> None:
     refs = manifest.files()
@@ -167,7 +167,7 @@ def test_bytes_that_do_not_hash_to_their_name_never_enter_the_cache(
     pusher: ArtifactPusher,
     host_cache: HostCache,
     agent_phone: AgentPhone,
-    phone: Phone,
+    phone: VirtualPhone,
     manifest: Manifest,
     caplog: pytest.LogCaptureFixture,
 ) -> None:

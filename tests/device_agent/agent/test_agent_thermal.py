@@ -8,18 +8,22 @@ from __future__ import annotations
 from agent_support import LONG_RUN, RunnerWatch, Runs, finished, in_background, make_task
 from virtual_phone_support import wait_until
 
-from device_agent.execution import THERMAL_POLL_S, Executor, ThermalGate
-from device_agent.host_cache import HostCache
-from device_agent.phone import Phone as AgentPhone
-from device_agent.push import ArtifactPusher
-from device_agent.virtual.phone import Phone
-from models.manifest import Manifest
+from hexfleet.device_agent.execution import THERMAL_POLL_S, Executor, ThermalGate
+from hexfleet.device_agent.host_cache import HostCache
+from hexfleet.device_agent.phone import VirtualPhone as AgentPhone
+from hexfleet.device_agent.push import ArtifactPusher
+from hexfleet.manifest import Manifest
+from hexfleet.virtual_phone.phone import VirtualPhone
 
 LIMIT_C = 45.0
 
 
 def test_a_hot_phone_throttles_and_a_benchmark_waits_until_it_cooled(
-    runs: Runs, agent_phone: AgentPhone, host_cache: HostCache, phone: Phone, manifest: Manifest
+    runs: Runs,
+    agent_phone: AgentPhone,
+    host_cache: HostCache,
+    phone: VirtualPhone,
+    manifest: Manifest,
 ) -> None:
     assert not agent_phone.health().throttled
     watch = RunnerWatch(phone)
@@ -57,11 +61,17 @@ def test_a_hot_phone_throttles_and_a_benchmark_waits_until_it_cooled(
     assert result.metrics["temp_after_c"] is not None
     (heater_pid, bench_pid) = sorted(watch.started)
     assert watch.started[bench_pid] >= watch.ended[heater_pid], "ran before the phone cooled"
-    wait_until(lambda: not agent_phone.health().throttled, 30, "the idle phone to cool again")
+    wait_until(lambda: not agent_phone.health().throttled,
+    30,
+    "the idle phone to cool again"),
 
 
 def test_a_repeated_benchmark_waits_until_the_phone_is_back_near_its_idle_temperature(
-    runs: Runs, agent_phone: AgentPhone, host_cache: HostCache, phone: Phone, manifest: Manifest
+    runs: Runs,
+    agent_phone: AgentPhone,
+    host_cache: HostCache,
+    phone: VirtualPhone,
+    manifest: Manifest,
 ) -> None:
     # The limit never binds here (the phone peaks near 97 °C): only the cool-down holds runs back.
     gate = ThermalGate(limit_c=99.0, max_wait_s=0.0, cooldown_margin_c=3.0, cooldown_wait_s=30.0)

@@ -13,16 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from synthetic_sd import write_tiny_layout
 
-from device_agent.runner import progress
-from device_agent.runner.device import Device, with_device_faults
-from device_agent.runner.spec import CACHE_DIR, RunnerSpec
-from device_agent.virtual.compute import ComputeSettings
-from device_agent.virtual.programs import ENV_DEVICE_ROOT
-from models.manifest import Manifest
-from models.registration import register_tiny_sd
-from models.store import ModelStore
-from models.synthetic_sd import write_tiny_layout
+from hexfleet import progress
+from hexfleet.manifest import Manifest
+from hexfleet.models.registration import register_tiny_sd
+from hexfleet.models.store import ModelStore
+from hexfleet.runner.device import Device, with_device_faults
+from hexfleet.runner_env import ENV_DEVICE_ROOT, ComputeSettings
+from hexfleet.runner_spec import CACHE_DIR, RunnerSpec
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +54,7 @@ def run_runner(
         **ComputeSettings(mode=compute, faulty_npu=faulty).to_env(),
     }  # type: ignore[arg-type]
     result = subprocess.run(
-        [sys.executable, "-m", "device_agent.runner", str(job / "spec.json")],
+        [sys.executable, "-m", "hexfleet.runner", str(job / "spec.json")],
         env=env,
         capture_output=True,
         text=True,

@@ -13,13 +13,13 @@ import adbutils
 from adb_shell.adb_device import AdbDeviceTcp
 from virtual_phone_support import ADB, AdbServer
 
-from device_agent.virtual.phone import Phone
+from hexfleet.virtual_phone.phone import VirtualPhone
 
 MB = 1024 * 1024
 
 
 def test_adb_binary_shell_exit_code_and_stderr(
-    adb_server: AdbServer, device: adbutils.AdbDevice, phone: Phone
+    adb_server: AdbServer, device: adbutils.AdbDevice, phone: VirtualPhone
 ) -> None:
     result = adb_server.run("-s", phone.serial, "shell", "getprop ro.soc.model; echo e >&2; exit 3")
     assert (result.returncode, result.stdout, result.stderr) == (3, "SM8550\n", "e\n")
@@ -29,7 +29,7 @@ def test_adb_binary_shell_exit_code_and_stderr(
 
 
 def test_adb_binary_push_pull(
-    adb_server: AdbServer, device: adbutils.AdbDevice, phone: Phone, tmp_path: Path
+    adb_server: AdbServer, device: adbutils.AdbDevice, phone: VirtualPhone, tmp_path: Path
 ) -> None:
     source = tmp_path / "model.bin"
     source.write_bytes(os.urandom(5 * MB + 123))
@@ -46,7 +46,7 @@ def test_adb_binary_push_pull(
     assert refused.returncode != 0 and "Read-only file system" in refused.stderr
 
 
-def test_adb_shell_package_speaks_the_transport_directly(phone: Phone) -> None:
+def test_adb_shell_package_speaks_the_transport_directly(phone: VirtualPhone) -> None:
     client = AdbDeviceTcp("127.0.0.1", phone.port, default_transport_timeout_s=10.0)
     assert client.connect(rsa_keys=None, auth_timeout_s=1.0)
     try:
@@ -67,7 +67,7 @@ def test_adb_shell_package_speaks_the_transport_directly(phone: Phone) -> None:
 
 
 def test_adb_binary_stdin_interactive_and_exec_out(
-    adb_server: AdbServer, device: adbutils.AdbDevice, phone: Phone
+    adb_server: AdbServer, device: adbutils.AdbDevice, phone: VirtualPhone
 ) -> None:
     def adb(*args: str, stdin: str | None = None) -> tuple[int, str]:
         result = subprocess.run(  # noqa: S603 - fixed argv

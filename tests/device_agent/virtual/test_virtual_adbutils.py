@@ -13,14 +13,14 @@ import adbutils
 import pytest
 from virtual_phone_support import AdbServer, wait_until
 
-from device_agent.virtual.fleet import ThreadedFleet
-from device_agent.virtual.phone import Phone
+from hexfleet.virtual_phone.fleet import ThreadedFleet
+from hexfleet.virtual_phone.phone import VirtualPhone
 
 MB = 1024 * 1024
 
 
 def test_adb_server_lists_the_phone_with_banner_fields(
-    adb_server: AdbServer, device: adbutils.AdbDevice, phone: Phone
+    adb_server: AdbServer, device: adbutils.AdbDevice, phone: VirtualPhone
 ) -> None:
     listing = adb_server.run("devices", "-l").stdout
     assert f"{phone.serial}" in listing
@@ -54,7 +54,11 @@ def test_battery_and_thermal_zones(device: adbutils.AdbDevice) -> None:
     assert len(temps) >= 5 and all(25_000 < int(t) < 40_000 for t in temps)
 
 
-def test_sync_push_pull_stat_list(device: adbutils.AdbDevice, phone: Phone, tmp_path: Path) -> None:
+def test_sync_push_pull_stat_list(
+    device: adbutils.AdbDevice,
+    phone: VirtualPhone,
+    tmp_path: Path,
+) -> None:
     payload = os.urandom(300_000)
     assert device.sync.push(payload, "/data/local/tmp/dir/a.bin", mode=0o644) == len(payload)
     info = device.sync.stat("/data/local/tmp/dir/a.bin")
@@ -72,7 +76,7 @@ def test_sync_push_pull_stat_list(device: adbutils.AdbDevice, phone: Phone, tmp_
 
 
 def test_sync_refuses_escapes_and_read_only_places(
-    device: adbutils.AdbDevice, phone: Phone
+    device: adbutils.AdbDevice, phone: VirtualPhone
 ) -> None:
     outside = phone.fs.root.parent / "host-secret.txt"
     outside.write_text("secret")
@@ -119,7 +123,10 @@ def test_several_streams_at_once(device: adbutils.AdbDevice) -> None:
     assert streaming.read_until_close().strip() == "slow"
 
 
-def test_two_phones_serve_at_once(adb_server: AdbServer, make_phone: Callable[..., Phone]) -> None:
+def test_two_phones_serve_at_once(
+    adb_server: AdbServer,
+    make_phone: Callable[..., VirtualPhone],
+) -> None:
     first, second = make_phone("sm8450"), make_phone("sm8750")
     devices = [adb_server.connect(first.serial), adb_server.connect(second.serial)]
     try:
@@ -146,7 +153,7 @@ def test_two_phones_serve_at_once(adb_server: AdbServer, make_phone: Callable[..
 
 
 def test_phone_killed_mid_push_raises_and_comes_back(
-    adb_server: AdbServer, fleet: ThreadedFleet, phone: Phone, device: adbutils.AdbDevice
+    adb_server: AdbServer, fleet: ThreadedFleet, phone: VirtualPhone, device: adbutils.AdbDevice
 ) -> None:
     phone.faults.limit_bandwidth(50)  # so that the push is still running when the phone dies
     partial = phone.fs.root / "data/local/tmp/cut.bin"
@@ -175,7 +182,7 @@ def test_phone_killed_mid_push_raises_and_comes_back(
 
 
 def test_drop_after_bytes_fails_the_push(
-    adb_server: AdbServer, phone: Phone, device: adbutils.AdbDevice
+    adb_server: AdbServer, phone: VirtualPhone, device: adbutils.AdbDevice
 ) -> None:
     phone.faults.drop_after_bytes(8 * MB)
     with pytest.raises((adbutils.AdbError, OSError)):
@@ -184,7 +191,7 @@ def test_drop_after_bytes_fails_the_push(
 
 
 def test_offline_and_back_with_the_same_serial(
-    adb_server: AdbServer, fleet: ThreadedFleet, phone: Phone, device: adbutils.AdbDevice
+    adb_server: AdbServer, fleet: ThreadedFleet, phone: VirtualPhone, device: adbutils.AdbDevice
 ) -> None:
     serialno = device.getprop("ro.serialno")
     fleet.call(phone.go_offline(0.5))

@@ -15,8 +15,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from virtual_phone_support import AdbServer, wait_until
 
-from device_agent.virtual.phone import Phone
-from device_agent.virtual.programs import RUNNER_PATH
+from hexfleet.virtual_phone.phone import VirtualPhone
+from hexfleet.virtual_phone.programs import RUNNER_PATH
 
 JOB = "/data/local/tmp/hexfleet/jobs/j1"
 FAKE_RUNNER = """
@@ -42,14 +42,14 @@ sys.exit(spec.get("exit", 0))
 
 
 @pytest.fixture
-def runner_phone(make_phone: Callable[..., Phone], tmp_path: Path) -> Phone:
+def runner_phone(make_phone: Callable[..., VirtualPhone], tmp_path: Path) -> VirtualPhone:
     script = tmp_path / "fake_runner.py"
     script.write_text(FAKE_RUNNER)
     return make_phone("sm8650", program_commands={RUNNER_PATH: [sys.executable, str(script)]})
 
 
 @pytest.fixture
-def runner_device(adb_server: AdbServer, runner_phone: Phone):
+def runner_device(adb_server: AdbServer, runner_phone: VirtualPhone):
     device = adb_server.connect(runner_phone.serial)
     yield device
     adb_server.disconnect(runner_phone.serial)
@@ -73,7 +73,7 @@ def read_until(connection: adbutils.AdbConnection, marker: bytes, timeout: float
 
 
 def test_runner_hook_maps_the_spec_and_passes_compute_settings(
-    runner_device: adbutils.AdbDevice, runner_phone: Phone
+    runner_device: adbutils.AdbDevice, runner_phone: VirtualPhone
 ) -> None:
     spec = push_spec(runner_device, {"exit": 3})
     result = runner_device.shell2(f"{RUNNER_PATH} {spec}", v2=True)
@@ -117,7 +117,7 @@ def test_runner_output_streams_and_kill_works(runner_device: adbutils.AdbDevice)
 
 
 def test_crash_fault_kills_the_runner(
-    runner_device: adbutils.AdbDevice, runner_phone: Phone
+    runner_device: adbutils.AdbDevice, runner_phone: VirtualPhone
 ) -> None:
     runner_phone.faults.crash_runner(after_s=0.3)
     spec = push_spec(runner_device, {"wait_for": "/data/local/tmp/never"})
@@ -129,7 +129,7 @@ def test_crash_fault_kills_the_runner(
 
 
 def test_sustained_compute_heats_past_throttling_and_cools_idle(
-    runner_device: adbutils.AdbDevice, runner_phone: Phone
+    runner_device: adbutils.AdbDevice, runner_phone: VirtualPhone
 ) -> None:
     spec = push_spec(runner_device, {"wait_for": "/data/local/tmp/go"})
     nsp = "/sys/class/thermal/thermal_zone3/temp"
@@ -147,7 +147,7 @@ def test_sustained_compute_heats_past_throttling_and_cools_idle(
 
 
 def test_a_computing_phone_keeps_its_sys_files_current_for_programs_that_read_them(
-    runner_device: adbutils.AdbDevice, runner_phone: Phone
+    runner_device: adbutils.AdbDevice, runner_phone: VirtualPhone
 ) -> None:
     """The runner reads /sys itself (no shell command refreshes it): the phone keeps it current."""
     spec = push_spec(runner_device, {"wait_for": "/data/local/tmp/go"})
@@ -185,7 +185,7 @@ def npy(array: np.ndarray) -> bytes:
 
 @pytest.mark.parametrize("compute", ["cpu", "htp"])
 def test_onnx_run_on_cpu_and_htp_simulator(
-    adb_server: AdbServer, make_phone: Callable[..., Phone], compute: str
+    adb_server: AdbServer, make_phone: Callable[..., VirtualPhone], compute: str
 ) -> None:
     phone = make_phone("sm8550", compute=compute)
     device = adb_server.connect(phone.serial)

@@ -10,14 +10,14 @@ import adbutils
 import pytest
 from virtual_phone_support import AdbServer, wait_until
 
-from device_agent.virtual.faults import FaultCommand, LinkFaults
-from device_agent.virtual.fleet import ThreadedFleet
-from device_agent.virtual.phone import Phone
+from hexfleet.virtual_phone.faults import FaultCommand, LinkFaults
+from hexfleet.virtual_phone.fleet import ThreadedFleet
+from hexfleet.virtual_phone.phone import VirtualPhone
 
 MB = 1_000_000
 
 
-def test_bandwidth_limit_holds_the_rate(device: adbutils.AdbDevice, phone: Phone) -> None:
+def test_bandwidth_limit_holds_the_rate(device: adbutils.AdbDevice, phone: VirtualPhone) -> None:
     phone.faults.limit_bandwidth(20)
     payload = os.urandom(8 * MB)
     started = time.perf_counter()
@@ -29,7 +29,10 @@ def test_bandwidth_limit_holds_the_rate(device: adbutils.AdbDevice, phone: Phone
     assert 12 < push_rate <= 21 and 12 < pull_rate <= 21, (push_rate, pull_rate)
 
 
-def test_stall_freezes_the_link_until_it_ends(device: adbutils.AdbDevice, phone: Phone) -> None:
+def test_stall_freezes_the_link_until_it_ends(
+    device: adbutils.AdbDevice,
+    phone: VirtualPhone,
+) -> None:
     phone.faults.stall(0.6)
     started = time.perf_counter()
     assert device.shell("echo after") == "after"
@@ -37,7 +40,7 @@ def test_stall_freezes_the_link_until_it_ends(device: adbutils.AdbDevice, phone:
 
 
 def test_timed_drop_cuts_a_transfer(
-    adb_server: AdbServer, device: adbutils.AdbDevice, phone: Phone
+    adb_server: AdbServer, device: adbutils.AdbDevice, phone: VirtualPhone
 ) -> None:
     phone.faults.limit_bandwidth(20)
     phone.faults.drop_in(0.3)
@@ -49,7 +52,7 @@ def test_timed_drop_cuts_a_transfer(
 
 
 def test_fault_commands_apply_to_a_phone(
-    adb_server: AdbServer, fleet: ThreadedFleet, device: adbutils.AdbDevice, phone: Phone
+    adb_server: AdbServer, fleet: ThreadedFleet, device: adbutils.AdbDevice, phone: VirtualPhone
 ) -> None:
     fleet.call(phone.apply(FaultCommand(kind="bandwidth", value=35)))
     assert phone.faults.bandwidth_mb_s == 35
@@ -67,7 +70,7 @@ def test_fault_commands_apply_to_a_phone(
 
 
 def test_reboot_drops_the_phone_and_it_returns(
-    adb_server: AdbServer, device: adbutils.AdbDevice, phone: Phone
+    adb_server: AdbServer, device: adbutils.AdbDevice, phone: VirtualPhone
 ) -> None:
     device.shell("reboot")
     wait_until(lambda: adb_server.state(phone.serial) != "device", what="rebooting")

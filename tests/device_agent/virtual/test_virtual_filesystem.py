@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from device_agent.virtual.filesystem import PhoneFilesystem, check_writable
+from hexfleet.virtual_phone.filesystem import PhoneFilesystem, check_writable
 
 COMPONENTS = st.sampled_from(
     [

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from device_agent.virtual.filesystem import PhoneFilesystem
-from device_agent.virtual.health import ZONES, Health, ThermalSettings
+from hexfleet.virtual_phone.filesystem import PhoneFilesystem
+from hexfleet.virtual_phone.health import ZONES, Health, ThermalSettings
 
 
 class Clock:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from device_agent.virtual import protocol as proto
+from hexfleet.virtual_phone import protocol as proto
 
 COMMANDS = st.sampled_from(sorted(proto.COMMAND_NAMES))
 WORDS = st.integers(min_value=0, max_value=0xFFFFFFFF)

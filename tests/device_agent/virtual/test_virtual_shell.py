@@ -11,21 +11,21 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from device_agent.virtual.phone import Phone, PhoneConfig
-from device_agent.virtual.pipes import BufferOutput, BytesInput
-from device_agent.virtual.profiles import get_profile
-from device_agent.virtual.shell import IO, ShellSyntaxError, parse
+from hexfleet.virtual_phone.phone import PhoneConfig, VirtualPhone
+from hexfleet.virtual_phone.pipes import BufferOutput, BytesInput
+from hexfleet.virtual_phone.profiles import get_profile
+from hexfleet.virtual_phone.shell import IO, ShellSyntaxError, parse
 
 
 @pytest.fixture
-def offline_phone(tmp_path: Path) -> Phone:
+def offline_phone(tmp_path: Path) -> VirtualPhone:
     """A phone whose shell is driven directly, without ADB."""
-    phone = Phone(PhoneConfig(get_profile("sm8650"), tmp_path / "root", compute="cpu"))
+    phone = VirtualPhone(PhoneConfig(get_profile("sm8650"), tmp_path / "root", compute="cpu"))
     phone.fs.create_layout(phone.programs.placeholders())
     return phone
 
 
-def sh(phone: Phone, script: str, stdin: bytes = b"") -> tuple[int, str, str]:
+def sh(phone: VirtualPhone, script: str, stdin: bytes = b"") -> tuple[int, str, str]:
     async def run() -> tuple[int, str, str]:
         out, err = BufferOutput(), BufferOutput()
         state = phone.toolbox.new_state()
@@ -35,7 +35,7 @@ def sh(phone: Phone, script: str, stdin: bytes = b"") -> tuple[int, str, str]:
     return asyncio.run(run())
 
 
-def test_unknown_command_is_androids_not_found_and_127(offline_phone: Phone) -> None:
+def test_unknown_command_is_androids_not_found_and_127(offline_phone: VirtualPhone) -> None:
     assert sh(offline_phone, "foo --bar") == (
         127,
         "",
@@ -44,7 +44,7 @@ def test_unknown_command_is_androids_not_found_and_127(offline_phone: Phone) -> 
     assert sh(offline_phone, "/data/local/tmp/nothing")[0] == 127
 
 
-def test_quoting_variables_and_status(offline_phone: Phone) -> None:
+def test_quoting_variables_and_status(offline_phone: VirtualPhone) -> None:
     assert sh(offline_phone, "echo 'a  b' \"c $HOSTNAME\" d\\ e")[1] == "a  b c e1q d e\n"
     assert sh(offline_phone, "false; echo $?; true && echo yes || echo no")[1] == "1\nyes\n"
     assert sh(offline_phone, "X=1; echo ${X}2 $(echo sub) `echo tick`")[1] == "12 sub tick\n"
@@ -59,7 +59,7 @@ def test_any_text_parses_or_is_a_syntax_error(text: str) -> None:
         parse(text)
 
 
-def test_syntax_errors_are_reported_not_run(offline_phone: Phone) -> None:
+def test_syntax_errors_are_reported_not_run(offline_phone: VirtualPhone) -> None:
     status, _, err = sh(offline_phone, "echo 'unterminated")
     assert status == 1 and "syntax error" in err
     with pytest.raises(ShellSyntaxError):
@@ -68,7 +68,7 @@ def test_syntax_errors_are_reported_not_run(offline_phone: Phone) -> None:
     assert status == 2 and "not supported" in err
 
 
-def test_redirections_pipes_and_globs(offline_phone: Phone) -> None:
+def test_redirections_pipes_and_globs(offline_phone: VirtualPhone) -> None:
     script = (
         "cd /data/local/tmp && echo one > a.txt && echo two >> a.txt && cat a.txt | wc -l; "
         "ls /nope 2>/dev/null || echo missing; ls /nope 2>&1 | cat; cat < a.txt | head -n 1; "
@@ -80,7 +80,7 @@ def test_redirections_pipes_and_globs(offline_phone: Phone) -> None:
     assert status == 0 and err == ""
 
 
-def test_files_commands(offline_phone: Phone) -> None:
+def test_files_commands(offline_phone: VirtualPhone) -> None:
     status, out, err = sh(
         offline_phone,
         "mkdir -p /data/local/tmp/a/b && echo hi > /data/local/tmp/a/b/f && "
@@ -105,7 +105,9 @@ def test_files_commands(offline_phone: Phone) -> None:
     assert sh(offline_phone, "cat /system/bin")[2] == "cat: /system/bin: Is a directory\n"
 
 
-def test_writes_outside_data_are_refused_and_paths_never_escape(offline_phone: Phone) -> None:
+def test_writes_outside_data_are_refused_and_paths_never_escape(
+    offline_phone: VirtualPhone,
+) -> None:
     outside = offline_phone.fs.root.parent / "outside.txt"
     outside.write_text("host secret")
     status, _, err = sh(offline_phone, "echo x > /system/bin/evil")
@@ -117,7 +119,7 @@ def test_writes_outside_data_are_refused_and_paths_never_escape(offline_phone: P
     assert outside.read_text() == "host secret"
 
 
-def test_getprop_names_the_soc_and_hexagon_arch(offline_phone: Phone) -> None:
+def test_getprop_names_the_soc_and_hexagon_arch(offline_phone: VirtualPhone) -> None:
     assert sh(offline_phone, "getprop ro.soc.model")[1] == "SM8650\n"
     assert sh(offline_phone, "getprop ro.hexfleet.htp_arch")[1] == "v75\n"
     assert sh(offline_phone, "getprop no.such.prop fallback")[1] == "fallback\n"
@@ -136,7 +138,7 @@ def test_getprop_names_the_soc_and_hexagon_arch(offline_phone: Phone) -> None:
         assert f"[{key}]: [" in listing
 
 
-def test_dumpsys_battery_thermal_and_df(offline_phone: Phone) -> None:
+def test_dumpsys_battery_thermal_and_df(offline_phone: VirtualPhone) -> None:
     battery = sh(offline_phone, "dumpsys battery")[1]
     assert "  level: 80\n" in battery and "  USB powered: true\n" in battery
     temps = sh(offline_phone, "cat /sys/class/thermal/thermal_zone*/temp")[1].split()
@@ -145,7 +147,7 @@ def test_dumpsys_battery_thermal_and_df(offline_phone: Phone) -> None:
     assert df[0].startswith("Filesystem") and df[1].endswith(" /data")
 
 
-def test_ps_and_kill_only_reach_the_phones_own_processes(offline_phone: Phone) -> None:
+def test_ps_and_kill_only_reach_the_phones_own_processes(offline_phone: VirtualPhone) -> None:
     status, out, _ = sh(offline_phone, "ps -A -o PID,NAME")
     assert status == 0 and "1 init" in out and " sh" in out
     assert sh(offline_phone, "kill 1")[2] == "kill: 1: Operation not permitted\n"

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from hexfleet.errors import InvalidRequest
-from models.tiny_sd.judge import UNKNOWN, judge, matches, prompt_accuracy
-from models.tiny_sd.world import Scene, all_scenes, render
+from hexfleet.models.tiny_sd.judge import UNKNOWN, judge, matches, prompt_accuracy
+from hexfleet.models.tiny_sd.world import Scene, all_scenes, render
 
 
 @pytest.mark.parametrize("size", [64, 32])

@@ -14,9 +14,9 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from models.tiny_sd.judge import judge
-from models.tiny_sd.tokenizer import WordTokenizer
-from models.tiny_sd.world import parse_prompt
+from hexfleet.models.tiny_sd.judge import judge
+from hexfleet.models.tiny_sd.tokenizer import WordTokenizer
+from hexfleet.models.tiny_sd.world import parse_prompt
 
 PACKAGE = Path(__file__).parents[3] / "models" / "tiny_sd"
 INFO = json.loads((PACKAGE / "info.json").read_text())

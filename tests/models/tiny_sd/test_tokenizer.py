@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from hexfleet.errors import InvalidRequest, ModelError
-from models.tiny_sd.tokenizer import WordTokenizer
-from models.tiny_sd.world import all_scenes, prompt_for
+from hexfleet.models.tiny_sd.tokenizer import WordTokenizer
+from hexfleet.models.tiny_sd.world import all_scenes, prompt_for
 
 
 def test_encodes_every_world_prompt_without_unknown_words() -> None:

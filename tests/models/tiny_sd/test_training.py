@@ -18,17 +18,17 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from models.pipeline import Pipeline
-from models.registration import register_tiny_sd
-from models.store import ModelStore
-from models.tiny_sd.export import export_run
-from models.tiny_sd.model import Attention
+from hexfleet.models.pipeline import Pipeline
+from hexfleet.models.registration import register_tiny_sd
+from hexfleet.models.store import ModelStore
+from hexfleet.models.tiny_sd.export import export_run
+from hexfleet.models.tiny_sd.model import Attention
 
 ROOT = Path(__file__).parents[3]
 
 
 def _train(run: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "models.tiny_sd.train", "--run-dir", str(run), *args]
+    command = [sys.executable, "-m", "hexfleet.models.tiny_sd.train", "--run-dir", str(run), *args]
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from hexfleet.errors import InvalidRequest
-from models.tiny_sd.world import (
+from hexfleet.models.tiny_sd.world import (
     BACKGROUNDS,
     COLORS,
     POSITIONS,

@@ -11,12 +11,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from hexfleet.broker import make_celery
+from hexfleet.models.store import ModelStore
+from hexfleet.orchestrator.api.app import create_app
+from hexfleet.orchestrator.db.engine import make_engine, upgrade
+from hexfleet.orchestrator.db.schema import Image
+from hexfleet.orchestrator.dispatch import CeleryDispatcher
 from hexfleet.settings import Settings
-from models.store import ModelStore
-from orchestrator.api.app import create_app
-from orchestrator.db.engine import make_engine, upgrade
-from orchestrator.db.schema import Image
-from orchestrator.dispatch import CeleryDispatcher
 
 VIEW = {"Authorization": "Bearer viewer-token"}
 SUBMIT = {"Authorization": "Bearer submit-token"}

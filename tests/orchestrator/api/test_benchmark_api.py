@@ -12,11 +12,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from hexfleet.broker import make_celery
+from hexfleet.orchestrator.api.app import create_app
+from hexfleet.orchestrator.db.engine import make_engine, upgrade
+from hexfleet.orchestrator.dispatch import CeleryDispatcher
 from hexfleet.settings import Settings
-from orchestrator.api.app import create_app
-from orchestrator.db.engine import make_engine, upgrade
-from orchestrator.db.schema import JobState
-from orchestrator.dispatch import CeleryDispatcher
+from hexfleet.states import JobState
 
 VIEW = {"Authorization": "Bearer viewer-token"}
 

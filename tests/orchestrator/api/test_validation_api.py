@@ -13,10 +13,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 from validation_support import RecordingDispatcher, play_phones
 
+from hexfleet.models.store import ModelStore
+from hexfleet.orchestrator.api.app import create_app
+from hexfleet.orchestrator.db.engine import make_engine, upgrade
 from hexfleet.settings import Settings
-from models.store import ModelStore
-from orchestrator.api.app import create_app
-from orchestrator.db.engine import make_engine, upgrade
 
 VIEW = {"Authorization": "Bearer viewer-token"}
 SUBMIT = {"Authorization": "Bearer submit-token"}

@@ -14,8 +14,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from hexfleet.errors import ServiceUnavailable
-from orchestrator.db.engine import alembic_config, make_engine, upgrade
-from orchestrator.db.schema import Base, Device, Host, Image, Job, Run
+from hexfleet.orchestrator.db.engine import alembic_config, make_engine, upgrade
+from hexfleet.orchestrator.db.schema import Base, Device, Host, Image, Job, Run
 
 
 def test_migrations_match_the_models(db_engine: Engine) -> None:

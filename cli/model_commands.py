@@ -1,0 +1,391 @@
+"""`hexfleet models ...`: list, train, quantize, compile, evaluate, import and sample models.
+
+Settings are read here, once, and passed down; errors are hexfleet errors that the root CLI
+prints as one line with their exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from hexfleet.errors import InvalidRequest, NotFound
+from hexfleet.manifest import PRECISIONS, Manifest, check_name
+from hexfleet.models.runtime import HTP_ARCHS, RUNTIMES, Runtime, check_htp_arch
+from hexfleet.models.schedulers import SCHEDULERS
+from hexfleet.models.store import ModelStore
+from hexfleet.settings import Settings
+
+models_app = typer.Typer(
+    help="Manage the model zoo: train, quantize, compile, evaluate, import.",
+    no_args_is_help=True,
+)
+
+ModelName = Annotated[str, typer.Argument(help="Model name, e.g. tiny-sd.")]
+Precision = Annotated[str, typer.Option(help=f"One of {', '.join(PRECISIONS)}.")]
+Version = Annotated[str | None, typer.Option(help="Model version (default: the latest).")]
+HtpArch = Annotated[str | None, typer.Option(help=f"Hexagon arch: {', '.join(HTP_ARCHS)}.")]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
+Threads = Annotated[int | None, typer.Option(help="CPU threads for ONNX Runtime.")]
+
+
+def _store() -> ModelStore:
+    settings = Settings()
+    settings.ensure_data_dir()
+    store = ModelStore.from_settings(settings)
+    from hexfleet.models.registration import sync_tiny_sd
+
+    sync_tiny_sd(store)
+    return store
+
+
+def _load(
+    store: ModelStore,
+    name: str,
+    version: str | None,
+    precision: str,
+    htp_arch: str | None = None,
+) -> Manifest:
+    if precision not in PRECISIONS:
+        raise InvalidRequest(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    return store.load(check_name("model name", name), version, precision, htp_arch)
+
+
+def _for_run(
+    store: ModelStore,
+    name: str,
+    version: str | None,
+    precision: str,
+    runtime: str,
+    htp_arch: str | None,
+) -> Manifest:
+    """The variant to run: a context compiled for `htp_arch` if there is one, else the QDQ."""
+    if runtime == "htp" and htp_arch is not None and precision != "fp32":
+        try:
+            return _load(store, name, version, precision, htp_arch)
+        except NotFound:
+            pass
+    return _load(store, name, version, precision)
+
+
+def _runtime(value: str) -> Runtime:
+    if value not in RUNTIMES:
+        raise InvalidRequest(f"runtime must be one of {', '.join(RUNTIMES)}, not {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def _scheduler(value: str | None) -> str | None:
+    if value is not None and value.lower() not in SCHEDULERS:
+        raise InvalidRequest(f"unknown scheduler {value!r}; choose one of {', '.join(SCHEDULERS)}")
+    return value
+
+
+def _print_json(value: object) -> None:
+    typer.echo(json.dumps(value, indent=2))
+
+
+def _progress(label: str) -> Progress:
+    """A progress bar on stderr, only when stderr is a terminal."""
+    console = Console(stderr=True)
+    return Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    )
+
+
+@models_app.command("list")
+def list_models(as_json: JsonFlag = False) -> None:
+    """Show every model variant in the local store."""
+    manifests = _store().list()
+    if as_json:
+        _print_json(
+            [
+                {
+                    "ref": m.ref,
+                    "precision": m.precision,
+                    "htp_arch": m.htp_arch,
+                    "bytes": m.total_size(),
+                    "image_size": m.image_size,
+                    "parent": m.parent,
+                    "source": m.source,
+                }
+                for m in manifests
+            ]
+        )
+        return
+    if not manifests:
+        typer.echo("no models yet: hexfleet models train tiny-sd, or hexfleet models import PATH")
+        return
+    table = Table("model", "precision", "htp arch", "size", "image", "steps", "from")
+    for m in manifests:
+        table.add_row(
+            f"{m.name}/{m.version}",
+            m.precision,
+            f"v{m.htp_arch}" if m.htp_arch else "-",
+            f"{m.total_size() / 1e6:.1f} MB",
+            f"{m.image_size}px",
+            str(m.default_steps),
+            m.parent or m.source.split(" (")[0],
+        )
+    Console().print(table)
+
+
+@models_app.command()
+def train(
+    model: ModelName,
+    minutes: Annotated[float, typer.Option(help="Wall-clock budget.")] = 55.0,
+    seed: int = 0,
+    threads: int = 2,
+    resume: bool = False,
+) -> None:
+    """Train tiny-sd on this machine's CPU (needs the `train` extra: torch)."""
+    if model != "tiny-sd":
+        raise InvalidRequest(f"only tiny-sd is trained here, not {model!r}")
+    # Before torch loads OpenMP: spinning threads made steps 3-10x slower on a shared machine.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    try:
+        from hexfleet.models.tiny_sd import train as tiny_train
+    except ImportError as err:
+        raise InvalidRequest(
+            f"training needs torch ({err.name} is missing): install the train extra, "
+            "pip install -e '.[train]'"
+        ) from err
+    argv = ["--minutes", str(minutes), "--seed", str(seed), "--threads", str(threads)]
+    tiny_train.main([*argv, "--resume"] if resume else argv)
+    from hexfleet.models.registration import register_tiny_sd
+
+    typer.echo(f"registered {register_tiny_sd(_store()).ref}")
+
+
+@models_app.command()
+def register(
+    model: ModelName,
+    source: Annotated[
+        Path | None, typer.Option("--from", help="Export folder (default: models/tiny_sd).")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """(Re-)register tiny-sd's exported FP32 weights (weights/*.onnx + info.json) in the store."""
+    from hexfleet.models.registration import TINY_SD_DIR, register_tiny_sd
+
+    if model != "tiny-sd":
+        raise InvalidRequest(f"only tiny-sd registers from an export; use 'import' for {model!r}")
+    manifest = register_tiny_sd(_store(), source or TINY_SD_DIR)
+    if as_json:
+        _print_json(json.loads(manifest.model_dump_json()))
+        return
+    typer.echo(f"registered {manifest.ref} ({manifest.total_size() / 1e6:.1f} MB)")
+
+
+@models_app.command()
+def quantize(
+    model: ModelName,
+    precision: Precision = "w8a16",
+    version: Version = None,
+    calibration_prompts: Annotated[int, typer.Option(help="Prompts to calibrate on.")] = 32,
+    calibration_steps: Annotated[int | None, typer.Option(help="Steps per prompt.")] = None,
+    prompts_file: Annotated[
+        Path | None, typer.Option(help="Calibration prompts, one a line (default: training's).")
+    ] = None,
+    htp_arch: HtpArch = None,
+    htp_check: Annotated[bool, typer.Option(help="Check each part on the HTP simulator.")] = True,
+    threads: Threads = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Quantize an FP32 model to QDQ w8a8/w8a16, calibrated on real prompts' activations."""
+    from hexfleet.models.quantize import quantize_model
+
+    if precision == "fp32":
+        raise InvalidRequest("quantize to w8a8 or w8a16")
+    store = _store()
+    fp32 = _load(store, model, version, "fp32")
+    prompts = None
+    if prompts_file is not None:
+        prompts = [line.strip() for line in prompts_file.read_text().splitlines() if line.strip()]
+        if not prompts:
+            raise InvalidRequest(f"{prompts_file} has no prompts")
+    report = quantize_model(
+        store,
+        fp32,
+        precision,  # type: ignore[arg-type]
+        prompts=prompts,
+        calibration_prompts=calibration_prompts,
+        calibration_steps=calibration_steps,
+        htp_arch=htp_arch,
+        check_htp=htp_check,
+        threads=threads,
+    )
+    if as_json:
+        _print_json(report.to_dict())
+        return
+    typer.echo(f"{report.manifest.ref}: {report.manifest.source} ({report.seconds:.0f} s)")
+    for role, part in report.components.items():
+        where = part.placement.summary() if part.placement else "not checked on HTP"
+        htp = "" if part.htp_rel_error is None else f", HTP {part.htp_rel_error:.2%}"
+        typer.echo(f"  {role}: rel. error CPU-QDQ {part.cpu_rel_error:.2%}{htp}; {where}")
+        for node in part.placement.cpu_nodes if part.placement else []:
+            typer.echo(f"    falls back to CPU: {node}")
+
+
+@models_app.command(name="compile")
+def compile_cmd(
+    model: ModelName,
+    htp_arch: Annotated[str, typer.Option(help=f"Hexagon arch: {', '.join(HTP_ARCHS)}.")] = "73",
+    precision: Precision = "w8a16",
+    version: Version = None,
+    threads: Threads = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Compile a quantized model to QNN context binaries for one Hexagon arch."""
+    from hexfleet.models.compile import compile_model
+
+    store = _store()
+    check_htp_arch(htp_arch)
+    report = compile_model(store, _load(store, model, version, precision), htp_arch, threads)
+    summary = report.to_dict()
+    if as_json:
+        _print_json(summary)
+        return
+    typer.echo(f"{report.manifest.ref} ({summary['soc']})")
+    for role, part in report.components.items():
+        typer.echo(
+            f"  {role}: compiled in {part.compile_s:.2f} s; session from context "
+            f"{part.context_load_s * 1000:.0f} ms vs from QDQ {part.qdq_load_s * 1000:.0f} ms "
+            f"({part.qdq_load_s / part.context_load_s:.0f}x)"
+        )
+
+
+@models_app.command()
+def evaluate(
+    model: ModelName,
+    precision: Precision = "fp32",
+    version: Version = None,
+    runtime: Annotated[str, typer.Option(help="cpu or htp (QNN HTP simulator).")] = "cpu",
+    htp_arch: HtpArch = None,
+    steps: Annotated[int | None, typer.Option(help="Sampling steps.")] = None,
+    prompts: Annotated[int, typer.Option(help="Held-out prompts to generate.")] = 200,
+    seed: Annotated[int, typer.Option(help="Seed of the first prompt (then +1 each).")] = 0,
+    scheduler: Annotated[str | None, typer.Option(help=", ".join(SCHEDULERS))] = None,
+    guidance: Annotated[float | None, typer.Option(help="Guidance scale.")] = None,
+    threads: Threads = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Prompt accuracy on held-out prompts (and PSNR against FP32 for quantized models)."""
+    from hexfleet.models.evaluate import evaluate as run_evaluation
+
+    store = _store()
+    manifest = _for_run(store, model, version, precision, runtime, htp_arch)
+    chosen_runtime, chosen_scheduler = _runtime(runtime), _scheduler(scheduler)
+    with _progress(f"evaluating {manifest.ref} on {runtime}") as bar:
+        task = bar.add_task("images", total=prompts)
+        result = run_evaluation(
+            store,
+            manifest,
+            runtime=chosen_runtime,
+            htp_arch=htp_arch,
+            steps=steps,
+            prompts=prompts,
+            seed=seed,
+            scheduler=chosen_scheduler,
+            guidance=guidance,
+            threads=threads,
+            on_image=lambda done, total: bar.update(task, completed=done),
+        )
+    summary = result.to_dict()
+    if as_json:
+        _print_json(summary)
+        return
+    accuracy = result.prompt_accuracy
+    typer.echo(f"{result.model} on {runtime}, {result.steps} steps {result.scheduler}:")
+    if accuracy is not None:
+        typer.echo(f"  prompt accuracy {accuracy:.1%} over {result.prompts} held-out prompts")
+    if result.psnr_db is not None:
+        typer.echo(
+            f"  PSNR vs FP32: mean {result.psnr_db['mean']:.1f} dB, min {result.psnr_db['min']:.1f}"
+        )
+    for failure in result.failures:
+        typer.echo(f"  below threshold: {failure}")
+
+
+@models_app.command(name="import")
+def import_cmd(
+    path: Annotated[Path, typer.Argument(help="Folder of an optimum SD export.")],
+    name: Annotated[str | None, typer.Option(help="Store name (default: folder name).")] = None,
+    version: str = "1",
+    as_json: JsonFlag = False,
+) -> None:
+    """Import a Hugging Face optimum Stable Diffusion ONNX export into the store."""
+    from hexfleet.models.sd_import import import_optimum_sd
+
+    manifest = import_optimum_sd(_store(), path, name=name, version=version)
+    if as_json:
+        _print_json(json.loads(manifest.model_dump_json()))
+        return
+    typer.echo(
+        f"imported {manifest.ref}: {manifest.image_size}px, latent {manifest.latent_channels}x"
+        f"{manifest.latent_size}x{manifest.latent_size}, {manifest.total_size() / 1e6:.1f} MB"
+    )
+
+
+@models_app.command()
+def sample(
+    model: ModelName,
+    prompt: Annotated[str, typer.Argument(help="What to draw.")],
+    out: Annotated[Path, typer.Option(help="PNG to write.")] = Path("sample.png"),
+    precision: Precision = "fp32",
+    version: Version = None,
+    runtime: Annotated[str, typer.Option(help="cpu or htp (QNN HTP simulator).")] = "cpu",
+    htp_arch: HtpArch = None,
+    steps: Annotated[int | None, typer.Option(help="Sampling steps.")] = None,
+    seed: int = 0,
+    scheduler: Annotated[str | None, typer.Option(help=", ".join(SCHEDULERS))] = None,
+    guidance: Annotated[float | None, typer.Option(help="Guidance scale.")] = None,
+    threads: Threads = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Generate one image locally and write it as PNG (with per-stage timings)."""
+    from hexfleet.models.pipeline import Pipeline, save_png
+
+    store = _store()
+    manifest = _for_run(store, model, version, precision, runtime, htp_arch)
+    pipeline = Pipeline.from_manifest(
+        manifest, store, _runtime(runtime), htp_arch=htp_arch, threads=threads
+    )
+    total = steps or manifest.default_steps
+    pipeline.token_ids(prompt)  # a bad prompt fails before the progress bar starts
+    scheduler = _scheduler(scheduler)
+    with _progress(f"{manifest.ref} on {runtime}") as bar:
+        task = bar.add_task("steps", total=total)
+        result = pipeline.generate(
+            prompt,
+            seed=seed,
+            steps=steps,
+            scheduler=scheduler,
+            guidance=guidance,
+            on_step=lambda done, _total, _s: bar.update(task, completed=done),
+        )
+    save_png(result.image, out, result.metadata())
+    summary = {"model": manifest.ref, "image": str(out), **result.metadata()}
+    summary["timings"] = result.timings.to_dict()
+    summary["timings_simulated"] = runtime == "htp"
+    if as_json:
+        _print_json(summary)
+        return
+    t = result.timings
+    typer.echo(
+        f"wrote {out} ({manifest.ref}, {runtime}): text encoder {t.text_encoder * 1000:.0f} ms, "
+        f"UNet {sum(t.unet_steps):.2f} s for {len(t.unet_steps)} steps, "
+        f"VAE {t.vae_decoder * 1000:.0f} ms, total {t.total:.2f} s"
+    )

@@ -1,0 +1,126 @@
+"""The runner's contract as data: the job spec it reads and the result.json it writes (v1).
+
+CONTRACT.md beside this file describes the same thing for a native implementation. The per-kind
+parameter models are also what the orchestrator validates user requests with.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from hexfleet.manifest import Manifest
+
+SPEC_VERSION = 1
+MAX_PROMPT_CHARS = 1000
+DEVICE_ROOT_DIR = "/data/local/tmp/hexfleet"
+CACHE_DIR = f"{DEVICE_ROOT_DIR}/cache"
+JOBS_DIR = f"{DEVICE_ROOT_DIR}/jobs"
+RUNNER_PATH = f"{DEVICE_ROOT_DIR}/bin/hexfleet-runner"
+# The samplers a spec may name; hexfleet.models.schedulers implements exactly these.
+SCHEDULER_NAMES = ("ddim", "euler", "dpm++2m")
+Runtime = Literal["htp", "cpu"]
+Component = Literal["text_encoder", "unet", "vae_decoder"]
+TensorName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:/\-]{1,128}$")]
+
+
+def check_prompt(text: str) -> str:
+    """A prompt is 1–1000 characters of text, no control characters but tab and newline."""
+    stripped = text.strip()
+    if not stripped:
+        raise ValueError("a prompt must not be empty")
+    if len(stripped) > MAX_PROMPT_CHARS:
+        raise ValueError(f"a prompt must be at most {MAX_PROMPT_CHARS} characters")
+    if any((ord(c) < 32 and c not in "\t\n") or c == "\x7f" for c in stripped):
+        raise ValueError("a prompt must not contain control characters")
+    return stripped
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class GenerateParams(_Strict):
+    kind: Literal["generate"] = "generate"
+    prompts: list[str] = Field(min_length=1, max_length=16)
+    negative_prompt: str = ""
+    seed: int = Field(default=0, ge=0, lt=2**32)
+    steps: int | None = Field(default=None, ge=1, le=150)
+    guidance: float | None = Field(default=None, ge=0, le=30)
+    scheduler: str | None = None
+    images_per_prompt: int = Field(default=1, ge=1, le=8)
+    runtime: Runtime = "htp"
+
+    @field_validator("prompts")
+    @classmethod
+    def _prompts(cls, value: list[str]) -> list[str]:
+        return [check_prompt(p) for p in value]
+
+    @field_validator("negative_prompt")
+    @classmethod
+    def _negative(cls, value: str) -> str:
+        return check_prompt(value) if value.strip() else ""
+
+    @field_validator("scheduler")
+    @classmethod
+    def _scheduler(cls, value: str | None) -> str | None:
+        if value is not None and value.lower() not in SCHEDULER_NAMES:
+            names = ', '.join(SCHEDULER_NAMES)
+            raise ValueError(f"unknown scheduler {value!r}; choose one of {names}")
+        return value.lower() if value else None
+
+
+class BenchmarkParams(_Strict):
+    kind: Literal["benchmark"] = "benchmark"
+    component: Component = "unet"
+    runtime: Runtime = "htp"
+    warmup: int = Field(default=2, ge=0, le=100)
+    iterations: int = Field(default=10, ge=1, le=10000)
+    seed: int = Field(default=0, ge=0, lt=2**32)
+    max_start_temp_c: float = Field(default=45.0, gt=0, le=100)
+
+
+class InferParams(_Strict):
+    """Inputs are .npy files the agent pushed into the job folder, named `<input>.npy`."""
+
+    kind: Literal["infer"] = "infer"
+    component: Component
+    runtime: Runtime = "htp"
+    inputs: list[TensorName] = Field(min_length=1, max_length=16)
+
+
+Params = Annotated[GenerateParams | BenchmarkParams | InferParams, Field(discriminator="kind")]
+
+
+class RunnerSpec(_Strict):
+    """spec.json: one job for one phone."""
+
+    version: Literal[1] = SPEC_VERSION
+    run_id: Annotated[str, StringConstraints(pattern=r"^[0-9a-f\-]{36}$")]
+    manifest: Manifest
+    params: Params
+    htp_arch: str | None = None
+    cache_dir: str = CACHE_DIR
+
+
+class OutputFile(_Strict):
+    name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.\-]{1,128}$")]
+    kind: Literal["image", "tensor"]
+    index: int = 0
+    prompt: str | None = None
+    seed: int | None = None
+
+
+class RunnerResult(_Strict):
+    """result.json: what the run measured and produced (files beside it in the job folder)."""
+
+    version: Literal[1] = SPEC_VERSION
+    run_id: str
+    kind: str
+    runtime: Runtime
+    htp_arch: str | None
+    simulated: bool
+    timings: dict[str, object]
+    metrics: dict[str, object] = {}
+    outputs: list[OutputFile] = []
