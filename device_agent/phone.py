@@ -30,7 +30,7 @@ from hexfleet.errors import DeviceLost, InvalidRequest
 from hexfleet.messages import DeviceFacts, DeviceHealth
 from hexfleet.runner_spec import CACHE_DIR, DEVICE_ROOT_DIR, JOBS_DIR, RUNNER_PATH
 
-# DESIGN.md's table: a QNN context binary is compiled for one Hexagon arch per SoC.
+# docs/architecture.md's table: a QNN context binary is compiled for one Hexagon arch per SoC.
 HTP_ARCH_BY_SOC = {
     "SM8350": 68,
     "SM8450": 69,

@@ -4,7 +4,8 @@ The orchestrator sends `hexfleet.run` tasks to device queues and consumes `hexfl
 from the `ingest` queue; the agent does the reverse. Tasks are addressed by name, so neither side
 imports the other's code.
 Late acknowledgement + prefetch 1: a busy phone never hoards work and a task whose worker dies is
-delivered again; the visibility timeout sits above the longest run deadline (FACTS.md).
+delivered again; the visibility timeout sits above the longest run deadline
+(docs/measurements.md).
 """
 
 from __future__ import annotations

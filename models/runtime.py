@@ -188,7 +188,7 @@ def htp_provider_options(
         "backend_path": onnxruntime_qnn.get_qnn_htp_path(),
         "htp_arch": check_htp_arch(htp_arch),
         "offload_graph_io_quantization": "0",
-        # What a phone runs inference with; the simulator ignores it (FACTS.md).
+        # What a phone runs inference with; the simulator ignores it (docs/measurements.md).
         "htp_performance_mode": "burst",
     }
     if profiling != "off":

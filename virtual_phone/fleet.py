@@ -35,7 +35,8 @@ from hexfleet.virtual_phone.profiles import Profile, get_profile
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_PORT = 18500
-# adb probes 127.0.0.1:5555-5585 for emulators (FACTS.md); phones there would be found twice.
+# adb probes 127.0.0.1:5555-5585 for emulators (docs/measurements.md); phones there would be
+# found twice.
 EMULATOR_PORTS = range(5554, 5586)
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0

@@ -1,6 +1,6 @@
 """Snapdragon phone profiles: the system properties, banner and Hexagon arch of each SoC we emulate.
 
-One entry per SoC of DESIGN.md's table; adding a SoC means adding one `Profile` here.
+One entry per SoC of docs/architecture.md's table; adding a SoC means adding one `Profile` here.
 """
 
 from __future__ import annotations
