@@ -1,6 +1,6 @@
 """A contract-faithful stand-in for the on-device runner, so farm benchmarks measure the farm.
 
-It keeps device_agent/runner/CONTRACT.md: reads spec.json (its only argument), prints
+It keeps runner/CONTRACT.md: reads spec.json (its only argument), prints
 `@progress` lines, writes a valid result.json (a `RunnerResult`, no output files) last, exits 0.
 It does no inference: it sleeps for the number of seconds in the file named by `--delay-file`
 (0 if the file is absent), spreading one `unet` progress line per step over that time. Standard
