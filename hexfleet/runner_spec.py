@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from hexfleet.manifest import Component as ManifestComponent
 from hexfleet.manifest import Manifest
 
 SPEC_VERSION = 1
@@ -124,3 +125,110 @@ class RunnerResult(_Strict):
     timings: dict[str, object]
     metrics: dict[str, object] = {}
     outputs: list[OutputFile] = []
+
+
+# Contract version 2 ---------------------------------------------------------------------------
+# What the host computes once travels in the job folder (CONTRACT.md): token ids (tokens.npy),
+# initial latents (latents.npy), the sampler as per-step linear coefficients, the benchmark's
+# inputs. The phone program needs no tokenizer, no scheduler and no user text.
+
+SPEC_VERSION_2 = 2
+TOKENS_FILE = "tokens.npy"
+LATENTS_FILE = "latents.npy"
+
+
+def input_file(index: int) -> str:
+    """The job folder's name for an infer or benchmark kind's input tensor `index`."""
+    return f"input-{index}.npy"
+
+
+class SamplerStep(_Strict):
+    """One denoising step: the UNet sees `timestep` and the sample times `input_scale`; the next
+    sample is `sample`·x + `output`·ε + `prev_sample`·x_prev + `prev_output`·ε_prev, evaluated in
+    float64 left to right and rounded to float32 (ε: the guided prediction; *_prev: the previous
+    step's, zero on the first)."""
+
+    timestep: float
+    input_scale: float = 1.0
+    sample: float
+    output: float
+    prev_sample: float = 0.0
+    prev_output: float = 0.0
+
+
+class ImagePlan(_Strict):
+    """Image i of a generate job: its prompt's row in tokens.npy (row 0 is the negative prompt)
+    and its seed (informational: the latents already carry it)."""
+
+    prompt_row: int = Field(ge=1)
+    seed: int = Field(ge=0)
+
+
+class GeneratePlan(_Strict):
+    kind: Literal["generate"] = "generate"
+    images: list[ImagePlan] = Field(min_length=1, max_length=128)
+    guidance: float
+    latent_scale: float = Field(gt=0)
+    scheduler: str
+    steps: list[SamplerStep] = Field(min_length=1, max_length=1000)
+
+
+class BenchmarkPlan(_Strict):
+    """The benchmark's inputs are tensors the host wrote (`input-<i>.npy`, named by `inputs`)."""
+
+    kind: Literal["benchmark"] = "benchmark"
+    component: Component
+    warmup: int = Field(default=2, ge=0, le=100)
+    iterations: int = Field(default=10, ge=1, le=10000)
+    seed: int = Field(default=0, ge=0, lt=2**32)
+    inputs: list[TensorName] = Field(min_length=1, max_length=16)
+    max_start_temp_c: float = Field(default=45.0, gt=0, le=100)
+
+
+class InferPlan(_Strict):
+    kind: Literal["infer"] = "infer"
+    component: Component
+    inputs: list[TensorName] = Field(min_length=1, max_length=16)
+
+
+PlanParams = Annotated[GeneratePlan | BenchmarkPlan | InferPlan, Field(discriminator="kind")]
+
+
+class QnnLibraries(_Strict):
+    """Where the QNN HTP EP comes from. `ep_library` (a device path) set: the plugin form
+    (RegisterExecutionProviderLibrary); null: built into onnxruntime (Android's QNN package).
+    `backend_path`: libQnnHtp.so (a device path), null: found by name by the loader."""
+
+    ep_library: str | None = None
+    backend_path: str | None = None
+
+
+class RunnerSpecV2(_Strict):
+    """spec.json, contract version 2."""
+
+    version: Literal[2] = SPEC_VERSION_2
+    run_id: Annotated[str, StringConstraints(pattern=r"^[0-9a-f\-]{36}$")]
+    model: str = ""
+    runtime: Runtime = "htp"
+    htp_arch: str | None = None
+    allow_cpu_fallback: bool = False
+    qnn: QnnLibraries | None = None
+    cache_dir: str = CACHE_DIR
+    components: dict[Component, ManifestComponent]
+    params: PlanParams
+
+
+class RunnerResultV2(_Strict):
+    """result.json, contract version 2: v1's fields, image outputs without prompt text, and the
+    runner that produced it."""
+
+    version: Literal[2] = SPEC_VERSION_2
+    run_id: str
+    kind: str
+    runtime: Runtime
+    htp_arch: str | None
+    simulated: bool
+    timings: dict[str, object]
+    metrics: dict[str, object] = {}
+    outputs: list[OutputFile] = []
+    runner: str | None = None
