@@ -18,6 +18,7 @@ from hexfleet.device_agent import adb_server
 from hexfleet.errors import InvalidRequest
 from hexfleet.settings import Settings
 from hexfleet.virtual_phone import fleet
+from hexfleet.virtual_phone.executables import ABIS
 from hexfleet.virtual_phone.faults import FaultCommand
 from hexfleet.virtual_phone.profiles import parse_profiles
 
@@ -37,11 +38,14 @@ def _plan(
     host: str,
     base_port: int,
     compute: str,
+    abi: str = "x86_64",
     bandwidth_mb_s: float | None = None,
     faulty_npu: float = 0.0,
 ) -> list[fleet.PhoneSpec]:
     if compute not in ("htp", "cpu"):
         raise InvalidRequest(f"compute must be htp or cpu, not {compute!r}")
+    if abi not in ABIS:
+        raise InvalidRequest(f"abi must be one of {', '.join(ABIS)}, not {abi!r}")
     parsed = parse_profiles(profiles)
     return fleet.plan(
         settings.ensure_data_dir(),
@@ -50,6 +54,7 @@ def _plan(
         host=host,
         base_port=base_port,
         compute=compute,  # type: ignore[arg-type]
+        abi=abi,  # type: ignore[arg-type]
         bandwidth_mb_s=bandwidth_mb_s,
         faulty_npu=faulty_npu,
     )
@@ -65,10 +70,18 @@ def _start(settings: Settings, specs: list[fleet.PhoneSpec], *, connect: bool) -
 
 
 def start_phones(
-    settings: Settings, profiles: str, count: int | None, *, base_port: int, compute: str
+    settings: Settings,
+    profiles: str,
+    count: int | None,
+    *,
+    base_port: int,
+    compute: str,
+    abi: str = "x86_64",
 ) -> list[str]:
     """Start virtual phones on loopback as detached processes, connected to the adb server."""
-    specs = _plan(settings, profiles, count, host="127.0.0.1", base_port=base_port, compute=compute)
+    specs = _plan(
+        settings, profiles, count, host="127.0.0.1", base_port=base_port, compute=compute, abi=abi
+    )
     return [record.serial for record in _start(settings, specs, connect=True)]
 
 
@@ -94,6 +107,10 @@ def up(
     ] = 18500,
     connect: Annotated[bool, typer.Option(help="Run `adb connect` for each phone.")] = False,
     compute: Annotated[str, typer.Option(help="htp (QNN HTP simulator) or cpu.")] = "htp",
+    abi: Annotated[
+        str,
+        typer.Option(help="CPU ABI: x86_64 (runs host builds) or arm64-v8a (under qemu-user)."),
+    ] = "x86_64",
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     unsafe_bind: Annotated[
         bool, typer.Option(help="Allow a non-loopback --host (anyone reaching it runs commands).")
@@ -112,7 +129,7 @@ def up(
     fleet.check_bind_host(host, unsafe_bind=unsafe_bind)
     settings = Settings()
     specs = _plan(
-        settings, profile, count, host=host, base_port=base_port, compute=compute,
+        settings, profile, count, host=host, base_port=base_port, compute=compute, abi=abi,
         bandwidth_mb_s=bandwidth, faulty_npu=faulty_npu,
     )
     if foreground:

@@ -43,6 +43,8 @@ STOP_TIMEOUT_S = 10.0
 _MODULE = "hexfleet.virtual_phone.fleet"
 
 T = TypeVar("T")
+# The CPU ABIs a virtual phone can have (virtual_phone.executables).
+Abi = Literal["x86_64", "arm64-v8a"]
 
 
 class PhoneSpec(BaseModel):
@@ -55,6 +57,7 @@ class PhoneSpec(BaseModel):
     root: Path
     state_dir: Path
     compute: ComputeMode = "htp"
+    abi: Abi = "x86_64"
     bandwidth_mb_s: float | None = None
     faulty_npu: float = 0.0
     # Device path -> host command for the phone's programs (benchmarks give the runner a
@@ -77,6 +80,7 @@ class PhoneRecord(BaseModel):
     control_port: int
     root: Path
     compute: ComputeMode
+    abi: Abi = "x86_64"
     started_at: float
     connected: bool = False
 
@@ -124,6 +128,7 @@ def phone_config(spec: PhoneSpec) -> PhoneConfig:
         host=spec.host,
         port=spec.port,
         compute=spec.compute,
+        abi=spec.abi,
         bandwidth_mb_s=spec.bandwidth_mb_s,
         faulty_npu=spec.faulty_npu,
         program_commands=spec.program_commands,
@@ -138,6 +143,7 @@ def plan(
     host: str,
     base_port: int,
     compute: ComputeMode,
+    abi: Abi = "x86_64",
     bandwidth_mb_s: float | None = None,
     faulty_npu: float = 0.0,
 ) -> list[PhoneSpec]:
@@ -163,6 +169,7 @@ def plan(
                 root=roots_dir(data_dir) / profile.serialno(port),
                 state_dir=phones_dir(data_dir),
                 compute=compute,
+                abi=abi,
                 bandwidth_mb_s=bandwidth_mb_s,
                 faulty_npu=faulty_npu,
             )
@@ -210,6 +217,7 @@ async def serve_phone(spec: PhoneSpec) -> None:
         control_port=control.sockets[0].getsockname()[1],
         root=phone.fs.root,
         compute=spec.compute,
+        abi=spec.abi,
         started_at=time.time(),
     )
     path = spec.state_dir / f"{phone.port}.json"

@@ -37,6 +37,8 @@ class PhoneConfig:
     host: str = "127.0.0.1"
     port: int = 0
     compute: ComputeMode = "htp"
+    # The CPU ABI it reports and runs programs for (virtual_phone.executables.ABIS).
+    abi: str = "x86_64"
     thermal: ThermalSettings = field(default_factory=ThermalSettings)
     reboot_s: float = 3.0
     bandwidth_mb_s: float | None = None
@@ -52,7 +54,7 @@ class VirtualPhone:
         self.config = config
         self.profile = config.profile
         self.serialno = config.profile.serialno(config.index)
-        self.props = config.profile.properties(self.serialno)
+        self.props = config.profile.properties(self.serialno, config.abi)
         self.fs = PhoneFilesystem(config.root)
         self.health = Health(config.thermal)
         self.processes = ProcessTable()
@@ -66,6 +68,7 @@ class VirtualPhone:
             self.compute_settings,
             self.serialno,
             commands=config.program_commands,
+            abi=config.abi,
         )
         self.context = PhoneContext(
             fs=self.fs,

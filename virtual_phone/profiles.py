@@ -9,6 +9,9 @@ from dataclasses import dataclass
 
 from hexfleet.errors import InvalidRequest
 
+# `ro.product.cpu.abilist` by primary ABI.
+ABI_LISTS = {"x86_64": "x86_64,x86", "arm64-v8a": "arm64-v8a,armeabi-v7a,armeabi"}
+
 # The transport features this virtual phone implements (sent in its CNXN banner).
 FEATURES = ["shell_v2", "stat_v2", "ls_v2", "fixed_push_mkdir"]
 
@@ -31,8 +34,9 @@ class Profile:
     storage_gb: int
     serial_prefix: str
 
-    def properties(self, serialno: str) -> dict[str, str]:
-        """The answer of `getprop` on this phone."""
+    def properties(self, serialno: str, abi: str = "x86_64") -> dict[str, str]:
+        """The answer of `getprop` on this phone; `abi` is what its CPU runs (x86_64 for a phone
+        that runs the host's programs natively, arm64-v8a under qemu-user, as a real phone)."""
         fingerprint = (
             f"samsung/{self.product}/{self.device}:{self.android_release}/"
             f"UP1A.231005.007/{self.model[3:]}:user/release-keys"
@@ -50,8 +54,8 @@ class Profile:
             "ro.hexfleet.virtual": "1",
             "ro.product.board": self.board,
             "ro.product.brand": "samsung",
-            "ro.product.cpu.abi": "arm64-v8a",
-            "ro.product.cpu.abilist": "arm64-v8a,armeabi-v7a,armeabi",
+            "ro.product.cpu.abi": abi,
+            "ro.product.cpu.abilist": ABI_LISTS[abi],
             "ro.product.device": self.device,
             "ro.product.manufacturer": self.manufacturer,
             "ro.product.marketname": self.phone_name,

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import hexfleet
 from hexfleet.runner_env import ENV_DEVICE_ROOT, ENV_DEVICE_SERIAL, ComputeSettings
+from hexfleet.virtual_phone.executables import CannotExecute, sandbox_command
 from hexfleet.virtual_phone.faults import LinkFaults
 from hexfleet.virtual_phone.filesystem import PhoneFilesystem, check_writable, fs_error
 from hexfleet.virtual_phone.pipes import Input, Output
@@ -92,6 +93,8 @@ class Programs:
         serial: str,
         python: str = sys.executable,
         commands: dict[str, list[str]] | None = None,
+        abi: str = "x86_64",
+        state_dir: Path | None = None,
     ) -> None:
         self._fs = fs
         self._processes = processes
@@ -100,6 +103,8 @@ class Programs:
         self._serial = serial
         self._python = python
         self._commands = dict(commands or {})
+        self._abi = abi
+        self._state_dir = state_dir or fs.root.parent / f".{fs.root.name}-state"
 
     def command(self, program: Program) -> list[str]:
         """The host argv prefix that runs `program` (`python -m module` unless overridden)."""
@@ -172,19 +177,61 @@ class Programs:
         except OSError as exc:
             await stderr.write(f"{program.name}: {exc.filename}: {exc.strerror}\n".encode())
             return 1
+        return await self._spawn(
+            [*self.command(program), *launch.args], launch.cwd, self.environment(),
+            program.name, launch.display, stdin=stdin, stdout=stdout, stderr=stderr, ppid=ppid,
+        )
+
+    def executable_environment(self, exported: dict[str, str]) -> dict[str, str]:
+        """What a pushed program starts with: a phone's shell environment, the variables the
+        command line set (LD_LIBRARY_PATH, ADSP_LIBRARY_PATH, ...) and the phone's failpoints."""
+        env = {
+            "PATH": "/product/bin:/apex/com.android.runtime/bin:/system/bin:/system/xbin",
+            "HOME": "/data/local/tmp",
+            "TMPDIR": "/data/local/tmp",
+            "ANDROID_DATA": "/data",
+            ENV_DEVICE_SERIAL: self._serial,
+        }
+        env.update(self._compute().to_env())
+        env.update(exported)
+        return env
+
+    async def run_executable(
+        self, device_path: str, args: list[str], *, env: dict[str, str], stdin: Input,
+        stdout: Output, stderr: Output, cwd: str, ppid: int,
+    ) -> int:
+        """Run a file pushed to the phone (an ELF for the phone's ABI) in its sandbox."""
+        name = device_path.rsplit("/", 1)[-1]
+        try:
+            argv = sandbox_command(
+                self._fs.root, self._abi, device_path, args, cwd, self._state_dir
+            )
+        except CannotExecute as exc:
+            await stderr.write(f"/system/bin/sh: {device_path}: can't execute: {exc.strerror}\n"
+                               .encode())
+            return 126
+        display = " ".join([device_path, *args])
+        return await self._spawn(
+            argv, self._fs.root, self.executable_environment(env), name, display,
+            stdin=stdin, stdout=stdout, stderr=stderr, ppid=ppid,
+        )
+
+    async def _spawn(
+        self, argv: list[str], cwd: Path, env: dict[str, str], name: str, display: str, *,
+        stdin: Input, stdout: Output, stderr: Output, ppid: int,
+    ) -> int:
         proc = await asyncio.create_subprocess_exec(
-            *self.command(program),
-            *launch.args,
+            *argv,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
-            cwd=launch.cwd,
-            env=self.environment(),
+            cwd=cwd,
+            env=env,
             start_new_session=True,
         )
         entry = self._processes.spawn(
-            program.name,
-            launch.display,
+            name,
+            display,
             ppid=ppid,
             signal_fn=lambda signum: _signal_group(proc.pid, signum),
             computes=True,
@@ -192,8 +239,7 @@ class Programs:
         crash = self._faults.take_runner_crash()
         crash_timer = None
         if crash is not None:
-            log.info("fault: %s will get signal %d in %.2fs", program.name, crash.signum,
-                     crash.after_s)
+            log.info("fault: %s will get signal %d in %.2fs", name, crash.signum, crash.after_s)
             crash_timer = asyncio.get_running_loop().call_later(
                 crash.after_s, _signal_group, proc.pid, crash.signum
             )

@@ -413,6 +413,8 @@ class ShellState:
     variables: dict[str, str] = field(default_factory=dict)
     last_status: int = 0
     last_background_pid: int = 0
+    # `NAME=value command`: the assignments exported to that one command only.
+    command_env: dict[str, str] = field(default_factory=dict)
 
 
 # Executes one command line after expansion: (argv, io, state) -> exit status.
@@ -540,7 +542,11 @@ class Interpreter:
             if not argv:
                 self.state.variables.update(values)
                 return 0
-            status = await self._execute(argv, io, self.state)
+            self.state.command_env = dict(values)
+            try:
+                status = await self._execute(argv, io, self.state)
+            finally:
+                self.state.command_env = {}
             await io.stdout.flush()
             await io.stderr.flush()
             return status

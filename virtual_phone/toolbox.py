@@ -200,6 +200,11 @@ class Toolbox:
             return await self._program(program, argv[1:], io, state)
         if folder in ("/system/bin", "/system/xbin") and base in COMMANDS:
             return await _run(COMMANDS[base], invocation, argv[1:])
+        if resolved.host.is_file() and self._executable(resolved.device):
+            return await self.phone.programs.run_executable(
+                resolved.device, argv[1:], env=state.command_env, stdin=io.stdin,
+                stdout=io.stdout, stderr=io.stderr, cwd=state.cwd, ppid=state.pid,
+            )
         if resolved.host.exists():
             await io.stderr.write(
                 f"{SHELL_PATH}: {name}: can't execute: Permission denied\n".encode()
