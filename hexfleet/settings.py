@@ -34,6 +34,16 @@ class Settings(BaseSettings):
     adb_host: str = "127.0.0.1"
     adb_port: int = Field(default=5037, ge=1, le=65535)
     require_services: bool = False
+    max_artifact_bytes: int = Field(
+        default=4 << 30,
+        gt=0,
+        description=(
+            "The largest file `PUT /api/v1/artifacts/<sha256>` accepts, in bytes; a larger "
+            "upload is refused with HTTP 413 and never reaches the model store. The default, "
+            "4 GiB, holds SD 1.5's largest FP32 file (the UNet's external data, ~3.4 GB); "
+            "raise it for bigger models (SDXL's FP32 UNet is ~10 GB)."
+        ),
+    )
     agent_name: str | None = None
     agent_cache_quota_bytes: int = Field(default=8 << 30, gt=0)
     agent_thermal_limit_c: float = Field(default=45.0, gt=0)

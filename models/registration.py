@@ -1,19 +1,23 @@
 """Model files on disk → a manifest in the store: ONNX checks, I/O descriptions, tiny-sd's entry.
 
 Every way a model enters the store (tiny-sd, an SD import, quantize, compile) builds its
-components here, so a corrupt or truncated ONNX file is refused the same way everywhere.
+components here, so a corrupt or truncated ONNX file is refused the same way everywhere. Files
+are checked first (`check_component`) and stored after (`put_component`), so a refused model
+leaves the store as it was; every file read is resolved once and must stay inside the folder
+the model comes from (a symlink or an external-data location cannot pull in another file).
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import onnx
 from google.protobuf.message import DecodeError
 
-from hexfleet.errors import ArtifactMismatch, ModelError, NotFound
+from hexfleet.errors import ArtifactMismatch, InvalidRequest, ModelError, NotFound
 from hexfleet.manifest import (
     Component,
     FileRef,
@@ -56,6 +60,39 @@ def _tensor_info(value: onnx.ValueInfoProto) -> TensorInfo:
     return TensorInfo(name=value.name, shape=shape, dtype=dtype)
 
 
+def inside(root: Path, path: Path) -> Path:
+    """`path` with every symlink resolved, refused if that leaves `root` (an absolute folder).
+
+    The resolved path is what the caller reads, so the file checked is the file stored.
+    """
+    resolved = path.resolve()
+    if not resolved.is_relative_to(root):
+        raise InvalidRequest(
+            f"{path} leads outside {root} (to {resolved}): a model is read only from inside its "
+            "folder; copy the file in instead of linking to it"
+        )
+    return resolved
+
+
+@dataclass(frozen=True)
+class CheckedFile:
+    """A file to store: the resolved path to read and the name it keeps in the manifest."""
+
+    path: Path
+    name: str
+
+
+@dataclass(frozen=True)
+class CheckedComponent:
+    """An ONNX component that passed every check and is not in the store yet."""
+
+    file: CheckedFile
+    extra_files: list[CheckedFile]
+    epcontext: bool
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
+
+
 def load_onnx(path: Path) -> onnx.ModelProto:
     """Parse an ONNX file's graph (not its external data); garbage or truncation → ModelError."""
     if not path.is_file():
@@ -71,22 +108,52 @@ def load_onnx(path: Path) -> onnx.ModelProto:
     return model
 
 
-def external_files(model: onnx.ModelProto, folder: Path) -> list[Path]:
-    """Files next to the model that hold its external tensor data (large SD exports)."""
+def _plain_location(model_name: str, location: str) -> str:
+    """An external-data location must be a file name beside the model: the store keeps it
+    there, and `..` or an absolute path would read a file from anywhere on the disk."""
+    parts = PurePosixPath(location.replace("\\", "/")).parts
+    if PurePosixPath(location).is_absolute() or PureWindowsPath(location).is_absolute():
+        raise ModelError(
+            f"{model_name}: external data location {location!r} is an absolute path; "
+            "it must name a file next to the model"
+        )
+    if ".." in parts:
+        raise ModelError(
+            f"{model_name}: external data location {location!r} leaves the model's folder ('..'); "
+            "it must name a file next to the model"
+        )
+    if len(parts) != 1 or not location or "\x00" in location:
+        raise ModelError(
+            f"{model_name}: external data location {location!r} is not a plain file name "
+            "next to the model"
+        )
+    return parts[0]
+
+
+def external_files(model: onnx.ModelProto, path: Path, root: Path) -> list[CheckedFile]:
+    """Files next to the model at `path` that hold its external tensor data (large SD exports),
+    each resolved and inside `root`."""
     names: set[str] = set()
     for tensor in model.graph.initializer:
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            names.update(e.value for e in tensor.external_data if e.key == "location")
-    paths = [folder / name for name in sorted(names)]
-    missing = [p.name for p in paths if not p.is_file()]
+            names.update(
+                _plain_location(path.name, e.value)
+                for e in tensor.external_data
+                if e.key == "location"
+            )
+    files = [CheckedFile(inside(root, path.parent / name), name) for name in sorted(names)]
+    missing = [f.name for f in files if not f.path.is_file()]
     if missing:
-        raise ModelError(f"external data files {missing} are missing next to the model in {folder}")
-    return paths
+        raise ModelError(
+            f"external data files {missing} are missing next to the model in {path.parent}"
+        )
+    return files
 
 
-def describe(path: Path, role: Role) -> tuple[list[TensorInfo], list[TensorInfo], list[Path], bool]:
-    """Inputs, outputs, external data files and EPContext-ness, checked against the role."""
-    model = load_onnx(path)
+def describe(
+    model: onnx.ModelProto, path: Path, role: Role
+) -> tuple[list[TensorInfo], list[TensorInfo], bool]:
+    """Inputs, outputs and EPContext-ness of the model read from `path`, checked against role."""
     initializers = {t.name for t in model.graph.initializer}
     inputs = [_tensor_info(v) for v in model.graph.input if v.name not in initializers]
     outputs = [_tensor_info(v) for v in model.graph.output]
@@ -95,23 +162,48 @@ def describe(path: Path, role: Role) -> tuple[list[TensorInfo], list[TensorInfo]
     missing = [name for name in REQUIRED_INPUTS[role] if name not in have]
     if missing and not epcontext:
         raise ModelError(f"{path.name} is not a {role}: it lacks the inputs {missing}")
-    return inputs, outputs, external_files(model, path.parent), epcontext
+    return inputs, outputs, epcontext
 
 
-def store_component(store: ModelStore, path: Path, role: Role) -> Component:
-    """Check an ONNX component file and put it (and its external data) in the store."""
-    inputs, outputs, extra, epcontext = describe(path, role)
-    return Component(
-        file=store.put_file(path),
-        extra_files=[store.put_file(p) for p in extra],
-        format="epcontext" if epcontext else "onnx",
+def check_component(path: Path, role: Role, root: Path | None = None) -> CheckedComponent:
+    """Check an ONNX component file and its external data, reading nothing outside `root`
+    (default: the model's own folder). Nothing is stored yet."""
+    root = (root or path.parent).resolve()
+    source = inside(root, path)
+    model = load_onnx(source)
+    inputs, outputs, epcontext = describe(model, path, role)
+    return CheckedComponent(
+        file=CheckedFile(source, path.name),
+        extra_files=external_files(model, path, root),
+        epcontext=epcontext,
         inputs=inputs,
         outputs=outputs,
     )
 
 
-def store_files(store: ModelStore, paths: list[Path]) -> list[FileRef]:
-    return [store.put_file(p) for p in paths]
+def put_component(store: ModelStore, checked: CheckedComponent) -> Component:
+    """Put a checked component's files in the store."""
+    return Component(
+        file=store.put_file(checked.file.path, name=checked.file.name),
+        extra_files=[store.put_file(f.path, name=f.name) for f in checked.extra_files],
+        format="epcontext" if checked.epcontext else "onnx",
+        inputs=checked.inputs,
+        outputs=checked.outputs,
+    )
+
+
+def store_component(store: ModelStore, path: Path, role: Role) -> Component:
+    """Check an ONNX component file and put it (and its external data) in the store."""
+    return put_component(store, check_component(path, role))
+
+
+def check_files(paths: list[Path], root: Path) -> list[CheckedFile]:
+    """Plain files (tokenizer, configs) resolved and kept inside `root`, under their names."""
+    return [CheckedFile(inside(root, p), p.name) for p in paths]
+
+
+def store_files(store: ModelStore, files: list[CheckedFile]) -> list[FileRef]:
+    return [store.put_file(f.path, name=f.name) for f in files]
 
 
 def _get(info: dict[str, Any], *keys: str, default: Any = None) -> Any:
@@ -159,28 +251,31 @@ def register_tiny_sd(
     except ValueError as err:
         raise ModelError(f"{info_path} is not JSON: {err}") from err
     listed = info.get("components", {})
-    components = {}
+    root = source.resolve()
+    checked = {}
     for role, name in TINY_FILES.items():
         path = source / "weights" / name
+        checked[role] = check_component(path, role, root)
         expected = listed.get(role, {}).get("sha256")
-        if expected is not None and sha256_file(path) != expected:
+        if expected is not None and sha256_file(checked[role].file.path) != expected:
             raise ArtifactMismatch(
                 f"{path} does not match the sha256 in info.json ({expected[:12]}...): "
                 "re-export the model or restore the file"
             )
-        components[role] = store_component(store, path, role)
     tokenizer_info = info.get("tokenizer", {})
-    vocab = source / str(tokenizer_info.get("file", "vocab.json"))
+    vocab = check_files([source / str(tokenizer_info.get("file", "vocab.json"))], root)
     max_length = int(
-        tokenizer_info.get("max_length") or json.loads(vocab.read_text())["max_length"]
+        tokenizer_info.get("max_length") or json.loads(vocab[0].path.read_text())["max_length"]
     )
+    # Only now, with every file checked, does anything enter the store.
+    components = {role: put_component(store, c) for role, c in checked.items()}
     manifest = Manifest(
         name="tiny-sd",
         version=version or str(info.get("version", "1")),
         precision="fp32",
         components=components,
         tokenizer=TokenizerSpec(
-            kind="word", files=store_files(store, [vocab]), max_length=max_length
+            kind="word", files=store_files(store, vocab), max_length=max_length
         ),
         thresholds=Thresholds(min_prompt_accuracy=0.9),
         prompt_world="tiny-sd",

@@ -1,7 +1,9 @@
 """Import a Stable Diffusion ONNX export in Hugging Face optimum's layout into the model store.
 
 Reads `text_encoder/`, `unet/`, `vae_decoder/` (model.onnx, optional config.json and external
-data), `tokenizer/` (vocab.json, merges.txt) and `scheduler/scheduler_config.json`.
+data), `tokenizer/` (vocab.json, merges.txt) and `scheduler/scheduler_config.json`. Nothing is read
+from outside the folder (a symlink leaving it is refused, see registration.inside), and nothing
+is stored until every file passed its checks.
 """
 
 from __future__ import annotations
@@ -12,8 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from hexfleet.errors import InvalidRequest, ModelError, NotFound
-from hexfleet.manifest import Component, Manifest, Thresholds, TokenizerSpec
-from hexfleet.models.registration import store_component, store_files
+from hexfleet.manifest import Component, Manifest, Thresholds, TokenizerSpec, check_name
+from hexfleet.models.registration import (
+    check_component,
+    check_files,
+    inside,
+    put_component,
+    store_files,
+)
 from hexfleet.models.schedulers import SchedulerConfig
 from hexfleet.models.store import ModelStore
 
@@ -46,7 +54,8 @@ def _static(dim: int | str) -> int | None:
 
 def scheduler_config(folder: Path) -> SchedulerConfig:
     """The training schedule from diffusers' scheduler_config.json (SD 1.5's if absent)."""
-    values = _json(folder / "scheduler" / "scheduler_config.json")
+    root = folder.resolve()
+    values = _json(inside(root, folder / "scheduler" / "scheduler_config.json"))
     defaults = {
         "beta_start": 0.00085,
         "beta_end": 0.012,
@@ -66,6 +75,8 @@ def import_optimum_sd(
     """Check and store an optimum SD export; the result is an FP32 manifest like tiny-sd's."""
     if not folder.is_dir():
         raise NotFound(f"{folder} is not a folder")
+    name = check_name("model name", name or default_name(folder))
+    check_name("version", version)
     missing = [
         part
         for part in (
@@ -81,42 +92,53 @@ def import_optimum_sd(
         raise InvalidRequest(
             f"{folder} is not an optimum Stable Diffusion export: missing {missing}"
         )
-    components: dict[str, Component] = {
-        role: store_component(store, folder / role / "model.onnx", role)  # type: ignore[arg-type]
+    root = folder.resolve()
+    checked = {
+        role: check_component(folder / role / "model.onnx", role, root)  # type: ignore[arg-type]
         for role in ("text_encoder", "unet", "vae_decoder")
     }
-    unet_config = _json(folder / "unet" / "config.json")
-    vae_config = _json(folder / "vae_decoder" / "config.json")
-    text_config = _json(folder / "text_encoder" / "config.json")
-    sample = next(i for i in components["unet"].inputs if i.name == "sample")
-    ids = next(i for i in components["text_encoder"].inputs if i.name == "input_ids")
-    image_out = components["vae_decoder"].outputs[0]
+    unet_config = _json(inside(root, folder / "unet" / "config.json"))
+    vae_config = _json(inside(root, folder / "vae_decoder" / "config.json"))
+    text_config = _json(inside(root, folder / "text_encoder" / "config.json"))
+    tokenizer_files = check_files(
+        [folder / "tokenizer" / n for n in TOKENIZER_FILES if (folder / "tokenizer" / n).is_file()],
+        root,
+    )
+    schedule = scheduler_config(folder).to_dict()
+    sample = next(i for i in checked["unet"].inputs if i.name == "sample")
+    ids = next(i for i in checked["text_encoder"].inputs if i.name == "input_ids")
+    image_out = checked["vae_decoder"].outputs[0]
+    try:
+        latent_channels = int(unet_config.get("in_channels") or _static(sample.shape[1]) or 4)
+        latent_size = int(unet_config.get("sample_size") or _static(sample.shape[-1]) or 64)
+        image_size = int(_static(image_out.shape[-1]) or latent_size * SD_VAE_FACTOR)
+        max_length = int(_static(ids.shape[-1]) or text_config.get("max_position_embeddings") or 77)
+        latent_scale = float(vae_config.get("scaling_factor") or SD_LATENT_SCALE)
+    except (TypeError, ValueError) as err:
+        raise ModelError(f"{folder}: a config.json holds an unusable number: {err}") from err
 
-    latent_channels = int(unet_config.get("in_channels") or _static(sample.shape[1]) or 4)
-    latent_size = int(unet_config.get("sample_size") or _static(sample.shape[-1]) or 64)
-    image_size = _static(image_out.shape[-1]) or latent_size * SD_VAE_FACTOR
-    max_length = int(_static(ids.shape[-1]) or text_config.get("max_position_embeddings") or 77)
-    tokenizer_paths = [
-        folder / "tokenizer" / n for n in TOKENIZER_FILES if (folder / "tokenizer" / n).is_file()
-    ]
+    # Every file is checked: only now does anything enter the store.
+    components: dict[str, Component] = {
+        role: put_component(store, c) for role, c in checked.items()
+    }
     manifest = Manifest(
-        name=name or default_name(folder),
+        name=name,
         version=version,
         precision="fp32",
         components=components,
         tokenizer=TokenizerSpec(
-            kind="clip-bpe", files=store_files(store, tokenizer_paths), max_length=max_length
+            kind="clip-bpe", files=store_files(store, tokenizer_files), max_length=max_length
         ),
-        image_size=int(image_size),
+        image_size=image_size,
         latent_channels=latent_channels,
         latent_size=latent_size,
-        latent_scale=float(vae_config.get("scaling_factor") or SD_LATENT_SCALE),
-        scheduler=scheduler_config(folder).to_dict(),
+        latent_scale=latent_scale,
+        scheduler=schedule,
         default_scheduler="dpm++2m",
         default_steps=20,
         default_guidance=7.5,
         thresholds=Thresholds(),
-        source=f"optimum export imported from {folder.resolve()}",
+        source=f"optimum export imported from {root}",
     )
     store.save(manifest)
     return manifest

@@ -79,13 +79,15 @@ class ModelStore:
         if not path.is_file():
             raise NotFound(f"{ref.name} ({ref.sha256[:12]}) is not in the model store")
         stat = path.stat()
-        if self._verified.get(ref.sha256) == (stat.st_size, stat.st_mtime_ns):
-            return path
+        # The size is compared before the cache: a verified blob is still the wrong file for a
+        # reference that names it with another file's size.
         if stat.st_size != ref.size:
             raise ArtifactMismatch(
                 f"{ref.name}: stored blob {ref.sha256[:12]} has {stat.st_size} bytes, "
                 f"the manifest says {ref.size}"
             )
+        if self._verified.get(ref.sha256) == (stat.st_size, stat.st_mtime_ns):
+            return path
         actual = sha256_file(path)
         if actual != ref.sha256:
             raise ArtifactMismatch(

@@ -5,13 +5,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Query, Request, Response
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -27,8 +30,9 @@ from hexfleet.errors import (
     ServiceUnavailable,
 )
 from hexfleet.manifest import SHA256_PATTERN, parse_manifest
-from hexfleet.models.store import ModelStore, sha256_file
+from hexfleet.models.store import ModelStore
 from hexfleet.orchestrator.api.auth import Caller, Role, require
+from hexfleet.orchestrator.api.json_body import StrictJSONRoute
 from hexfleet.orchestrator.api.views import ComparisonView, DeviceView, JobView, ModelView, RunView
 from hexfleet.orchestrator.compare import THRESHOLD, compare
 from hexfleet.orchestrator.db.engine import make_engine, session_factory
@@ -46,6 +50,7 @@ from hexfleet.orchestrator.validation import (
 from hexfleet.orchestrator.validation_report import render_html
 from hexfleet.orchestrator.web.routes import mount as mount_dashboard
 from hexfleet.settings import Settings
+from hexfleet.states import JobState
 
 STATUS = {
     InvalidRequest: 400,
@@ -55,6 +60,10 @@ STATUS = {
     NotImplementedYet: 501,
     ServiceUnavailable: 503,
 }
+
+# images.id is a 32-bit INTEGER column: a larger id cannot name an image (PostgreSQL would
+# refuse to compare it, a 500), so the path parameter says so and FastAPI answers 422.
+ImageId = Annotated[int, PathParam(ge=1, le=2**31 - 1)]
 
 Viewer = Annotated[Caller, Depends(require(Role.VIEWER))]
 Submitter = Annotated[Caller, Depends(require(Role.SUBMITTER))]
@@ -69,12 +78,27 @@ DB = Annotated[Session, Depends(_session)]
 
 
 def _check_sha(sha256: str) -> None:
-    if not SHA256_PATTERN.match(sha256):
-        raise InvalidRequest(f"{sha256!r} is not a sha256 hex digest")
+    # fullmatch: the pattern's `$` also matches before a trailing newline.
+    if not SHA256_PATTERN.fullmatch(sha256):
+        raise InvalidRequest(f"{sha256[:80]!r} is not a sha256 hex digest")
+
+
+def _check_run_id(run_id: str) -> None:
+    """Run ids are UUIDs; anything else (NUL, newlines, megabytes) never reaches the database."""
+    try:
+        uuid.UUID(run_id)
+    except ValueError:
+        raise InvalidRequest(f"{run_id[:80]!r} is not a run id") from None
+
+
+def _error(status_code: int, kind: str, detail: str) -> JSONResponse:
+    """The API's error body: the error kind and a one-line reason."""
+    return JSONResponse({"error": kind, "detail": detail}, status_code=status_code)
 
 
 def create_app(settings: Settings, dispatcher: Dispatcher) -> FastAPI:
     app = FastAPI(title="hexfleet", version=__version__, docs_url="/docs")
+    app.router.route_class = StrictJSONRoute
     app.state.settings = settings
     app.state.engine = make_engine(settings.resolved_database_url)
     app.state.sessions = session_factory(app.state.engine)
@@ -86,7 +110,7 @@ def create_app(settings: Settings, dispatcher: Dispatcher) -> FastAPI:
     @app.exception_handler(HexfleetError)
     async def _hexfleet_error(_request: Request, exc: HexfleetError) -> JSONResponse:
         code = next((c for kind, c in STATUS.items() if isinstance(exc, kind)), 500)
-        return JSONResponse({"error": type(exc).__name__, "detail": str(exc)}, status_code=code)
+        return _error(code, type(exc).__name__, str(exc))
 
     @app.get("/api/v1/health")
     def health() -> dict[str, str]:
@@ -98,7 +122,12 @@ def create_app(settings: Settings, dispatcher: Dispatcher) -> FastAPI:
         return JobView.of(job, with_runs=True)
 
     @app.get("/api/v1/jobs")
-    def get_jobs(_: Viewer, db: DB, state: str | None = None, limit: int = 50) -> list[JobView]:
+    def get_jobs(
+        _: Viewer,
+        db: DB,
+        state: JobState | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    ) -> list[JobView]:
         return [JobView.of(job) for job in list_jobs(db, state, limit)]
 
     @app.get("/api/v1/jobs/{job_id}")
@@ -140,6 +169,7 @@ def create_app(settings: Settings, dispatcher: Dispatcher) -> FastAPI:
 
     @app.get("/api/v1/runs/{run_id}")
     def get_run(run_id: str, _: Viewer, db: DB) -> RunView:
+        _check_run_id(run_id)
         run = db.get(Run, run_id)
         if run is None:
             raise NotFound(f"run {run_id} does not exist")
@@ -148,13 +178,14 @@ def create_app(settings: Settings, dispatcher: Dispatcher) -> FastAPI:
     @app.get("/api/v1/runs/{run_id}/state")
     def get_run_state(run_id: str, _: Viewer, db: DB) -> dict[str, str]:
         """Only a run's state: what agents poll to notice a cancel (cheaper than the run)."""
+        _check_run_id(run_id)
         state = db.scalar(select(Run.state).where(Run.id == run_id))
         if state is None:
             raise NotFound(f"run {run_id} does not exist")
         return {"id": run_id, "state": str(state)}
 
     @app.get("/api/v1/images/{image_id}", response_class=Response)
-    def get_image(image_id: int, _: Viewer, db: DB) -> Response:
+    def get_image(image_id: ImageId, _: Viewer, db: DB) -> Response:
         image = db.get(Image, image_id)
         if image is None:
             raise NotFound(f"image {image_id} does not exist")
@@ -171,16 +202,36 @@ def create_app(settings: Settings, dispatcher: Dispatcher) -> FastAPI:
         manifest = parse_manifest(json.dumps(body), origin="request body")
         return ModelView.of(register(db, store, manifest))
 
-    @app.put("/api/v1/artifacts/{sha256}", status_code=201)
-    async def put_artifact(sha256: str, request: Request, _: Submitter) -> dict[str, object]:
-        """Upload a file by its sha256; a body that hashes otherwise is refused (409)."""
+    @app.put("/api/v1/artifacts/{sha256}", status_code=201, response_model=None)
+    async def put_artifact(
+        sha256: str, request: Request, _: Submitter
+    ) -> dict[str, object] | JSONResponse:
+        """Upload a file by its sha256; a body that hashes otherwise is refused (409), one larger
+        than HEXFLEET_MAX_ARTIFACT_BYTES too (413). Nothing enters the store unless it is whole."""
         _check_sha(sha256)
+        limit = settings.max_artifact_bytes
+        too_large = _error(
+            413,
+            "InvalidRequest",
+            f"the upload is larger than the limit of {limit} bytes (HEXFLEET_MAX_ARTIFACT_BYTES)",
+        )
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            return too_large
+        digest = hashlib.sha256()
+        size = 0
         with tempfile.NamedTemporaryFile(dir=store.root, prefix=".upload-") as tmp:
             async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:  # a body without (or lying about) its length
+                    return too_large
+                digest.update(chunk)
                 tmp.write(chunk)
             tmp.flush()
-            if sha256_file(Path(tmp.name)) != sha256:
-                raise ArtifactMismatch(f"the uploaded body does not hash to {sha256}")
+            if digest.hexdigest() != sha256:
+                raise ArtifactMismatch(
+                    f"the uploaded body ({size} bytes) hashes to {digest.hexdigest()}, not {sha256}"
+                )
             ref = store.put_file(Path(tmp.name), name=sha256)
         return {"sha256": ref.sha256, "size": ref.size}
 

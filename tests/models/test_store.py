@@ -115,7 +115,42 @@ def test_weights_that_do_not_match_info_json(
     info = json.loads((copy / "info.json").read_text())
     info["components"]["vae_decoder"]["sha256"] = "f" * 64
     (copy / "info.json").write_text(json.dumps(info))
+    assert _contents(store) == {}
     with pytest.raises(
         ArtifactMismatch, match="vae_decoder.onnx does not match the sha256 in info.json"
     ):
         register_tiny_sd(store, copy)
+    # The components checked before the mismatched one were not stored either.
+    assert _contents(store) == {}
+
+
+def _contents(store: ModelStore) -> dict[str, bytes]:
+    if not store.root.exists():
+        return {}
+    return {
+        str(p.relative_to(store.root)): p.read_bytes()
+        for p in sorted(store.root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_manifest_whose_hash_does_not_match_its_file(
+    store: ModelStore, tiny_manifest: Manifest
+) -> None:
+    """A manifest naming a stored blob with another file's size or hash is refused, unsaved."""
+    data = json.loads(tiny_manifest.model_dump_json())
+    data["version"] = "2"
+    vae = data["components"]["vae_decoder"]["file"]
+    data["components"]["unet"]["file"]["sha256"] = vae["sha256"]  # the unet's size, vae's blob
+    before = _contents(store)
+    with pytest.raises(ArtifactMismatch, match="unet.onnx: stored blob .* has .* bytes"):
+        store.save(Manifest.model_validate(data))
+    data["components"]["unet"]["file"]["size"] = vae["size"]
+    blob = store.root / "blobs" / vae["sha256"]
+    blob.chmod(0o644)
+    blob.write_bytes(blob.read_bytes()[::-1])  # same size, other bytes: replaced on disk
+    before = _contents(store)
+    with pytest.raises(ArtifactMismatch, match="unet.onnx: stored blob .* hashes to"):
+        ModelStore(store.root).save(Manifest.model_validate(data))
+    assert _contents(store) == before
+    assert store.versions("tiny-sd") == ["1"]
