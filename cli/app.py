@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
 from hexfleet import __version__
 from hexfleet.cli import views
@@ -67,7 +66,7 @@ def devices(as_json: JsonFlag = False) -> None:
     if as_json:
         _print_json(found)
     else:
-        Console().print(views.devices_table(found))
+        views.console_for().print(views.devices_table(found))
 
 
 @app.command()
@@ -82,7 +81,7 @@ def jobs(
     if as_json:
         _print_json(found)
     else:
-        Console().print(views.jobs_table(found))
+        views.console_for().print(views.jobs_table(found))
 
 
 @app.command()
@@ -93,9 +92,9 @@ def job(job_id: str, as_json: JsonFlag = False) -> None:
     if as_json:
         _print_json(found)
     else:
-        Console().print(views.runs_table(found))
+        views.console_for().print(views.runs_table(found))
         if found.get("benchmark"):
-            Console().print(views.bench_table(found))
+            views.console_for().print(views.bench_table(found))
 
 
 @app.command()
@@ -123,7 +122,7 @@ def _submit_and_follow(body: dict[str, Any], wait: bool, as_json: bool) -> tuple
     created = client.post("/api/v1/jobs", body)
     if not wait:
         return created, client
-    console = Console(stderr=as_json)
+    console = views.console_for(stderr=as_json)
     console.print(f"job {created['id']}: {len(created['runs'])} runs")
     return views.watch(client, created["id"], console), client
 
@@ -149,7 +148,7 @@ def generate(
     guidance: Annotated[float | None, typer.Option(min=0, max=30)] = None,
     scheduler: Annotated[str | None, typer.Option(help="ddim, euler or dpm++2m.")] = None,
     seed: Annotated[int, typer.Option(min=0)] = 0,
-    count: Annotated[int, typer.Option(help="Images per prompt.", min=1, max=8)] = 1,
+    images: Annotated[int, typer.Option("--images", help="Images per prompt.", min=1, max=8)] = 1,
     repeat: Annotated[int, typer.Option(help="Runs per phone.", min=1)] = 1,
     runtime: Annotated[str, typer.Option(help="htp (NPU) or cpu.")] = "htp",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Save images here.")] = None,
@@ -169,7 +168,7 @@ def generate(
             "steps": steps,
             "guidance": guidance,
             "scheduler": scheduler,
-            "images_per_prompt": count,
+            "images_per_prompt": images,
             "runtime": runtime,
         },
     }
@@ -177,11 +176,11 @@ def generate(
     with client:
         if out is not None and wait:
             written = views.save_results(client, final, out)
-            Console(stderr=as_json).print(f"{len(written)} files in {out}")
+            views.console_for(stderr=as_json).print(f"{len(written)} files in {out}")
     if as_json:
         _print_json(final)
     elif wait:
-        Console().print(views.runs_table(final))
+        views.console_for().print(views.runs_table(final))
     _finish(final)
 
 
@@ -218,7 +217,7 @@ def bench(
     if as_json:
         _print_json(final)
     else:
-        Console().print(views.bench_table(final))
+        views.console_for().print(views.bench_table(final))
     _finish(final)
 
 
@@ -244,7 +243,7 @@ def compare(
     if as_json:
         _print_json(found)
     else:
-        Console().print(views.compare_table(found))
+        views.console_for().print(views.compare_table(found))
     if fail and found["regressions"]:
         typer.echo(f"{found['regressions']} regression(s) flagged", err=True)
         raise typer.Exit(1)
@@ -317,7 +316,7 @@ def validate(
         body["prompts"] = _read_prompts(prompts)
     if inputs is not None:
         body["inputs"] = inputs
-    console = Console(stderr=as_json)
+    console = views.console_for(stderr=as_json)
     with _client() as client:
         created = client.post("/api/v1/validations", body)
         if not wait:

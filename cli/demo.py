@@ -44,7 +44,7 @@ def run(
     steps: int = 10,
     scheduler: str = "dpm++2m",
 ) -> None:
-    console = Console()
+    console = views.console_for()
     started = time.monotonic()
     ensure_model(ModelStore.from_settings(settings), console)
     farm.up(settings, PHONES, compute="htp", progress=console.print)

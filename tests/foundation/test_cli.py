@@ -70,3 +70,12 @@ def test_an_unreachable_api_is_one_line_and_exit_5(args: list[str], tmp_path: Pa
     assert result.returncode == 5, result.stderr
     assert result.stderr.startswith("error: the hexfleet API at http://127.0.0.1:9 does not answer")
     assert result.stderr.count("\n") == 1
+
+
+def test_generate_takes_images_per_prompt_as_images_not_count() -> None:
+    """--count is the API's number of runs; images per prompt is --images so the two never mix."""
+    shown = _run("generate", "--help", env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
+    assert shown.returncode == 0 and "--images" in shown.stdout, shown.stdout
+    assert "Images per prompt" in shown.stdout and "--count" not in shown.stdout
+    refused = _run("generate", "a red circle", "--count", "2")
+    assert refused.returncode == 2 and "--count" in refused.stderr
