@@ -41,7 +41,7 @@ from hexfleet.states import FINAL_JOB_STATES, JobKind
 log = logging.getLogger(__name__)
 INGEST_PREFETCH = 64
 PER_MESSAGE_LOGGERS = ("celery.worker.strategy", "celery.app.trace")
-REPORT_SWEEP_S = 60.0  # how often the worker looks for settled validations without verdicts
+REPORT_SWEEP_S = 10.0  # how often the worker looks for settled validations without verdicts
 
 
 def _report(session: Session, job: Job, store: ModelStore) -> bool:
