@@ -30,6 +30,7 @@ def png_array(png: bytes) -> np.ndarray:
 
 
 def phone_outputs(runs: Sequence[Run], runs_per_phone: int) -> Outputs:
+    """A phone's images by prompt index, and its tensors as `input-<k>:<output name>`."""
     outputs = Outputs()
     for run in runs:
         for image in run.images:

@@ -75,6 +75,7 @@ def verdict_row(
     reason: str,
     scores: dict[str, Any],
 ) -> ValidationResult:
+    """One row of `validation_results` (`output` is PHONE_ROW for the phone's own verdict)."""
     return ValidationResult(
         job_id=job_id,
         device_serial=serial,
