@@ -1,7 +1,8 @@
 """Jobs: what a user may ask for (validated request bodies), and submitting, listing, cancelling.
 
-Submitting expands the request over the fleet (scheduler), stores the job and its runs, and hands
-each run to the dispatcher as a typed `RunTask`. Everything a user typed is validated here, before
+Submitting expands the request over the fleet (scheduler); `launch` stores the job and its runs
+and hands each run to the dispatcher as a typed `RunTask`, for every kind of job (validation plans
+its own placements and launches them here too). Everything a user typed is validated before
 anything is stored or sent.
 """
 
@@ -11,6 +12,7 @@ import datetime as dt
 import json
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
@@ -19,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from hexfleet.errors import InvalidRequest, NotFound
 from hexfleet.messages import RunTask
-from hexfleet.orchestrator.db.schema import Device, Job, Model, Run
+from hexfleet.orchestrator.db.schema import Base, Device, Job, Model, Run
 from hexfleet.orchestrator.scheduler import RETRY_LIMIT, plan_runs, retry_queue
 from hexfleet.orchestrator.selectors import MAX_LENGTH, parse_selector
 from hexfleet.runner_spec import (
@@ -148,30 +150,80 @@ def for_device(session: Session, model: Model, serial: str | None) -> Model:
     return compiled or model
 
 
-def _task(
-    job: Job,
-    run: Run,
-    model: Model,
-    request: JobRequest,
-    runner_params: tuple[dict[str, Any], dict[str, bytes]] | None = None,
-) -> RunTask:
-    params, tensors = runner_params or request.runner_params()
+@dataclass(frozen=True)
+class Placement:
+    """One run to create: its slot and queue (and phone, when fixed), and what the runner gets."""
+
+    slot: int
+    queue: str
+    serial: str | None
+    kind: str
+    params: dict[str, Any]
+    tensors: dict[str, bytes] = field(default_factory=dict)
+
+
+def _task(job: Job, run: Run, model: Model, placement: Placement, deadline_s: float) -> RunTask:
     return RunTask(
         run_id=run.id,
         job_id=job.id,
         attempt=run.attempt,
-        kind=request.kind,
+        kind=placement.kind,
         model=f"{model.name}/{model.version}/{model.variant}",
         manifest=model.manifest,
-        params=params,
-        inputs=tensors,
-        deadline_s=request.deadline_s,
+        params=placement.params,
+        inputs=placement.tensors,
+        deadline_s=deadline_s,
     )
+
+
+def launch(
+    session: Session,
+    job: Job,
+    model: Model,
+    placements: Sequence[Placement],
+    dispatcher: Dispatcher,
+    *,
+    deadline_s: float,
+    attached: Sequence[Base] = (),
+) -> Job:
+    """Store `job`, one run per placement and the `attached` rows (which need the job stored
+    first), commit, then hand every run to the dispatcher: the one path every kind of job takes."""
+    session.add(job)
+    runs = [
+        Run(
+            id=str(uuid.uuid4()),
+            job=job,
+            slot=placement.slot,
+            queue=placement.queue,
+            device_serial=placement.serial,
+            deadline_s=deadline_s,
+            images=[],  # known empty: the API's reply does not query each new run's images
+        )
+        for placement in placements
+    ]
+    session.add_all(runs)
+    session.flush()
+    session.add_all(attached)
+    # The tasks are built before the commit, which expires every loaded object (reading a run
+    # after it would cost a SELECT per run), and sent after it (a task must find its run
+    # stored). One variant look-up per phone, not per run: fan-out sends `repeat` to each.
+    variants: dict[str | None, Model] = {}
+    tasks = []
+    for run, placement in zip(runs, placements, strict=True):
+        if run.device_serial not in variants:
+            variants[run.device_serial] = for_device(session, model, run.device_serial)
+        task = _task(job, run, variants[run.device_serial], placement, deadline_s)
+        tasks.append((task, run.queue))
+    priority = job.priority
+    session.commit()
+    for task, queue in tasks:
+        dispatcher.send(task, queue, priority)
+    return job
 
 
 def submit(session: Session, request: JobRequest, dispatcher: Dispatcher, submitted_by: str) -> Job:
     """Validate, plan, store and dispatch a job; returns the stored job."""
-    runner_params = request.runner_params()
+    params, tensors = request.runner_params()
     selector = parse_selector(request.selector)
     model = find_model(session, request.model, request.precision)
     planned = plan_runs(
@@ -186,35 +238,11 @@ def submit(session: Session, request: JobRequest, dispatcher: Dispatcher, submit
         submitted_by=submitted_by,
         spec={**request.model_dump(mode="json"), "model_id": model.id},
     )
-    session.add(job)
-    runs = [
-        Run(
-            id=str(uuid.uuid4()),
-            job=job,
-            slot=plan.slot,
-            queue=plan.queue,
-            device_serial=plan.serial,
-            deadline_s=request.deadline_s,
-            images=[],  # known empty: the API's reply does not query each new run's images
-        )
+    placements = [
+        Placement(plan.slot, plan.queue, plan.serial, request.kind, params, tensors)
         for plan in planned
     ]
-    session.add_all(runs)
-    session.flush()
-    # The tasks are built before the commit, which expires every loaded object (reading a run
-    # after it would cost a SELECT per run), and sent after it (a task must find its run
-    # stored). One variant look-up per phone, not per run: fan-out sends `repeat` to each.
-    variants: dict[str | None, Model] = {}
-    tasks = []
-    for run in runs:
-        if run.device_serial not in variants:
-            variants[run.device_serial] = for_device(session, model, run.device_serial)
-        task = _task(job, run, variants[run.device_serial], request, runner_params)
-        tasks.append((task, run.queue))
-    session.commit()
-    for task, queue in tasks:
-        dispatcher.send(task, queue, request.priority)
-    return job
+    return launch(session, job, model, placements, dispatcher, deadline_s=request.deadline_s)
 
 
 def retry_lost(session: Session, lost: Run, dispatcher: Dispatcher) -> Run | None:
@@ -248,9 +276,10 @@ def retry_lost(session: Session, lost: Run, dispatcher: Dispatcher) -> Run | Non
     )
     session.add(run)
     session.flush()
-    dispatcher.send(
-        _task(job, run, for_device(session, model, serial), request), queue, request.priority
-    )
+    params, tensors = request.runner_params()
+    placement = Placement(lost.slot, queue, serial, request.kind, params, tensors)
+    task = _task(job, run, for_device(session, model, serial), placement, request.deadline_s)
+    dispatcher.send(task, queue, request.priority)
     return run
 
 

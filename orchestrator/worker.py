@@ -2,17 +2,21 @@
 
 Each message is validated into its typed model and written in its own transaction by
 `orchestrator.ingest`; a malformed message is logged and dropped (retrying cannot fix it), a
-database outage is retried by redelivery (late acknowledgement).
+database outage is retried by redelivery (late acknowledgement). The result that ends a
+validation job's last run also stores the job's verdicts, in the same transaction: a reader never
+sees the job settled without them, and nothing computes a report when it is read.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 from celery import Celery
 from pydantic import ValidationError
-from sqlalchemy import text
+from sqlalchemy import select, text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from hexfleet.broker import (
@@ -24,24 +28,99 @@ from hexfleet.broker import (
 )
 from hexfleet.errors import NotFound
 from hexfleet.messages import Heartbeat, RunProgress, RunResult
+from hexfleet.models.store import ModelStore
 from hexfleet.orchestrator.db.engine import make_engine, session_factory
+from hexfleet.orchestrator.db.schema import Job, Run
 from hexfleet.orchestrator.dispatch import CeleryDispatcher
 from hexfleet.orchestrator.ingest import ingest_heartbeat, ingest_result, record_progress
+from hexfleet.orchestrator.jobs import Dispatcher
+from hexfleet.orchestrator.validation.report import store_report, unreported_jobs
 from hexfleet.settings import Settings
+from hexfleet.states import FINAL_JOB_STATES, JobKind
 
 log = logging.getLogger(__name__)
 INGEST_PREFETCH = 64
 PER_MESSAGE_LOGGERS = ("celery.worker.strategy", "celery.app.trace")
+REPORT_SWEEP_S = 10.0  # how often the worker looks for settled validations without verdicts
 
 
-def make_ingest_app(settings: Settings, sessions: sessionmaker[Session] | None = None) -> Celery:
-    """The orchestrator's Celery app with the three ingest tasks bound to the database."""
+def _report(session: Session, job: Job, store: ModelStore) -> bool:
+    """Store a settled validation job's verdicts; False (logged) when they cannot be computed.
+
+    A comparison that fails (a model file gone, a reference that will not run) must not lose the
+    run's result with it: the verdicts are built before anything is added, so the result still
+    commits, and the sweep tries the job again once. Database errors are raised: redelivery
+    retries the whole message."""
+    try:
+        return store_report(session, job, store)
+    except SQLAlchemyError:
+        raise
+    except Exception:
+        log.exception("cannot compare validation job %s with its reference", job.id)
+        return False
+
+
+def ingest_result_and_report(
+    session: Session, result: RunResult, dispatcher: Dispatcher | None, store: ModelStore
+) -> bool:
+    """`ingest_result`, then the verdicts of a validation job that this result settled (not
+    committed: the caller commits both at once)."""
+    stored = ingest_result(session, result, dispatcher)
+    if stored:
+        job = session.get_one(Run, result.run_id).job  # loaded already by ingest_result
+        if job.kind == JobKind.VALIDATE and job.state in FINAL_JOB_STATES:
+            _report(session, job, store)
+    return stored
+
+
+def report_unreported(
+    sessions: sessionmaker[Session], store: ModelStore, tried: set[str] | None = None
+) -> list[str]:
+    """Store the verdicts of settled validation jobs that have none (a cancelled job, a worker
+    stopped mid-comparison, a comparison that failed); each job is tried once per `tried` set.
+    Returns the jobs reported now. A job another worker is comparing is skipped (row lock)."""
+    tried = set() if tried is None else tried
+    reported = []
+    with sessions() as session:
+        waiting = [j for j in unreported_jobs(session) if j not in tried]
+    for job_id in waiting:
+        tried.add(job_id)
+        with sessions() as session:
+            job = session.scalars(
+                select(Job).where(Job.id == job_id).with_for_update(skip_locked=True)
+            ).first()
+            if job is not None and _report(session, job, store):
+                session.commit()
+                reported.append(job_id)
+    return reported
+
+
+def _sweep(sessions: sessionmaker[Session], store: ModelStore, stop: threading.Event) -> None:
+    tried: set[str] = set()
+    while True:
+        try:
+            for job_id in report_unreported(sessions, store, tried):
+                log.info("validation job %s: verdicts stored", job_id)
+        except SQLAlchemyError as exc:
+            log.warning("validation sweep: %s", exc)  # the database is away: next sweep
+        if stop.wait(REPORT_SWEEP_S):
+            return
+
+
+def make_ingest_app(
+    settings: Settings,
+    sessions: sessionmaker[Session] | None = None,
+    store: ModelStore | None = None,
+) -> Celery:
+    """The orchestrator's Celery app with the three ingest tasks bound to the database (and to
+    the model store, for the host reference of validation jobs)."""
     app = make_celery(settings, name="hexfleet-ingest")
     # Ingest is short and idempotent: no reason to fetch one message at a time (prefetch 1
     # throttles kombu's polling transports to one message per polling interval).
     app.conf.worker_prefetch_multiplier = INGEST_PREFETCH
     if sessions is None:
         sessions = session_factory(make_engine(settings.resolved_database_url))
+    models = store or ModelStore.from_settings(settings)
 
     dispatcher = CeleryDispatcher(app)
 
@@ -69,7 +148,7 @@ def make_ingest_app(settings: Settings, sessions: sessionmaker[Session] | None =
             "result",
             RunResult,
             body,
-            lambda session, message: ingest_result(session, message, dispatcher),
+            lambda session, message: ingest_result_and_report(session, message, dispatcher, models),
         )
 
     @app.task(name=INGEST_PROGRESS_TASK, shared=False)
@@ -90,14 +169,25 @@ def run_ingest_worker(settings: Settings) -> None:
     One writer thread beside the consumer: while a write waits on the database, the consumer
     fetches and acknowledges (the solo pool, which writes in the consumer's thread, ingested 12 %
     fewer results per second in bench/farm_overhead.py). Celery's two INFO lines per message
-    (received, succeeded) are left out; hexfleet's own INFO lines stay."""
+    (received, succeeded) are left out; hexfleet's own INFO lines stay. A sweep thread stores the
+    verdicts of settled validation jobs that have none (at start, then every REPORT_SWEEP_S)."""
     for name in PER_MESSAGE_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
-    app = make_ingest_app(settings)
-    app.Worker(
-        queues=[INGEST_QUEUE],
-        concurrency=1,
-        pool="threads",
-        loglevel="INFO",
-        hostname="ingest@%h",
-    ).start()
+    sessions = session_factory(make_engine(settings.resolved_database_url))
+    store = ModelStore.from_settings(settings)
+    app = make_ingest_app(settings, sessions, store)
+    stop = threading.Event()
+    sweep = threading.Thread(
+        target=_sweep, args=(sessions, store, stop), name="validation-sweep", daemon=True
+    )
+    sweep.start()
+    try:
+        app.Worker(
+            queues=[INGEST_QUEUE],
+            concurrency=1,
+            pool="threads",
+            loglevel="INFO",
+            hostname="ingest@%h",
+        ).start()
+    finally:
+        stop.set()

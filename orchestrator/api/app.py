@@ -41,13 +41,9 @@ from hexfleet.orchestrator.jobs import Dispatcher, JobRequest, cancel, get_job, 
 from hexfleet.orchestrator.metrics import CONTENT_TYPE, exposition, registry_for
 from hexfleet.orchestrator.registry import register
 from hexfleet.orchestrator.statistics import PhoneStats, job_benchmark_stats
-from hexfleet.orchestrator.validation import (
-    ValidationRequest,
-    load_report,
-    report_images,
-    submit_validation,
-)
-from hexfleet.orchestrator.validation_report import render_html
+from hexfleet.orchestrator.validation.rendering import render_html
+from hexfleet.orchestrator.validation.report import load_report, report_images
+from hexfleet.orchestrator.validation.submission import ValidationRequest, submit_validation
 from hexfleet.orchestrator.web.routes import mount as mount_dashboard
 from hexfleet.settings import Settings
 from hexfleet.states import JobState
@@ -158,13 +154,14 @@ def create_app(settings: Settings, dispatcher: Dispatcher) -> FastAPI:
 
     @app.get("/api/v1/jobs/{job_id}/validation")
     def get_validation(job_id: str, _: Viewer, db: DB) -> dict[str, Any]:
-        """A validation job's verdicts (compared and stored on the first read after it ended)."""
-        return load_report(db, job_id, store).to_dict()
+        """A validation job's verdicts as the ingest worker stored them when it ended
+        (`complete: false` until then): reading never computes."""
+        return load_report(db, job_id).to_dict()
 
     @app.get("/api/v1/jobs/{job_id}/validation.html", response_class=HTMLResponse)
     def get_validation_html(job_id: str, _: Viewer, db: DB) -> HTMLResponse:
         """The same report as one self-contained HTML page (images inline, no scripts)."""
-        report = load_report(db, job_id, store)
+        report = load_report(db, job_id)
         return HTMLResponse(render_html(report, report_images(db, get_job(db, job_id))))
 
     @app.get("/api/v1/runs/{run_id}")

@@ -15,11 +15,11 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from hexfleet.errors import InvalidRequest
-from hexfleet.models.store import ModelStore
 from hexfleet.orchestrator.db.schema import Device, Image, Job, Run, ValidationResult
 from hexfleet.orchestrator.jobs import get_job
 from hexfleet.orchestrator.presence import heartbeat_age_s, phone_state
-from hexfleet.orchestrator.validation import PHONE_ROW, load_report
+from hexfleet.orchestrator.validation.report import load_report
+from hexfleet.orchestrator.validation.storage import PHONE_ROW
 from hexfleet.states import FINAL_JOB_STATES, JobKind, JobState, RunState
 
 MAX_JOBS = 500
@@ -444,11 +444,11 @@ class ValidationPage:
     simulated: bool
 
 
-def validation(session: Session, job_id: str, store: ModelStore) -> ValidationPage:
-    """A validation's report (orchestrator.validation.load_report, which compares and stores the
-    verdicts on the first read after the job ended): per-phone verdicts, the phone-by-phone
-    agreement matrix, and every phone's outputs against the reference."""
-    report = load_report(session, job_id, store)
+def validation(session: Session, job_id: str) -> ValidationPage:
+    """A validation's report as stored by the ingest worker (validation.report.load_report, which
+    only reads): per-phone verdicts, the phone-by-phone agreement matrix, and every phone's
+    outputs against the reference."""
+    report = load_report(session, job_id)
     serials = [p.serial for p in report.phones]
     outputs = sorted({o.output for p in report.phones for o in p.outputs})
     agreement = {

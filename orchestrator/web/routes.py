@@ -21,7 +21,6 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
 
 from hexfleet.errors import HexfleetError, InvalidRequest, NotFound
-from hexfleet.models.store import ModelStore
 from hexfleet.orchestrator.api.auth import Caller, Role, identify
 from hexfleet.orchestrator.db.schema import Image
 from hexfleet.orchestrator.jobs import cancel
@@ -236,7 +235,7 @@ def validations_page(request: Request, db: DB) -> Response:
 @html_errors
 def validation_page(request: Request, job_id: str, db: DB) -> Response:
     caller = page_caller(request)
-    view = pages.validation(db, job_id, ModelStore.from_settings(request.app.state.settings))
+    view = pages.validation(db, job_id)
     return _render(request, "validation.html", caller, page="validation", view=view)
 
 

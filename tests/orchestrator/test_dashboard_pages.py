@@ -17,9 +17,9 @@ from hexfleet.messages import ImageOut, RunResult
 from hexfleet.models.store import ModelStore
 from hexfleet.orchestrator.db.engine import make_engine
 from hexfleet.orchestrator.dispatch import CeleryDispatcher
-from hexfleet.orchestrator.ingest import ingest_result
-from hexfleet.orchestrator.validation import ValidationRequest, submit_validation
+from hexfleet.orchestrator.validation.submission import ValidationRequest, submit_validation
 from hexfleet.orchestrator.web.session import COOKIE
+from hexfleet.orchestrator.worker import ingest_result_and_report
 
 __all__ = ["populated"]
 
@@ -157,9 +157,10 @@ def test_static_files_are_served_locally(populated: Populated) -> None:
 
 def _validation_job(populated: Populated) -> str:
     """A real validation job (orchestrator.validation) on the three phones, their results stored
-    by ingest: vp-1 and vp-2 return the same images, vp-3 other ones. None matches the host's FP32
-    reference (these are flat colours, not the model's images), so every verdict fails while the
-    phones' agreement with each other still shows vp-3 as the odd one."""
+    by the ingest worker's write (which stores the verdicts with the last one): vp-1 and vp-2
+    return the same images, vp-3 other ones. None matches the host's FP32 reference (these are
+    flat colours, not the model's images), so every verdict fails while the phones' agreement
+    with each other still shows vp-3 as the odd one."""
     engine = make_engine(populated.settings.resolved_database_url)
     request = ValidationRequest(
         model="tiny-sd", precision="fp32", prompt_count=2, steps=2, runtime="cpu"
@@ -175,7 +176,7 @@ def _validation_job(populated: Populated) -> str:
             images = [  # the synthetic tiny-sd's reference images are 16x16
                 ImageOut(index=i, prompt=f"prompt {i}", seed=i, png=png(colour, 16)) for i in (0, 1)
             ]
-            ingest_result(
+            ingest_result_and_report(
                 session,
                 RunResult(
                     run_id=run.id,
@@ -188,6 +189,8 @@ def _validation_job(populated: Populated) -> str:
                     started_at=now,
                     finished_at=now,
                 ),
+                None,
+                store,
             )
             session.commit()
         job_id = job.id

@@ -21,12 +21,11 @@ from hexfleet.errors import InvalidRequest
 from hexfleet.models.store import ModelStore
 from hexfleet.orchestrator.db.schema import Job, Run, ValidationBlob, ValidationResult
 from hexfleet.orchestrator.jobs import retry_lost
-from hexfleet.orchestrator.validation import (
-    ValidationRequest,
-    consensus_outliers,
-    load_report,
-    submit_validation,
-)
+from hexfleet.orchestrator.validation.agreement import consensus_outliers, pair
+from hexfleet.orchestrator.validation.outputs import Outputs
+from hexfleet.orchestrator.validation.report import load_report, store_report
+from hexfleet.orchestrator.validation.scoring import compare
+from hexfleet.orchestrator.validation.submission import ValidationRequest, submit_validation
 
 FLEET = [("a", "SM8550", 73), ("b", "SM8650", 75), ("c", "SM8750", 79)]
 FAULT = 0.05  # noise of 5 % of an output's spread: subtle, well below what breaks the image
@@ -65,7 +64,7 @@ def test_a_faulty_npu_is_flagged_and_healthy_phones_pass(
     assert len({json.dumps(t.params, sort_keys=True) for t, _ in dispatcher.sent}) == 1
     play_phones(session, dispatcher, model_store, tmp_path, faulty={"b": FAULT})
 
-    report = load_report(session, job.id, model_store)
+    report = load_report(session, job.id)
     verdicts = {p.serial: p for p in report.phones}
     assert report.complete and not report.passed
     assert verdicts["a"].passed and verdicts["c"].passed, verdicts["a"].reason
@@ -84,10 +83,10 @@ def test_the_report_is_stored_once_and_read_back(
 ) -> None:
     session, dispatcher = fleet_session, RecordingDispatcher()
     job = submit_validation(session, validation(), dispatcher, "qa", model_store)
-    pending = load_report(session, job.id, model_store)
+    pending = load_report(session, job.id)
     assert not pending.complete and not pending.passed
     play_phones(session, dispatcher, model_store, tmp_path)
-    first = load_report(session, job.id, model_store).to_dict()
+    first = load_report(session, job.id).to_dict()
     rows = session.scalar(
         select(func.count()).select_from(ValidationResult).where(ValidationResult.job_id == job.id)
     )
@@ -96,8 +95,19 @@ def test_the_report_is_stored_once_and_read_back(
         select(ValidationBlob.name).where(ValidationBlob.job_id == job.id)
     ).all()
     assert sorted(references) == [f"reference/image-{i}" for i in range(3)]
-    again = load_report(session, job.id, model_store).to_dict()
+    again = load_report(session, job.id).to_dict()
     assert again == first and first["passed"] is True
+    # Computing again (a redelivered result, the worker's sweep) stores nothing twice.
+    assert store_report(session, session.get_one(Job, job.id), model_store) is False
+    session.commit()
+    assert load_report(session, job.id).to_dict() == first
+    assert rows == session.scalar(
+        select(func.count()).select_from(ValidationResult).where(ValidationResult.job_id == job.id)
+    )
+    assert (
+        len(session.scalars(select(ValidationBlob).where(ValidationBlob.job_id == job.id)).all())
+        == 3
+    )
     assert first["consensus"] == "all 3 phones agree"
     assert json.loads(json.dumps(first)) == first  # JSON-safe as stored and served
 
@@ -113,7 +123,7 @@ def test_tensors_of_one_component_on_held_out_inputs(
     sent_inputs = {json.dumps(sorted(t.inputs)) for t, _ in dispatcher.sent}
     assert sent_inputs == {json.dumps(["encoder_hidden_states", "sample", "timestep"])}
     play_phones(session, dispatcher, model_store, tmp_path, faulty={"c": FAULT})
-    report = load_report(session, job.id, model_store)
+    report = load_report(session, job.id)
     verdicts = {p.serial: p for p in report.phones}
     assert verdicts["a"].passed and verdicts["b"].passed
     assert not verdicts["c"].passed and report.outliers == ["c"]
@@ -137,7 +147,7 @@ def test_a_golden_phone_as_the_reference(
         session, validation(reference="serial=a"), dispatcher, "qa", model_store
     )
     play_phones(session, dispatcher, model_store, tmp_path, faulty={"a": FAULT})
-    report = load_report(session, job.id, model_store)
+    report = load_report(session, job.id)
     verdicts = {p.serial: p for p in report.phones}
     # The golden phone is faulty: the others disagree with it, and the matrix shows who is odd.
     assert verdicts["a"].passed and verdicts["a"].reason == "the reference phone"
@@ -204,23 +214,22 @@ def test_a_healthy_fleet_passes_on_the_decoder_too(
     assert run is not None
     (encoded,) = run.result["tensors"].values()
     assert base64.b64decode(encoded).startswith(b"\x93NUMPY")
-    report = load_report(session, job.id, model_store)
+    report = load_report(session, job.id)
     assert report.passed and report.consensus == "all 3 phones agree"
 
 
 def test_an_output_of_the_wrong_shape_fails_its_phone_with_the_reason() -> None:
     """A phone returning a 32x32 image (or a reshaped tensor) fails; the report does not crash."""
     from hexfleet.manifest import Thresholds
-    from hexfleet.orchestrator.validation import _compare, _Outputs, _pair
 
     limits = Thresholds(min_psnr_db=25.0, min_ssim=0.9)
-    reference = _Outputs(images={0: np.zeros((64, 64, 3), np.uint8)})
-    small = _Outputs(images={0: np.zeros((32, 32, 3), np.uint8)})
-    outputs, _summary, failures = _compare(small, reference, "images", limits)
+    reference = Outputs(images={0: np.zeros((64, 64, 3), np.uint8)})
+    small = Outputs(images={0: np.zeros((32, 32, 3), np.uint8)})
+    outputs, _summary, failures = compare(small, reference, "images", limits)
     assert not outputs[0].passed and "(32, 32, 3)" in outputs[0].reason
     assert failures == ["image-0: shape (32, 32, 3) differs from the reference's (64, 64, 3)"]
-    assert _pair(small, reference, "images", limits)["agree"] is False
-    tensors = _Outputs(tensors={"out": np.zeros((2, 4), np.float32)})
-    flat = _Outputs(tensors={"out": np.zeros(8, np.float32)})
-    outputs, _summary, failures = _compare(flat, tensors, "tensors", limits)
+    assert pair(small, reference, "images", limits)["agree"] is False
+    tensors = Outputs(tensors={"out": np.zeros((2, 4), np.float32)})
+    flat = Outputs(tensors={"out": np.zeros(8, np.float32)})
+    outputs, _summary, failures = compare(flat, tensors, "tensors", limits)
     assert not outputs[0].passed and failures[0].startswith("out: shape (8,)")

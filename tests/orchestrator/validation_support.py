@@ -1,5 +1,6 @@
 """Phones for validation tests without a farm: the runner's own job code on a virtual phone's
-folder, in-process (a faulty one with the virtual phone's NPU fault), results through ingest."""
+folder, in-process (a faulty one with the virtual phone's NPU fault), results through the ingest
+worker's own write (which stores a validation's verdicts when its last run ends)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from hexfleet.messages import ImageOut, RunResult, RunTask
 from hexfleet.models.store import ModelStore
-from hexfleet.orchestrator.ingest import ingest_result
+from hexfleet.orchestrator.worker import ingest_result_and_report
 from hexfleet.runner import generate, infer
 from hexfleet.runner.device import Device
 from hexfleet.runner_env import ComputeSettings
@@ -32,14 +33,15 @@ class RecordingDispatcher:
         pass
 
 
-def play_phones(
-    session: Session,
+def phone_results(
     dispatcher: RecordingDispatcher,
     store: ModelStore,
     root: Path,
     faulty: dict[str, float] | None = None,
-) -> None:
-    """Run every sent task with the runner's job code on a virtual phone's folder, then ingest."""
+) -> list[RunResult]:
+    """Run every sent task with the runner's job code on a virtual phone's folder: the results
+    the phones' agent would send."""
+    results = []
     for task, queue in dispatcher.sent:
         serial = queue.removeprefix("device.")
         phone = root / serial
@@ -58,8 +60,7 @@ def play_phones(
         spec = RunnerSpec(run_id=task.run_id, manifest=task.manifest, params=task.params)
         result = (generate if task.kind == "generate" else infer).run(device, spec, job_dir)
         now = dt.datetime.now(dt.UTC)
-        ingest_result(
-            session,
+        results.append(
             RunResult(
                 run_id=task.run_id,
                 attempt=task.attempt,
@@ -86,7 +87,20 @@ def play_phones(
                 },
                 started_at=now,
                 finished_at=now,
-            ),
+            )
         )
-    session.commit()
     dispatcher.sent.clear()
+    return results
+
+
+def play_phones(
+    session: Session,
+    dispatcher: RecordingDispatcher,
+    store: ModelStore,
+    root: Path,
+    faulty: dict[str, float] | None = None,
+) -> None:
+    """Run every sent task on its phone, then ingest the results as the ingest worker does."""
+    for result in phone_results(dispatcher, store, root, faulty):
+        ingest_result_and_report(session, result, dispatcher, store)
+    session.commit()

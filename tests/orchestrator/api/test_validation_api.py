@@ -1,21 +1,29 @@
 """Validation over HTTP: submit (submitter), the report as JSON and as a self-contained HTML page
-(viewer), refused bodies, and a report asked of a job that is not a validation."""
+(viewer), refused bodies, a report asked of a job that is not a validation, and a read while the
+ingest worker compares (it answers at once; the worker stores the verdicts once)."""
 
 from __future__ import annotations
 
 import re
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
-from validation_support import RecordingDispatcher, play_phones
+from validation_support import RecordingDispatcher, phone_results, play_phones
 
+from hexfleet.manifest import Manifest
+from hexfleet.messages import RunResult
 from hexfleet.models.store import ModelStore
 from hexfleet.orchestrator.api.app import create_app
-from hexfleet.orchestrator.db.engine import make_engine, upgrade
+from hexfleet.orchestrator.db.engine import make_engine, session_factory, upgrade
+from hexfleet.orchestrator.db.schema import ValidationBlob, ValidationResult
+from hexfleet.orchestrator.worker import ingest_result_and_report, report_unreported
 from hexfleet.settings import Settings
 
 VIEW = {"Authorization": "Bearer viewer-token"}
@@ -110,3 +118,102 @@ def test_refused_bodies_and_reports_of_other_jobs(api: Api) -> None:
     assert answer.status_code == 400 and "not a validation" in answer.json()["detail"]
     missing = "00000000-0000-0000-0000-000000000000"
     assert api.client.get(f"/api/v1/jobs/{missing}/validation", headers=VIEW).status_code == 404
+
+
+class HeldStore(ModelStore):
+    """The model store, holding the worker at its first manifest load (the host reference's FP32
+    model, the start of the comparison) until the test releases it."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.computing = threading.Event()
+        self.release = threading.Event()
+
+    def load(self, *args: object, **kwargs: object) -> Manifest:
+        self.computing.set()
+        assert self.release.wait(60), "the test never released the worker"
+        return super().load(*args, **kwargs)  # type: ignore[arg-type]
+
+
+def _stored(sessions: Callable[[], Session], job_id: str) -> tuple[int, int]:
+    with sessions() as session:
+        rows = session.scalar(
+            select(func.count())
+            .select_from(ValidationResult)
+            .where(ValidationResult.job_id == job_id)
+        )
+        blobs = session.scalar(
+            select(func.count()).select_from(ValidationBlob).where(ValidationBlob.job_id == job_id)
+        )
+    return rows or 0, blobs or 0
+
+
+def test_a_read_answers_at_once_while_the_worker_compares(api: Api, tmp_path: Path) -> None:
+    """The last result's write (the ingest worker's) computes the reference and the verdicts; a
+    GET meanwhile answers "pending" at once, and the verdicts are stored once: a redelivered
+    result and the worker's sweep add no second copy."""
+    job = api.client.post("/api/v1/validations", json=BODY, headers=SUBMIT).json()
+    results = phone_results(api.dispatcher, api.store, tmp_path)
+    sessions = session_factory(make_engine(api.settings.resolved_database_url))
+    *first, last = results
+    for result in first:
+        with sessions() as session:
+            ingest_result_and_report(session, result, None, api.store)
+            session.commit()
+
+    held = HeldStore(api.store.root)
+
+    def write(result: RunResult) -> None:  # what the worker's result task does
+        with sessions() as session:
+            ingest_result_and_report(session, result, None, held)
+            session.commit()
+
+    worker = threading.Thread(target=write, args=(last,))
+    worker.start()
+    try:
+        assert held.computing.wait(30), "the worker never started comparing"
+        started = time.monotonic()
+        pending = api.client.get(f"/api/v1/jobs/{job['id']}/validation", headers=VIEW)
+        took = time.monotonic() - started
+        assert pending.status_code == 200 and took < 2.0, took
+        assert pending.json()["complete"] is False and pending.json()["passed"] is False
+        page = api.client.get(f"/api/v1/jobs/{job['id']}/validation.html", headers=VIEW)
+        assert page.status_code == 200 and time.monotonic() - started < 4.0
+    finally:
+        held.release.set()
+        worker.join(60)
+    assert not worker.is_alive()
+
+    report = api.client.get(f"/api/v1/jobs/{job['id']}/validation", headers=VIEW).json()
+    assert report["complete"] is True and report["passed"] is True, report["phones"]
+    stored = _stored(sessions, job["id"])
+    assert stored == (2 * (1 + 2), 2)  # per phone: its verdict and one per prompt; 2 references
+
+    write(last)  # the same result redelivered: the run has it already, nothing is compared
+    assert report_unreported(sessions, api.store) == []  # the sweep finds nothing to do
+    assert _stored(sessions, job["id"]) == stored
+    again = api.client.get(f"/api/v1/jobs/{job['id']}/validation", headers=VIEW).json()
+    assert again == report
+
+
+def test_a_settled_job_without_verdicts_is_read_as_pending_and_swept(
+    api: Api, tmp_path: Path
+) -> None:
+    """A cancelled validation settles with no result to carry its verdicts: reading it computes
+    nothing (no reference is drawn), and the worker's sweep stores them once."""
+    job = api.client.post("/api/v1/validations", json=BODY, headers=SUBMIT).json()
+    cancelled = api.client.post(f"/api/v1/jobs/{job['id']}/cancel", headers=SUBMIT)
+    assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
+    sessions = session_factory(make_engine(api.settings.resolved_database_url))
+    pending = api.client.get(f"/api/v1/jobs/{job['id']}/validation", headers=VIEW).json()
+    assert pending["complete"] is False and pending["state"] == "cancelled"
+    assert {p["reason"] for p in pending["phones"]} == {"verdicts not stored yet"}
+    assert _stored(sessions, job["id"]) == (0, 0)
+
+    assert report_unreported(sessions, api.store) == [job["id"]]
+    assert report_unreported(sessions, api.store) == []
+    stored = _stored(sessions, job["id"])
+    assert stored == (2, 2)  # one verdict per phone (no outputs); the reference's two images
+    report = api.client.get(f"/api/v1/jobs/{job['id']}/validation", headers=VIEW).json()
+    assert report["complete"] is True and report["passed"] is False
+    assert all(p["reason"].startswith("run cancelled") for p in report["phones"])

@@ -12,7 +12,7 @@ from typing import Any
 
 from rich.table import Table
 
-from hexfleet.orchestrator.validation import PhoneVerdict, ValidationReport
+from hexfleet.orchestrator.validation.report import PhoneVerdict, ValidationReport
 
 CSS = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 24px; color: #1d1d1f; }
@@ -172,7 +172,7 @@ def _tensor_table(report: ValidationReport) -> str:
 
 
 def render_html(report: ValidationReport, images: dict[str, dict[int, bytes]]) -> str:
-    """The whole report as one HTML document; `images` as from `validation.report_images`."""
+    """The whole report as one HTML document; `images` as from `report.report_images`."""
     limits = ", ".join(f"{escape(k)} {v:g}" for k, v in sorted(report.thresholds.items()))
     failed = [p.serial for p in report.failed]
     summary = (
