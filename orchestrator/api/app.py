@@ -23,7 +23,6 @@ from hexfleet.errors import (
     InvalidRequest,
     ModelError,
     NotFound,
-    NotImplementedYet,
     ServiceUnavailable,
 )
 from hexfleet.manifest import SHA256_PATTERN, parse_manifest
@@ -52,7 +51,6 @@ STATUS = {
     ModelError: 400,
     NotFound: 404,
     ArtifactMismatch: 409,
-    NotImplementedYet: 501,
     ServiceUnavailable: 503,
 }
 

@@ -30,7 +30,6 @@ def test_a_hot_phone_throttles_and_a_benchmark_waits_until_it_cooled(
     heater = make_task(manifest, **LONG_RUN)
     heating, heated = in_background(runs.executor, heater)
     wait_until(lambda: agent_phone.health().throttled, 60, "thermal status 3 (severe)")
-    assert (agent_phone.thermal()[0] or 0) >= 3
 
     start = ThermalGate(LIMIT_C, max_wait_s=1.0).wait(agent_phone)
     assert start.temp_c is not None and start.temp_c >= LIMIT_C and not start.ready
