@@ -24,7 +24,7 @@ from agent_support import (
     watch_phone,
 )
 from PIL import Image
-from virtual_phone_support import wait_until
+from waiting import wait_until
 
 from hexfleet.device_agent.phone import Phone as AgentPhone
 from hexfleet.device_agent.phone import job_dir
