@@ -84,11 +84,6 @@ class Agent:
                 log.warning("worker of %s ignored SIGTERM: killing it", worker.serial)
                 worker.process.kill()
 
-    def stop_worker(self, serial: str) -> None:
-        """Stop `serial`'s worker and wait until it exited (SIGKILL after STOP_GRACE_S)."""
-        self.release_worker(serial)
-        self.wait_for_leaving()
-
     def wait_for_leaving(self) -> None:
         for worker in list(self.leaving):
             try:

@@ -14,13 +14,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from hexfleet import progress
-from hexfleet.device_agent.phone import Phone, job_dir
+from hexfleet.device_agent.phone import Phone, cache_path, job_dir
 from hexfleet.device_agent.push import ArtifactPusher, PushReport
-from hexfleet.errors import DeviceLost, HexfleetError, RunnerFailed
+from hexfleet.errors import ArtifactMismatch, DeviceLost, HexfleetError, RunnerFailed
 from hexfleet.manifest import Manifest
 from hexfleet.messages import ImageOut, RunProgress, RunResult, RunTask
 from hexfleet.runner_spec import RUNNER_PATH, RunnerResult, RunnerSpec
 from hexfleet.settings import Settings
+from hexfleet.states import RunOutcome, RunState
 
 THERMAL_POLL_S = 1.0
 PROGRESS_EVERY_S = 1.0
@@ -77,8 +78,18 @@ class ThermalGate:
         return ThermalStart(temp, waited, target, ready)
 
 
-def _failure(exit_code: int, stderr: str) -> str:
-    """Why the runner failed: its last stderr line, and the signal that killed it if one did."""
+class CorruptCache(RunnerFailed):
+    """The runner found a cached artifact whose bytes do not hash to its name (its
+    ArtifactMismatch): the agent finds which on the phone, pushes it again and runs once more."""
+
+
+RUNNER_LINE_PREFIX = "hexfleet-runner: "
+
+
+def runner_failure(exit_code: int, stderr: str) -> RunnerFailed:
+    """The runner's failure as an exception: its last stderr line, and the signal that killed it
+    if one did. The line is `hexfleet-runner: <ErrorKind>: <message>` (runner/__main__.py): the
+    kind is read here, once, so callers decide by exception type."""
     lines = [line for line in stderr.splitlines() if line.strip()]
     reason = lines[-1] if lines else ""
     if exit_code > 128:  # a shell reports a process killed by signal N as 128 + N
@@ -87,8 +98,11 @@ def _failure(exit_code: int, stderr: str) -> str:
         except ValueError:
             name = f"signal {exit_code - 128}"
         killed = f"the runner was killed by {name}"
-        return f"{killed}: {reason}" if reason else killed
-    return reason or f"the runner exited with {exit_code}"
+        return RunnerFailed(f"{killed}: {reason}" if reason else killed)
+    kind, _, _ = reason.removeprefix(RUNNER_LINE_PREFIX).partition(": ")
+    if reason.startswith(RUNNER_LINE_PREFIX) and kind == ArtifactMismatch.__name__:
+        return CorruptCache(reason)
+    return RunnerFailed(reason or f"the runner exited with {exit_code}")
 
 
 def _now() -> dt.datetime:
@@ -122,64 +136,78 @@ class Executor:
     def execute(self, task: RunTask) -> RunResult:
         """Run `task`; never raises for a phone or runner problem, it reports it."""
         started = _now()
-        base = {
-            "run_id": task.run_id,
-            "attempt": task.attempt,
-            "serial": self.phone.serial,
-            "host": self.host,
-            "started_at": started,
-        }
         try:
             manifest = Manifest.model_validate(task.manifest)
             deadline = time.monotonic() + task.deadline_s
-            outcome = self._attempt(task, manifest, deadline)
+            return self._attempt(task, manifest, deadline, started)
         except DeviceLost as exc:
-            return RunResult(
-                **base, outcome="lost", simulated=False, error=str(exc), finished_at=_now()
-            )
+            return self._result(task, started, RunState.LOST, error=str(exc))
         except HexfleetError as exc:
-            return RunResult(
-                **base,
-                outcome="failed",
-                simulated=False,
-                error=f"{type(exc).__name__}: {exc}",
-                finished_at=_now(),
+            return self._result(
+                task, started, RunState.FAILED, error=f"{type(exc).__name__}: {exc}"
             )
         except ValueError as exc:
-            return RunResult(
-                **base,
-                outcome="failed",
-                simulated=False,
-                error=f"invalid task: {exc}",
-                finished_at=_now(),
-            )
-        return outcome.model_copy(update={"started_at": started, "finished_at": _now()})
+            return self._result(task, started, RunState.FAILED, error=f"invalid task: {exc}")
 
-    def _attempt(self, task: RunTask, manifest: Manifest, deadline: float) -> RunResult:
-        self.last_push = push = self.pusher.ensure(manifest.files())
+    def _result(
+        self,
+        task: RunTask,
+        started: dt.datetime,
+        outcome: RunOutcome,
+        *,
+        error: str | None = None,
+        simulated: bool = False,
+        timings: dict[str, object] | None = None,
+        metrics: dict[str, object] | None = None,
+        images: list[ImageOut] | None = None,
+        tensors: dict[str, bytes] | None = None,
+    ) -> RunResult:
+        """The one place a RunResult is built: every outcome of `task` on this phone."""
+        return RunResult(
+            run_id=task.run_id,
+            attempt=task.attempt,
+            serial=self.phone.serial,
+            host=self.host,
+            outcome=outcome,
+            simulated=simulated,
+            timings=timings or {},
+            metrics=metrics or {},
+            images=images or [],
+            tensors=tensors or {},
+            error=error,
+            started_at=started,
+            finished_at=_now(),
+        )
+
+    def _attempt(
+        self, task: RunTask, manifest: Manifest, deadline: float, started: dt.datetime
+    ) -> RunResult:
+        refs = manifest.files()
+        self.last_push = push = self.pusher.ensure(refs)
         try:
-            return self._run(task, manifest, deadline)
-        except RunnerFailed as exc:
-            corrupt = [
-                ref
-                for ref in manifest.files()
-                if "ArtifactMismatch" in str(exc) and ref.sha256[:12] in str(exc)
-            ]
+            return self._run(task, manifest, deadline, started)
+        except CorruptCache:
+            # Which file the runner refused is asked of the phone itself (sha256sum), not read
+            # from the runner's message: every file that does not hash to its name goes.
+            corrupt = [r for r in refs if self.phone.sha256(cache_path(r.sha256)) != r.sha256]
             if not corrupt:
-                # The files' presence came from the pusher's trusted listing: if the phone lost
-                # some behind the agent's back, list again, push them and run once more.
-                if push.listed:
-                    raise
-                self.last_push = self.pusher.recheck(manifest.files())
-                if not self.last_push.pushed_files:
-                    raise
-                return self._run(task, manifest, deadline)
+                raise
             for ref in corrupt:
                 self.pusher.forget(ref.sha256)
-            self.last_push = self.pusher.ensure(manifest.files())
-            return self._run(task, manifest, deadline)
+            self.last_push = self.pusher.ensure(refs)
+        except RunnerFailed:
+            # The files' presence came from the pusher's trusted listing: if the phone lost
+            # some behind the agent's back, list again, push them and run once more.
+            if push.listed:
+                raise
+            self.last_push = self.pusher.recheck(refs)
+            if not self.last_push.pushed_files:
+                raise
+        return self._run(task, manifest, deadline, started)
 
-    def _run(self, task: RunTask, manifest: Manifest, deadline: float) -> RunResult:
+    def _run(
+        self, task: RunTask, manifest: Manifest, deadline: float, started: dt.datetime
+    ) -> RunResult:
         folder = job_dir(task.run_id)
         self._last_progress = 0.0  # a run's first progress goes out at once: it says "started"
         spec = RunnerSpec(
@@ -211,13 +239,15 @@ class Executor:
             if streamed.exit_code is None:
                 self.phone.kill(self.phone.runner_pids(task.run_id))
                 if streamed.stopped == "cancelled":
-                    return self._stopped(task, "cancelled", "cancelled by the user")
+                    return self._result(
+                        task, started, RunState.CANCELLED, error="cancelled by the user"
+                    )
                 raise RunnerFailed(
                     f"the run exceeded its deadline of {task.deadline_s:g} s "
                     "and was killed on the phone"
                 )
             if streamed.exit_code != 0:
-                raise RunnerFailed(_failure(streamed.exit_code, streamed.stderr))
+                raise runner_failure(streamed.exit_code, streamed.stderr)
             results: list[RunnerResult] = []
 
             def outputs(raw: bytes) -> list[str]:
@@ -225,7 +255,7 @@ class Executor:
                 return [f"{folder}/{output.name}" for output in results[0].outputs]
 
             _, files = self.phone.pull_with(f"{folder}/result.json", outputs)
-            return self._collect(task, results[0], files, metrics)
+            return self._collect(task, started, results[0], files, metrics)
         finally:
             self.background(lambda: self._remove(folder))
 
@@ -234,20 +264,6 @@ class Executor:
             self.phone.remove(folder)
         except DeviceLost:
             pass  # the worker sweeps job folders when it starts again
-
-    def _stopped(self, task: RunTask, outcome: str, why: str) -> RunResult:
-        now = _now()
-        return RunResult(
-            run_id=task.run_id,
-            attempt=task.attempt,
-            serial=self.phone.serial,
-            host=self.host,
-            outcome=outcome,
-            simulated=False,  # type: ignore[arg-type]
-            error=why,
-            started_at=now,
-            finished_at=now,
-        )
 
     def _progress(self, task: RunTask, line: str) -> None:
         """Forward a progress line, at most every PROGRESS_EVERY_S, and always the last step
@@ -272,7 +288,12 @@ class Executor:
         )
 
     def _collect(
-        self, task: RunTask, result: RunnerResult, files: list[bytes], extra: dict[str, object]
+        self,
+        task: RunTask,
+        started: dt.datetime,
+        result: RunnerResult,
+        files: list[bytes],
+        extra: dict[str, object],
     ) -> RunResult:
         images, tensors = [], {}
         for output, data in zip(result.outputs, files, strict=True):
@@ -307,32 +328,13 @@ class Executor:
                 cached_files=self.last_push.cached_files,
                 push_s=self.last_push.push_seconds,
             )
-        return RunResult(
-            run_id=task.run_id,
-            attempt=task.attempt,
-            serial=self.phone.serial,
-            host=self.host,
-            outcome="succeeded",
+        return self._result(
+            task,
+            started,
+            RunState.SUCCEEDED,
             simulated=result.simulated,
             timings=timings,
             metrics=metrics,
             images=images,
             tensors=tensors,
-            started_at=_now(),
-            finished_at=_now(),
         )
-
-
-def lost_result(task: RunTask, serial: str, host: str, reason: str) -> RunResult:
-    now = _now()
-    return RunResult(
-        run_id=task.run_id,
-        attempt=task.attempt,
-        serial=serial,
-        host=host,
-        outcome="lost",
-        simulated=False,
-        error=reason,
-        started_at=now,
-        finished_at=now,
-    )

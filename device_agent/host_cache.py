@@ -24,7 +24,6 @@ class HostCache:
         self.root.mkdir(parents=True, exist_ok=True)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(base_url=api_url.rstrip("/"), headers=headers, timeout=60)
-        self.fetched_bytes = 0
         self._verified: set[str] = set()
 
     def close(self) -> None:
@@ -74,4 +73,3 @@ class HostCache:
             os.unlink(tmp.name)
             raise ArtifactMismatch(f"{ref.name}: downloaded bytes hash to {digest.hexdigest()}")
         os.replace(tmp.name, target)
-        self.fetched_bytes += ref.size

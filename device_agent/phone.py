@@ -233,11 +233,6 @@ class Phone:
             return int(rows[-1][3]) * 1024
         return None
 
-    def thermal(self) -> tuple[int | None, list[float]]:
-        """Android's thermal status (3 = severe: the phone throttles) and the HAL temperatures."""
-        _, out, _ = self.shell("dumpsys", "thermalservice")
-        return _thermal(out)
-
     def health(self) -> DeviceHealth:
         """Battery and thermal state in one shell (a heartbeat's adb cost: one connection)."""
         code, out, err = self._shell(_HEALTH_COMMAND, "dumpsys", timeout=30.0)
@@ -261,9 +256,6 @@ class Phone:
         )
 
     # files ------------------------------------------------------------------------------
-
-    def mkdirs(self, *device_paths: str) -> None:
-        self.checked("mkdir", "-p", *device_paths)
 
     @contextmanager
     def _sync(self, doing: str, timeout: float = 300.0) -> Iterator[socket.socket]:
@@ -324,9 +316,6 @@ class Phone:
             else:
                 raise adbutils.AdbError(f"unexpected sync answer {ident!r} to RECV")
 
-    def pull_bytes(self, device_path: str) -> bytes:
-        return self.pull_with(device_path, lambda _first: [])[0]
-
     def pull_with(
         self, device_path: str, then: Callable[[bytes], list[str]]
     ) -> tuple[bytes, list[bytes]]:
@@ -363,9 +352,6 @@ class Phone:
             if not _inside_root(path):
                 raise InvalidRequest(f"refusing to remove {path!r} outside hexfleet's folder")
         self.checked("rm", "-rf", *device_paths)
-
-    def touch(self, device_path: str) -> None:
-        self.checked("touch", device_path)
 
     def rename(self, source: str, target: str) -> None:
         """`mv` a file to another name inside hexfleet's folder."""

@@ -3,7 +3,6 @@
     HexfleetError
     ├── InvalidRequest      user input that cannot be accepted (exit 2, HTTP 400/422)
     ├── NotFound            a named thing does not exist (exit 3, HTTP 404)
-    ├── NotImplementedYet   a command a later release fills (exit 4)
     ├── ServiceUnavailable  a server we need (database, broker, adb, API) does not answer (exit 5)
     ├── DeviceError         something went wrong on a phone
     │   ├── DeviceLost      the phone disappeared or the connection broke (retry elsewhere)
@@ -27,10 +26,6 @@ class InvalidRequest(HexfleetError):
 
 class NotFound(HexfleetError):
     exit_code = 3
-
-
-class NotImplementedYet(HexfleetError):
-    exit_code = 4
 
 
 class ServiceUnavailable(HexfleetError):

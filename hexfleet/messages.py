@@ -16,7 +16,6 @@ from hexfleet.states import PhoneState, RunKind, RunOutcome
 
 MESSAGE_VERSION = 1
 
-Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 Serial = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:\-]{1,128}$")]
 RunId = Annotated[
     str,
@@ -50,7 +49,6 @@ class RunTask(Message):
     params: dict[str, Any]
     inputs: dict[str, bytes] = {}
     deadline_s: float = Field(gt=0)
-    exclude_serials: list[Serial] = []
 
 
 class RunProgress(Message):

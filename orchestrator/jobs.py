@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from hexfleet.errors import InvalidRequest, NotFound
@@ -221,13 +221,27 @@ def launch(
     return job
 
 
+def pending_runs(session: Session) -> dict[str, int]:
+    """Each phone's runs still queued or running: the load any-N jobs spread around."""
+    rows = session.execute(
+        select(Run.device_serial, func.count())
+        .where(Run.state.in_((RunState.QUEUED, RunState.RUNNING)), Run.device_serial.is_not(None))
+        .group_by(Run.device_serial)
+    )
+    return {str(serial): int(count) for serial, count in rows}
+
+
 def submit(session: Session, request: JobRequest, dispatcher: Dispatcher, submitted_by: str) -> Job:
     """Validate, plan, store and dispatch a job; returns the stored job."""
     params, tensors = request.runner_params()
     selector = parse_selector(request.selector)
     model = find_model(session, request.model, request.precision)
     planned = plan_runs(
-        selector, online_devices(session), repeat=request.repeat, count=request.count
+        selector,
+        online_devices(session),
+        repeat=request.repeat,
+        count=request.count,
+        load=lambda: pending_runs(session),
     )
     job = Job(
         id=str(uuid.uuid4()),

@@ -4,13 +4,14 @@ Two modes. *Fan-out* (the default) gives every matching phone `repeat` runs, eac
 own queue `device.<serial>`. *Any N* (`count=N`) creates N runs that any matching phone may take:
 when the selector is exactly one capability (all / soc= / htp_arch=) they go to that capability's
 queue (`any`, `soc.<SoC>`, `arch.<N>`), where the first free phone takes them; otherwise they are
-spread over the matching phones' own queues, least-loaded first. A selector that matches no online
-phone is refused at submit time.
+spread over the matching phones' own queues, least-loaded first (the load: each phone's runs
+still queued or running, asked of the caller only then). A selector that matches no online phone
+is refused at submit time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from hexfleet.broker import ANY_QUEUE, arch_queue, device_queue, soc_queue
@@ -51,9 +52,13 @@ def plan_runs(
     *,
     repeat: int = 1,
     count: int | None = None,
-    load: Mapping[str, int] | None = None,
+    load: Callable[[], Mapping[str, int]] | None = None,
 ) -> list[PlannedRun]:
-    """Expand a job over the online `devices` (fact mappings with at least `serial`)."""
+    """Expand a job over the online `devices` (fact mappings with at least `serial`).
+
+    `load()` gives each phone's pending runs; it is called only when any-N runs are spread over
+    the phones' own queues (no capability queue fits the selector), so other jobs never pay
+    for the query behind it."""
     if repeat < 1 or (count is not None and count < 1):
         raise InvalidRequest("repeat and count must be at least 1")
     matching = sorted(selector.select(devices), key=lambda d: str(d["serial"]))
@@ -68,7 +73,7 @@ def plan_runs(
     if shared is not None:
         return [PlannedRun(i, shared, None) for i in range(count)]
     pending = dict.fromkeys((str(d["serial"]) for d in matching), 0)
-    for serial, busy in (load or {}).items():
+    for serial, busy in (load() if load else {}).items():
         if serial in pending:
             pending[serial] = busy
     planned = []

@@ -99,10 +99,6 @@ class PhoneFilesystem:
         """Call `refresh(self)` before any path under `prefix` is resolved (live /sys files)."""
         self._refreshers.append((prefix, refresh))
 
-    def normalize(self, path: str, cwd: str = "/") -> str:
-        """The absolute device path `path` names from `cwd`, with `.`, `..` and `//` folded."""
-        return self.resolve(path, cwd, follow_final=False).device
-
     def resolve(self, path: str, cwd: str = "/", *, follow_final: bool = True) -> Resolved:
         """Resolve a device path to its host path inside the root; raise OSError otherwise.
 

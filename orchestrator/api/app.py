@@ -26,7 +26,6 @@ from hexfleet.errors import (
     InvalidRequest,
     ModelError,
     NotFound,
-    NotImplementedYet,
     ServiceUnavailable,
 )
 from hexfleet.manifest import SHA256_PATTERN, parse_manifest
@@ -53,7 +52,6 @@ STATUS = {
     ModelError: 400,
     NotFound: 404,
     ArtifactMismatch: 409,
-    NotImplementedYet: 501,
     ServiceUnavailable: 503,
 }
 

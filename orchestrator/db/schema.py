@@ -72,7 +72,6 @@ class Host(Base):
     __tablename__ = "hosts"
 
     id: Mapped[str] = mapped_column(String(128), primary_key=True)
-    agent_version: Mapped[str] = mapped_column(String(32), default="")
     last_seen: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
     devices: Mapped[list[Device]] = relationship(back_populates="host")

@@ -1,4 +1,4 @@
-"""Fixtures for the browser tests: a real embedded farm (tests/e2e's build_farm: adb server,
+"""Fixtures for the browser tests: a real embedded farm (farm_support's build_farm: adb server,
 virtual phones, agent, API, ingest) with a job in it, and Debian's headless Chromium (Selenium).
 
 Chromium and chromedriver come from Debian (`apt-get install chromium chromium-driver`; .ci/run
@@ -8,18 +8,18 @@ they fail. Screenshots are written to test-artifacts/browser/ at the repository'
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from farm_support import Farm, build_farm, job_body
 from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.service import Service
+from waiting import wait_until as wait_for
 
 from hexfleet.settings import Settings
 
@@ -29,25 +29,8 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 
 
-def _e2e() -> Any:
-    """tests/e2e/conftest.py as a module of its own name (a second `conftest` would clash)."""
-    spec = importlib.util.spec_from_file_location(
-        "e2e_farm", ROOT / "tests" / "e2e" / "conftest.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while building the class
-    spec.loader.exec_module(module)
-    return module
-
-
-e2e = _e2e()
-Farm = e2e.Farm
-job_body = e2e.job_body
-
-
 def wait_until(condition: Callable[[], Any], timeout: float = 60.0, what: str = "") -> Any:
-    """e2e's wait_until, where an element replaced by the page's live refresh between finding
+    """wait_until, where an element replaced by the page's live refresh between finding
     it and reading it counts as "not yet" (the next poll finds the new one)."""
 
     def fresh() -> Any:
@@ -56,12 +39,12 @@ def wait_until(condition: Callable[[], Any], timeout: float = 60.0, what: str = 
         except StaleElementReferenceException:
             return None
 
-    return e2e.wait_until(fresh, timeout, what)
+    return wait_for(fresh, timeout, what)
 
 
 @dataclass
 class Dashboard:
-    farm: Any
+    farm: Farm
     token: str
     benchmark_id: str
 
@@ -73,7 +56,7 @@ class Dashboard:
 @pytest.fixture(scope="module")
 def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
     """Two virtual phones (SM8550, SM8650) with a finished benchmark job on both."""
-    farms = e2e.build_farm(tmp_path_factory.mktemp("browser-farm"), {}, ["sm8550", "sm8650"])
+    farms = build_farm(tmp_path_factory.mktemp("browser-farm"), {}, ["sm8550", "sm8650"])
     farm = next(farms)
     try:
         bench = farm.post(

@@ -21,7 +21,8 @@ from pathlib import Path
 import adbutils
 import pytest
 from agent_support import VIEWER_TOKEN, ModelServer, Runs
-from virtual_phone_support import ADB, AdbServer, free_port, wait_until
+from virtual_phone_support import ADB, AdbServer
+from waiting import free_port, wait_until
 
 from hexfleet.device_agent.execution import Executor, ThermalGate
 from hexfleet.device_agent.host_cache import HostCache

@@ -1,4 +1,4 @@
-"""Helpers for device_agent tests: free ports, waiting on a condition, a private adb server.
+"""A private adb server for device_agent tests (waiting and free ports: tests/support/waiting.py).
 
 Imported by tests/device_agent/conftest.py and by test modules under virtual/ and agent/.
 """
@@ -6,33 +6,13 @@ Imported by tests/device_agent/conftest.py and by test modules under virtual/ an
 from __future__ import annotations
 
 import contextlib
-import socket
 import subprocess
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import adbutils
+from waiting import wait_until
 
 ADB = adbutils.adb_path()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_until(condition: Callable[[], object], timeout: float = 10.0, what: str = "") -> object:
-    """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
-        time.sleep(0.02)
 
 
 @dataclass
@@ -56,7 +36,7 @@ class AdbServer:
         """`adb connect` and wait until the server lists the phone as `device`."""
         message = self.client.connect(serial, timeout=10)
         assert "connected" in message, message
-        wait_until(lambda: self.state(serial) == "device", what=f"{serial} online")
+        wait_until(lambda: self.state(serial) == "device", 10, f"{serial} online")
         return self.client.device(serial)
 
     def state(self, serial: str) -> str | None:

@@ -8,8 +8,9 @@ import socket
 import subprocess
 from pathlib import Path
 
-from conftest import HEXFLEET, free_port, wait_until  # noqa: F401
+from farm_support import HEXFLEET
 from synthetic_sd import write_tiny_layout
+from waiting import free_port, free_port_pair, wait_until
 
 from hexfleet.cli.farm import FarmState, state_file
 from hexfleet.models.registration import register_tiny_sd
@@ -43,7 +44,7 @@ def test_up_generate_down(tmp_path: Path) -> None:
         env.pop(key, None)
     settings = Settings(data_dir=data)
     register_tiny_sd(ModelStore.from_settings(settings), write_tiny_layout(tmp_path / "tiny"))
-    base = free_port()
+    base = free_port_pair()  # two phones: base and base + 1
     up = _cli(env, "up", "--phones", "sm8550,sm8750", "--compute", "cpu", "--base-port", str(base))
     try:
         assert up.returncode == 0, up.stderr + up.stdout

@@ -9,8 +9,9 @@ import json
 from pathlib import Path
 
 import numpy as np
-from conftest import Farm, job_body, wait_until
+from farm_support import Farm, job_body
 from PIL import Image
+from waiting import wait_until
 
 from hexfleet.models.store import ModelStore
 from hexfleet.virtual_phone.faults import FaultCommand

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Farm, build_farm
+from farm_support import Farm, build_farm
 
 from hexfleet.virtual_phone.faults import FaultCommand
 

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
-from conftest import Farm, build_farm, job_body, wait_until
+from farm_support import Farm, build_farm, job_body
+from waiting import wait_until
 
 SUBMIT = "submit-secret"
 

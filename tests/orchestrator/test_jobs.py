@@ -121,11 +121,25 @@ def _lost(run: Run) -> RunResult:
     )
 
 
+def test_any_n_goes_to_the_least_loaded_phones_first(
+    db_engine: Engine, dispatcher: CeleryDispatcher, add_fleet: AddFleet
+) -> None:
+    with Session(db_engine) as session:
+        add_fleet(session, FLEET)
+        first = submit(session, request(selector="htp_arch>=75", count=1), dispatcher, "alice")
+        assert [r.device_serial for r in first.runs] == ["b"]
+        job = submit(session, request(selector="htp_arch>=75", count=3), dispatcher, "alice")
+        slots = sorted(job.runs, key=lambda r: r.slot)
+        assert [r.device_serial for r in slots] == ["c", "b", "c"], "b had a run queued"
+
+
 def test_a_lost_run_is_retried_on_another_phone_up_to_the_bound(
     db_engine: Engine, dispatcher: CeleryDispatcher, add_fleet: AddFleet, redis_url: str
 ) -> None:
     with Session(db_engine) as session:
-        add_fleet(session, FLEET + [("d", "SM8650", 75)])
+        # One matching phone per attempt: b and c, and one more for each retry past the first.
+        spares = [(f"x{i}", "SM8650", 75) for i in range(RETRY_LIMIT - 1)]
+        add_fleet(session, FLEET + spares)
         job = submit(session, request(selector="htp_arch>=75", count=1), dispatcher, "alice")
         (first,) = job.runs
         assert first.device_serial == "b"

@@ -46,7 +46,9 @@ def test_any_n_uses_the_capability_queue(selector: str, queue: str) -> None:
 
 
 def test_any_n_with_a_compound_selector_spreads_least_loaded_first() -> None:
-    runs = plan_runs(parse_selector("model~Galaxy,htp_arch>=73"), FLEET, count=4, load={"a": 2})
+    runs = plan_runs(
+        parse_selector("model~Galaxy,htp_arch>=73"), FLEET, count=4, load=lambda: {"a": 2}
+    )
     assert [r.serial for r in runs] == ["b", "c", "b", "c"]
 
 

@@ -6,35 +6,20 @@ import datetime as dt
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from waiting import free_port, wait_until
 
 from hexfleet.broker import INGEST_HEARTBEAT_TASK, INGEST_QUEUE, make_celery
 from hexfleet.messages import DeviceFacts, DeviceHealth, Heartbeat
 from hexfleet.settings import Settings
 
 HEXFLEET = str(Path(sys.executable).parent / "hexfleet")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_until(predicate, timeout: float = 30.0) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail("condition not reached before the deadline")
-        time.sleep(0.1)
 
 
 @pytest.fixture
@@ -64,7 +49,7 @@ def served(data_dir: Path) -> Iterator[tuple[dict[str, str], Settings]]:
             return False
 
     try:
-        wait_until(healthy)
+        wait_until(healthy, 30, "the API")
         yield env, settings
     finally:
         process.send_signal(signal.SIGINT)
@@ -104,7 +89,7 @@ def test_serve_ingests_heartbeats_that_the_cli_then_shows(
         )
         return json.loads(result.stdout)
 
-    wait_until(lambda: len(listed()) == 1)
+    wait_until(lambda: len(listed()) == 1, 30, "the heartbeat in the device list")
     (device,) = listed()
     assert (device["serial"], device["htp_arch"], device["battery_level"]) == ("vp-8650", 75, 77)
     table = subprocess.run(

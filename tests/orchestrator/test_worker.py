@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-import time
 import uuid
 
 import pytest
 from celery.contrib.testing.worker import start_worker
 from sqlalchemy.orm import Session
+from waiting import wait_until
 
 from hexfleet.broker import (
     INGEST_HEARTBEAT_TASK,
@@ -24,14 +24,6 @@ from hexfleet.orchestrator.worker import make_ingest_app
 from hexfleet.settings import Settings
 
 NOW = dt.datetime(2026, 11, 23, tzinfo=dt.UTC)
-
-
-def _wait_for(predicate, timeout: float = 20.0) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail("condition not reached before the deadline")
-        time.sleep(0.05)
 
 
 @pytest.mark.parametrize("broker", ["redis", "embedded"])
@@ -86,7 +78,7 @@ def test_ingest_worker_writes_each_message_once(
                 stored = session.get_one(Run, run.id)
                 return stored.state == "succeeded"
 
-        _wait_for(landed)
+        wait_until(landed, 20, "every message in the database")
     with Session(sessions.kw["bind"]) as session:
         stored = session.get_one(Run, run.id)
         assert stored.timings == {"total_ms": 5.0}

@@ -24,7 +24,7 @@ from agent_support import (
     watch_phone,
 )
 from PIL import Image
-from virtual_phone_support import wait_until
+from waiting import wait_until
 
 from hexfleet.device_agent.phone import Phone as AgentPhone
 from hexfleet.device_agent.phone import job_dir
@@ -198,3 +198,23 @@ def test_a_model_file_deleted_behind_the_agents_back_is_pushed_again_and_the_run
     assert second.outcome == "succeeded", second.error
     assert agent_phone.sha256(f"{CACHE_DIR}/{unet.sha256}") == unet.sha256
     assert runs.executor.last_push is not None and runs.executor.last_push.pushed_files == 1
+
+
+def test_a_corrupt_cached_file_is_found_on_the_phone_pushed_again_and_the_run_succeeds(
+    runs: Runs, phone: VirtualPhone, agent_phone: AgentPhone, manifest: Manifest
+) -> None:
+    """The runner refuses a cached file that does not hash to its name (ArtifactMismatch); the
+    agent hashes the manifest's files on the phone, pushes the bad one again and runs once more."""
+    first = runs.executor.execute(make_task(manifest))
+    assert first.outcome == "succeeded", first.error
+    unet = manifest.components["unet"].file
+    cached = phone.fs.resolve(f"{CACHE_DIR}/{unet.sha256}").host
+    data = bytearray(cached.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size: the pusher's listing still counts it present
+    cached.chmod(0o644)
+    cached.write_bytes(bytes(data))
+
+    second = runs.executor.execute(make_task(manifest))
+    assert second.outcome == "succeeded", second.error
+    assert second.metrics["pushed_bytes"] == unet.size, "only the corrupt file went again"
+    assert agent_phone.sha256(f"{CACHE_DIR}/{unet.sha256}") == unet.sha256

@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from agent_support import ModelServer
-from virtual_phone_support import AdbServer, wait_until
+from virtual_phone_support import AdbServer
+from waiting import wait_until
 
 from hexfleet.broker import INGEST_HEARTBEAT_TASK, INGEST_QUEUE
 from hexfleet.device_agent.agent import Agent

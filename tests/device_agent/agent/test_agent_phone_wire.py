@@ -31,7 +31,7 @@ def test_files_round_trip_at_every_chunk_boundary(
         remote = f"{DEVICE_ROOT_DIR}/wire/file-{size}"
         assert agent_phone.push(local, remote) == size
         assert agent_phone.sha256(remote) == hashlib.sha256(data).hexdigest()
-        assert agent_phone.pull_bytes(remote) == data
+        assert agent_phone.pull_with(remote, lambda _raw: []) == (data, [])
     names = [f"{DEVICE_ROOT_DIR}/wire/file-{size}" for size in SIZES]
     # A file naming the files to pull next, all in one session (a result.json and its outputs).
     agent_phone.push_bytes("\n".join(names).encode(), f"{DEVICE_ROOT_DIR}/wire/list")
@@ -70,7 +70,7 @@ def test_a_missing_file_or_cache_is_reported_and_the_connection_stays_usable(
 ) -> None:
     assert agent_phone.cache_entries() == {}
     with pytest.raises(DeviceLost, match=r"pulling missing\.bin"):
-        agent_phone.pull_bytes(f"{DEVICE_ROOT_DIR}/missing.bin")
+        agent_phone.pull_with(f"{DEVICE_ROOT_DIR}/missing.bin", lambda _raw: [])
     with pytest.raises(DeviceLost, match="pushing a file"):
         agent_phone.push_bytes(b"x", "/system/bin/not-writable")
     assert agent_phone.shell("echo", "still here")[1] == "still here\n"

@@ -6,7 +6,7 @@ and a repeated benchmark held back until the phone is back near the idle its fir
 from __future__ import annotations
 
 from agent_support import LONG_RUN, RunnerWatch, Runs, finished, in_background, make_task
-from virtual_phone_support import wait_until
+from waiting import wait_until
 
 from hexfleet.device_agent.execution import THERMAL_POLL_S, Executor, ThermalGate
 from hexfleet.device_agent.host_cache import HostCache
@@ -30,7 +30,6 @@ def test_a_hot_phone_throttles_and_a_benchmark_waits_until_it_cooled(
     heater = make_task(manifest, **LONG_RUN)
     heating, heated = in_background(runs.executor, heater)
     wait_until(lambda: agent_phone.health().throttled, 60, "thermal status 3 (severe)")
-    assert (agent_phone.thermal()[0] or 0) >= 3
 
     start = ThermalGate(LIMIT_C, max_wait_s=1.0).wait(agent_phone)
     assert start.temp_c is not None and start.temp_c >= LIMIT_C and not start.ready
@@ -61,9 +60,7 @@ def test_a_hot_phone_throttles_and_a_benchmark_waits_until_it_cooled(
     assert result.metrics["temp_after_c"] is not None
     (heater_pid, bench_pid) = sorted(watch.started)
     assert watch.started[bench_pid] >= watch.ended[heater_pid], "ran before the phone cooled"
-    wait_until(lambda: not agent_phone.health().throttled,
-    30,
-    "the idle phone to cool again"),
+    wait_until(lambda: not agent_phone.health().throttled, 30, "the idle phone to cool again")
 
 
 def test_a_repeated_benchmark_waits_until_the_phone_is_back_near_its_idle_temperature(

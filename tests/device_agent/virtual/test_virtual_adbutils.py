@@ -11,7 +11,8 @@ from pathlib import Path
 
 import adbutils
 import pytest
-from virtual_phone_support import AdbServer, wait_until
+from virtual_phone_support import AdbServer
+from waiting import wait_until
 
 from hexfleet.virtual_phone.fleet import ThreadedFleet
 from hexfleet.virtual_phone.phone import VirtualPhone
@@ -167,12 +168,12 @@ def test_phone_killed_mid_push_raises_and_comes_back(
 
     pusher = threading.Thread(target=push)
     pusher.start()
-    wait_until(lambda: partial.exists() and partial.stat().st_size > 2 * MB, what="push under way")
+    wait_until(lambda: partial.exists() and partial.stat().st_size > 2 * MB, 10, "push under way")
     fleet.stop_phone(phone)
     pusher.join(timeout=30)
     assert not pusher.is_alive() and raised, "adbutils did not notice the phone dying"
     assert not partial.exists(), "a partial upload was left behind"
-    wait_until(lambda: adb_server.state(phone.serial) != "device", what="phone offline")
+    wait_until(lambda: adb_server.state(phone.serial) != "device", 10, "phone offline")
     phone.faults.clear_link()
     fleet.restart_phone(phone)
     again = adb_server.connect(phone.serial)
@@ -195,7 +196,7 @@ def test_offline_and_back_with_the_same_serial(
 ) -> None:
     serialno = device.getprop("ro.serialno")
     fleet.call(phone.go_offline(0.5))
-    wait_until(lambda: adb_server.state(phone.serial) != "device", what="phone offline")
-    wait_until(lambda: phone.online, what="phone listening again")
+    wait_until(lambda: adb_server.state(phone.serial) != "device", 10, "phone offline")
+    wait_until(lambda: phone.online, 10, "phone listening again")
     again = adb_server.connect(phone.serial)
     assert again.getprop("ro.serialno") == serialno

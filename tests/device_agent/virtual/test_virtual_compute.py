@@ -13,7 +13,8 @@ import adbutils
 import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from virtual_phone_support import AdbServer, wait_until
+from virtual_phone_support import AdbServer
+from waiting import wait_until
 
 from hexfleet.virtual_phone.phone import VirtualPhone
 from hexfleet.virtual_phone.programs import RUNNER_PATH
@@ -136,14 +137,14 @@ def test_sustained_compute_heats_past_throttling_and_cools_idle(
     stream = runner_device.shell(f"{RUNNER_PATH} {spec}", stream=True)
     try:
         read_until(stream, b"started\n")
-        wait_until(lambda: int(runner_device.shell(f"cat {nsp}")) >= 85_000, what="throttling")
+        wait_until(lambda: int(runner_device.shell(f"cat {nsp}")) >= 85_000, 10, "throttling")
         status = runner_device.shell("dumpsys thermalservice")
         assert "Thermal Status: 3" in status or "Thermal Status: 4" in status
         runner_device.shell("touch /data/local/tmp/go")
         read_until(stream, b"progress 1/1")
     finally:
         stream.close()
-    wait_until(lambda: int(runner_device.shell(f"cat {nsp}")) < 40_000, what="cooling")
+    wait_until(lambda: int(runner_device.shell(f"cat {nsp}")) < 40_000, 10, "cooling")
 
 
 def test_a_computing_phone_keeps_its_sys_files_current_for_programs_that_read_them(
@@ -156,7 +157,7 @@ def test_a_computing_phone_keeps_its_sys_files_current_for_programs_that_read_th
     stream = runner_device.shell(f"{RUNNER_PATH} {spec}", stream=True)
     try:
         read_until(stream, b"started\n")
-        wait_until(lambda: int(host_file.read_text()) >= idle + 20_000, what="a warmer /sys file")
+        wait_until(lambda: int(host_file.read_text()) >= idle + 20_000, 10, "a warmer /sys file")
         runner_device.shell("touch /data/local/tmp/go")
         read_until(stream, b"progress 1/1")
     finally:

@@ -8,7 +8,8 @@ import time
 
 import adbutils
 import pytest
-from virtual_phone_support import AdbServer, wait_until
+from virtual_phone_support import AdbServer
+from waiting import wait_until
 
 from hexfleet.virtual_phone.faults import FaultCommand, LinkFaults
 from hexfleet.virtual_phone.fleet import ThreadedFleet
@@ -61,7 +62,7 @@ def test_fault_commands_apply_to_a_phone(
     fleet.call(phone.apply(FaultCommand(kind="slow_npu", value=0.05)))
     assert phone.programs.environment()["HEXFLEET_VIRTUAL_SLOW_NPU"] == "0.05"
     fleet.call(phone.apply(FaultCommand(kind="offline")))
-    wait_until(lambda: adb_server.state(phone.serial) != "device", what="offline")
+    wait_until(lambda: adb_server.state(phone.serial) != "device", 10, "offline")
     fleet.call(phone.apply(FaultCommand(kind="online")))
     assert adb_server.connect(phone.serial).shell("echo back") == "back"
     fleet.call(phone.apply(FaultCommand(kind="clear")))
@@ -73,8 +74,8 @@ def test_reboot_drops_the_phone_and_it_returns(
     adb_server: AdbServer, device: adbutils.AdbDevice, phone: VirtualPhone
 ) -> None:
     device.shell("reboot")
-    wait_until(lambda: adb_server.state(phone.serial) != "device", what="rebooting")
-    wait_until(lambda: phone.online, what="rebooted")
+    wait_until(lambda: adb_server.state(phone.serial) != "device", 10, "rebooting")
+    wait_until(lambda: phone.online, 10, "rebooted")
     assert adb_server.connect(phone.serial).getprop("sys.boot_completed") == "1"
 
 

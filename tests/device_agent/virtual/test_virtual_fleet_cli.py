@@ -3,28 +3,13 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from farm_support import HEXFLEET
 from virtual_phone_support import AdbServer
-
-HEXFLEET = str(Path(sys.executable).parent / "hexfleet")
-
-
-def free_port_pair() -> int:
-    for _ in range(50):
-        with socket.socket() as first, socket.socket() as second:
-            first.bind(("127.0.0.1", 0))
-            port = first.getsockname()[1]
-            try:
-                second.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-            return port
-    raise AssertionError("no two consecutive free ports")
+from waiting import free_port_pair
 
 
 @pytest.fixture
