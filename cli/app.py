@@ -16,7 +16,7 @@ import typer
 from hexfleet import __version__
 from hexfleet.cli import views
 from hexfleet.cli.agent_commands import agent_app
-from hexfleet.cli.client import ApiClient
+from hexfleet.cli.client import ApiClient, check_job_id
 from hexfleet.cli.model_commands import models_app
 from hexfleet.cli.virtual_device_commands import virtual_devices_app
 from hexfleet.errors import (
@@ -88,7 +88,7 @@ def jobs(
 def job(job_id: str, as_json: JsonFlag = False) -> None:
     """Show one job with its runs, their state, progress and timings."""
     with _client() as client:
-        found = client.get(f"/api/v1/jobs/{job_id}")
+        found = client.get(f"/api/v1/jobs/{check_job_id(job_id)}")
     if as_json:
         _print_json(found)
     else:
@@ -101,7 +101,7 @@ def job(job_id: str, as_json: JsonFlag = False) -> None:
 def cancel(job_id: str) -> None:
     """Cancel a job: queued runs are revoked, running ones stopped on their phone."""
     with _client() as client:
-        found = client.post(f"/api/v1/jobs/{job_id}/cancel")
+        found = client.post(f"/api/v1/jobs/{check_job_id(job_id)}/cancel")
     typer.echo(f"job {found['id']} {found['state']}")
 
 
@@ -112,7 +112,7 @@ def results(
 ) -> None:
     """Download a job's images and a JSON of its timings into a folder."""
     with _client() as client:
-        found = client.get(f"/api/v1/jobs/{job_id}")
+        found = client.get(f"/api/v1/jobs/{check_job_id(job_id)}")
         written = views.save_results(client, found, out)
     typer.echo(f"{len(written)} files in {out}")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import httpx
@@ -20,8 +21,19 @@ ERRORS: dict[int, type[HexfleetError]] = {
     403: InvalidRequest,
     404: NotFound,
     409: InvalidRequest,
+    413: InvalidRequest,
     422: InvalidRequest,
 }
+
+
+def check_job_id(value: str) -> str:
+    """A job id is a UUID; anything else is a one-line error before it becomes part of a URL."""
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise InvalidRequest(
+            f"{value[:80]!r} is not a job id (a UUID, as `hexfleet jobs` lists them)"
+        ) from None
 
 
 def _reason(response: httpx.Response) -> str:
@@ -61,6 +73,8 @@ class ApiClient:
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             response = self.http.request(method, path, **kwargs)
+        except httpx.InvalidURL as exc:
+            raise InvalidRequest(f"not a valid API path: {path[:80]!r} ({exc})") from exc
         except httpx.TransportError as exc:
             raise ServiceUnavailable(
                 f"the hexfleet API at {self.base_url} does not answer ({exc}); "

@@ -17,8 +17,8 @@ Precision = Literal["fp32", "w8a8", "w8a16"]
 Role = Literal["text_encoder", "unet", "vae_decoder"]
 PRECISIONS: tuple[str, ...] = ("fp32", "w8a8", "w8a16")
 ROLES: tuple[Role, ...] = ("text_encoder", "unet", "vae_decoder")
-NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}\Z")
+SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}\Z")
 
 
 def check_name(kind: str, value: str) -> str:

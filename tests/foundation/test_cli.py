@@ -79,3 +79,23 @@ def test_generate_takes_images_per_prompt_as_images_not_count() -> None:
     assert "Images per prompt" in shown.stdout and "--count" not in shown.stdout
     refused = _run("generate", "a red circle", "--count", "2")
     assert refused.returncode == 2 and "--count" in refused.stderr
+
+
+@pytest.mark.parametrize("command", [["job"], ["cancel"], ["results"]])
+@pytest.mark.parametrize("job_id", ["abc\ndef", "../../health", "x" * 5000, "1; rm -rf /"])
+def test_a_malformed_job_id_is_one_line_before_any_request(
+    command: list[str], job_id: str, tmp_path: Path
+) -> None:
+    # The API is unreachable on purpose: the id must be refused before a request is built.
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "HEXFLEET_API_URL": "http://127.0.0.1:9",
+        "HEXFLEET_DATA_DIR": str(tmp_path),
+    }
+    options = ["--out", str(tmp_path / "out")] if command == ["results"] else []
+    result = _run(*command, job_id, *options, env=env)
+    assert result.returncode == 2, result.stderr
+    assert not (tmp_path / "out").exists()
+    assert result.stderr.startswith("error: ") and "is not a job id" in result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
