@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from hexfleet.bundle import RunnerBundle, RunnerInfo
 from hexfleet.states import PhoneState, RunKind, RunOutcome
 
 MESSAGE_VERSION = 1
@@ -49,6 +50,8 @@ class RunTask(Message):
     params: dict[str, Any]
     inputs: dict[str, bytes] = {}
     deadline_s: float = Field(gt=0)
+    # The registered runner bundles by ABI: the agent pushes the one its phone's ABI names.
+    bundles: dict[str, RunnerBundle] = {}
 
 
 class RunProgress(Message):
@@ -81,6 +84,8 @@ class RunResult(Message):
     images: list[ImageOut] = []
     tensors: dict[str, bytes] = {}
     error: str | None = None
+    # The runner behind this result (None when no runner ran: a push failed, the phone went away).
+    runner: RunnerInfo | None = None
     started_at: dt.datetime
     finished_at: dt.datetime
 
