@@ -20,8 +20,6 @@ from hexfleet.models.runtime import DEFAULT_HTP_ARCH, Runtime
 from hexfleet.models.similarity import psnr
 from hexfleet.models.store import ModelStore
 
-ATTRIBUTES = ("color", "shape", "position", "background")
-
 ImageCallback = Callable[[int, int], None]
 """Called after each evaluated prompt with (number done, total)."""
 
@@ -87,17 +85,10 @@ def held_out_prompts(manifest: Manifest, count: int) -> tuple[list[str], list[ob
 
 
 def _judge_all(images: list[np.ndarray], scenes: list[object]) -> tuple[float, dict[str, float]]:
-    from hexfleet.models.tiny_sd.judge import judge
+    from hexfleet.models.tiny_sd.judge import accuracy
 
-    judged = [judge(image) for image in images]
-    n = len(scenes)
-    accuracy = sum(j == s for j, s in zip(judged, scenes, strict=True)) / n
-    per = {
-        name: sum(getattr(j, name) == getattr(s, name) for j, s in zip(judged, scenes, strict=True))
-        / n
-        for name in ATTRIBUTES
-    }
-    return accuracy, per
+    per_attribute = accuracy(images, scenes)  # type: ignore[arg-type]
+    return per_attribute.pop("prompt_accuracy"), per_attribute
 
 
 def _failures(manifest: Manifest, result: Evaluation) -> list[str]:

@@ -19,7 +19,7 @@ from hexfleet.errors import InvalidRequest, ModelError
 from hexfleet.manifest import ROLES, Manifest
 from hexfleet.models.prompt_tokenizer import PromptTokenizer, load_tokenizer
 from hexfleet.models.runtime import Runtime, TensorSpec, open_session
-from hexfleet.models.schedulers import SchedulerConfig, make_scheduler
+from hexfleet.models.schedulers import SchedulerConfig, denoising, guide, make_scheduler
 from hexfleet.models.store import ModelStore
 
 StepCallback = Callable[[int, int, float], None]
@@ -254,7 +254,7 @@ class Pipeline:
                 )
                 for c in context
             )
-        return (uncond + np.float32(guidance) * (cond - uncond)).astype(np.float32)
+        return guide(uncond, cond, np.float32(guidance)).astype(np.float32)
 
     def decode(self, latents: np.ndarray) -> np.ndarray:
         """Latents → uint8 image, after undoing the latent scale."""
@@ -292,15 +292,19 @@ class Pipeline:
 
         m = self.manifest
         shape = (1, m.latent_channels, m.latent_size, m.latent_size)
-        latents = initial_noise(seed, shape) * np.float32(sampler.init_noise_sigma)
-        for number, t in enumerate(sampler.timesteps, start=1):
-            mark = time.perf_counter()
-            model_in = sampler.scale_model_input(latents, t)
-            prediction = self.predict(model_in, float(t), context, guidance)
-            latents = sampler.step(prediction, t, latents)
+        noise = initial_noise(seed, shape)
+        latents = noise
+
+        def predict(sample: np.ndarray, t: float) -> np.ndarray:
+            return self.predict(sample, t, context, guidance)
+
+        mark = time.perf_counter()
+        # The last latents are the result.
+        for number, latents in enumerate(denoising(sampler, predict, noise), start=1):  # noqa: B007
             timings.unet_steps.append(time.perf_counter() - mark)
             if on_step is not None:
                 on_step(number, steps, timings.unet_steps[-1])
+            mark = time.perf_counter()
 
         mark = time.perf_counter()
         image = self.decode(latents)

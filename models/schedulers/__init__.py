@@ -1,6 +1,8 @@
-"""Numpy schedulers for diffusion sampling (DDIM, Euler, DPM-Solver++ 2M) and their registry.
+"""Numpy schedulers for diffusion sampling (DDIM, Euler, DPM-Solver++ 2M), their registry and the
+sampling loop.
 
-`make_scheduler(name, config)` is the one way in; the names are what users type.
+`make_scheduler(name, config)` is the one way in; the names are what users type. `denoise` runs
+a scheduler over a model's predictions.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from hexfleet.models.schedulers.ddim import DDIMScheduler
 from hexfleet.models.schedulers.dpm_solver import DPMSolverMultistepScheduler
 from hexfleet.models.schedulers.euler import EulerDiscreteScheduler
 from hexfleet.models.schedulers.noise_schedule import SchedulerConfig
+from hexfleet.models.schedulers.sampling import Predict, denoise, denoising, guide
 
 SCHEDULERS: dict[str, Callable[[SchedulerConfig], Scheduler]] = {
     "ddim": DDIMScheduler,
@@ -29,4 +32,13 @@ def make_scheduler(name: str, config: SchedulerConfig) -> Scheduler:
     return factory(config)
 
 
-__all__ = ["SCHEDULERS", "Scheduler", "SchedulerConfig", "make_scheduler"]
+__all__ = [
+    "SCHEDULERS",
+    "Predict",
+    "Scheduler",
+    "SchedulerConfig",
+    "denoise",
+    "denoising",
+    "guide",
+    "make_scheduler",
+]

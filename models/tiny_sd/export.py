@@ -1,7 +1,9 @@
 """Exports a trained tiny-sd run to static-shape FP32 ONNX files and writes info.json.
 
 Also checks the ONNX files against torch and measures their prompt accuracy with a small
-onnxruntime DDIM sampler: `python -m hexfleet.models.tiny_sd.export runs/tiny_sd`.
+onnxruntime DDIM sampler: `python -m hexfleet.models.tiny_sd.export runs/tiny_sd`. Training
+(`hexfleet.models.tiny_sd.train`) calls `export_run` when it finishes; this module does not
+import training.
 """
 
 from __future__ import annotations
@@ -19,14 +21,17 @@ import torch
 from torch import nn
 
 from hexfleet.errors import ModelError
-from hexfleet.models.tiny_sd.judge import judge
-from hexfleet.models.tiny_sd.model import Decoder, TextEncoder, TinySDConfig, UNet, parameter_count
-from hexfleet.models.tiny_sd.tokenizer import WordTokenizer
-from hexfleet.models.tiny_sd.train import (
-    NUM_TRAIN_TIMESTEPS,
-    cosine_alphas_cumprod,
-    trailing_timesteps,
+from hexfleet.models.schedulers import denoise, guide, make_scheduler
+from hexfleet.models.tiny_sd.judge import accuracy
+from hexfleet.models.tiny_sd.model import (
+    NOISE_SCHEDULE,
+    Decoder,
+    TextEncoder,
+    TinySDConfig,
+    UNet,
+    parameter_count,
 )
+from hexfleet.models.tiny_sd.tokenizer import WordTokenizer
 from hexfleet.models.tiny_sd.world import Scene, prompt_for, split
 
 PACKAGE_DIR = Path(__file__).parent
@@ -178,7 +183,10 @@ def check_against_torch(
 
 
 class OnnxSampler:
-    """A minimal onnxruntime DDIM (trailing spacing, eta 0) + CFG sampler over the ONNX files."""
+    """A minimal onnxruntime DDIM (trailing spacing, eta 0) + CFG sampler over the ONNX files.
+
+    Its latents stay float64 between steps (the UNet sees float32), unlike the pipeline's float32.
+    """
 
     def __init__(self, weights: Path, scaling_factor: float, threads: int = 2) -> None:
         options = ort.SessionOptions()
@@ -194,7 +202,7 @@ class OnnxSampler:
         self.decoder = session("vae_decoder")
         self.scaling_factor = scaling_factor
         self.tokenizer = WordTokenizer.default()
-        self.alphas_cumprod = cosine_alphas_cumprod()
+        self.scheduler = make_scheduler("ddim", NOISE_SCHEDULE)
         shape = self.unet.get_inputs()[0].shape
         self.latent_shape = (1, *shape[1:])
 
@@ -203,11 +211,8 @@ class OnnxSampler:
             return self.text_encoder.run(None, {"input_ids": self.tokenizer.encode(text)[None]})[0]
 
         context = np.concatenate([embed(""), embed(prompt)])
-        x = np.random.default_rng(seed).standard_normal(self.latent_shape)
-        timesteps = trailing_timesteps(steps, NUM_TRAIN_TIMESTEPS)
-        for i, t in enumerate(timesteps):
-            a = self.alphas_cumprod[t]
-            a_prev = self.alphas_cumprod[timesteps[i + 1]] if i + 1 < len(timesteps) else 1.0
+
+        def predict(x: np.ndarray, t: float) -> np.ndarray:
             v_uncond, v_cond = self.unet.run(
                 None,
                 {
@@ -216,10 +221,11 @@ class OnnxSampler:
                     "encoder_hidden_states": context,
                 },
             )[0].astype(np.float64)
-            v = v_uncond + guidance_scale * (v_cond - v_uncond)
-            x0 = np.sqrt(a) * x - np.sqrt(1 - a) * v
-            eps = np.sqrt(1 - a) * x + np.sqrt(a) * v
-            x = np.sqrt(a_prev) * x0 + np.sqrt(1 - a_prev) * eps
+            return guide(v_uncond, v_cond, guidance_scale)
+
+        self.scheduler.set_timesteps(steps)
+        noise = np.random.default_rng(seed).standard_normal(self.latent_shape)
+        x = denoise(self.scheduler, predict, noise)
         latent = (x / self.scaling_factor).astype(np.float32)
         image = self.decoder.run(None, {"latent_sample": latent})[0][0]
         return np.clip(np.rint((image.transpose(1, 2, 0) + 1) * 127.5), 0, 255).astype(np.uint8)
@@ -229,18 +235,11 @@ def onnx_accuracy(
     sampler: OnnxSampler, scenes: list[Scene], steps: int, guidance_scale: float, seed: int = 0
 ) -> dict[str, float]:
     """Prompt accuracy (and per attribute) of the ONNX model on scenes, seed + i per prompt."""
-    judged = [
-        judge(sampler(prompt_for(scene), steps, guidance_scale, seed + i))
+    images = [
+        sampler(prompt_for(scene), steps, guidance_scale, seed + i)
         for i, scene in enumerate(scenes)
     ]
-    n = len(scenes)
-    result = {"prompt_accuracy": sum(j == s for j, s in zip(judged, scenes, strict=True)) / n}
-    for field in ("color", "shape", "position", "background"):
-        result[field] = (
-            sum(getattr(j, field) == getattr(s, field) for j, s in zip(judged, scenes, strict=True))
-            / n
-        )
-    return result
+    return accuracy(images, scenes)
 
 
 def _sha256(path: Path) -> str:
@@ -306,11 +305,11 @@ def export_run(
         "latent_scaling_factor": meta["scaling_factor"],
         "vae_decoder_input": "latents / latent_scaling_factor",
         "vae_decoder_output_range": [-1.0, 1.0],
-        "prediction_type": "v_prediction",
-        "beta_schedule": "squaredcos_cap_v2",
-        "num_train_timesteps": NUM_TRAIN_TIMESTEPS,
-        "timestep_spacing": "trailing",
-        "set_alpha_to_one": True,
+        "prediction_type": NOISE_SCHEDULE.prediction_type,
+        "beta_schedule": NOISE_SCHEDULE.beta_schedule,
+        "num_train_timesteps": NOISE_SCHEDULE.num_train_timesteps,
+        "timestep_spacing": NOISE_SCHEDULE.timestep_spacing,
+        "set_alpha_to_one": NOISE_SCHEDULE.set_alpha_to_one,
         "clip_sample": False,
         "timestep_input": "float32 [1], the same timestep for both halves of the batch",
         "unet_batch": UNET_BATCH,

@@ -22,6 +22,8 @@ from hexfleet.models.tiny_sd.world import (
 )
 
 UNKNOWN = "unknown"
+ATTRIBUTES = ("color", "shape", "position", "background")
+"""The four things a scene is made of, in the order accuracy reports them."""
 # A pixel is foreground when its RGB distance to the background exceeds this (the closest two
 # palette colours are ~90 apart).
 FOREGROUND_DISTANCE = 40.0
@@ -120,12 +122,19 @@ def matches(image: np.ndarray, scene: Scene) -> bool:
     return judge(image) == scene
 
 
-def prompt_accuracy(images: Sequence[np.ndarray], scenes: Sequence[Scene]) -> float:
-    """The share of images whose judged scene is the scene they were generated for."""
+def accuracy(images: Sequence[np.ndarray], scenes: Sequence[Scene]) -> dict[str, float]:
+    """How often the judge reads back the scene each image was generated for.
+
+    "prompt_accuracy" counts images right on all four attributes; one key per attribute
+    (ATTRIBUTES) counts that attribute alone. Every image is judged once.
+    """
     if len(images) != len(scenes) or not scenes:
         raise InvalidRequest(
-            f"prompt_accuracy needs as many images as scenes (>0): {len(images)} vs {len(scenes)}"
+            f"accuracy needs as many images as scenes (>0): {len(images)} vs {len(scenes)}"
         )
-    return sum(matches(image, scene) for image, scene in zip(images, scenes, strict=True)) / len(
-        scenes
-    )
+    judged = [judge(image) for image in images]
+    pairs = list(zip(judged, scenes, strict=True))
+    result = {"prompt_accuracy": sum(j == s for j, s in pairs) / len(pairs)}
+    for name in ATTRIBUTES:
+        result[name] = sum(getattr(j, name) == getattr(s, name) for j, s in pairs) / len(pairs)
+    return result

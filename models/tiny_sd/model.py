@@ -12,6 +12,18 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from hexfleet.models.schedulers import SchedulerConfig
+
+NOISE_SCHEDULE = SchedulerConfig(
+    num_train_timesteps=1000,
+    beta_schedule="squaredcos_cap_v2",
+    prediction_type="v_prediction",
+    timestep_spacing="trailing",
+    set_alpha_to_one=True,
+)
+"""How tiny-sd is trained (cosine betas, v-prediction) and sampled (trailing DDIM steps ending on
+a clean image); training, export and info.json all read it from here."""
+
 
 @dataclass(frozen=True)
 class TinySDConfig:

@@ -26,12 +26,20 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from torch.nn import functional as F
 
 from hexfleet.errors import InvalidRequest
-from hexfleet.models.tiny_sd.judge import judge
-from hexfleet.models.tiny_sd.model import Decoder, TextEncoder, TinySDConfig, UNet, encode
+from hexfleet.models.schedulers import denoise, guide, make_scheduler
+from hexfleet.models.schedulers.noise_schedule import alphas_cumprod
+from hexfleet.models.tiny_sd.export import export_run
+from hexfleet.models.tiny_sd.judge import accuracy
+from hexfleet.models.tiny_sd.model import (
+    NOISE_SCHEDULE,
+    Decoder,
+    TextEncoder,
+    TinySDConfig,
+    UNet,
+    encode,
+)
 from hexfleet.models.tiny_sd.tokenizer import WordTokenizer
 from hexfleet.models.tiny_sd.world import Scene, prompt_for, render, split
-
-NUM_TRAIN_TIMESTEPS = 1000
 
 
 @dataclass
@@ -58,26 +66,6 @@ class TrainSettings:
     eval_scenes: int = 52
     guidance_scale: float = 1.5
     min_snr_gamma: float = 5.0
-
-
-def cosine_alphas_cumprod(num_steps: int = NUM_TRAIN_TIMESTEPS) -> np.ndarray:
-    """alphas_cumprod of diffusers' "squaredcos_cap_v2" betas (max beta 0.999), float64."""
-
-    def alpha_bar(t: float) -> float:
-        return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
-
-    betas = np.array(
-        [
-            min(1 - alpha_bar((i + 1) / num_steps) / alpha_bar(i / num_steps), 0.999)
-            for i in range(num_steps)
-        ]
-    )
-    return np.cumprod(1.0 - betas)
-
-
-def trailing_timesteps(steps: int, num_train: int = NUM_TRAIN_TIMESTEPS) -> np.ndarray:
-    """Diffusers' "trailing" spacing: [999, ..., ] descending, `steps` of them."""
-    return np.round(np.arange(num_train, 0, -num_train / steps)).astype(np.int64) - 1
 
 
 class Dataset:
@@ -190,33 +178,21 @@ def sample(
     context = torch.cat([uncond, cond])
     gen = torch.Generator().manual_seed(seed)
     shape = (len(scenes), cfg.latent_channels, cfg.latent_size, cfg.latent_size)
-    x = torch.randn(shape, generator=gen)
-    acp = torch.from_numpy(cosine_alphas_cumprod()).float()
-    timesteps = trailing_timesteps(steps)
-    for i, t in enumerate(timesteps):
-        a = acp[t]
-        a_prev = acp[timesteps[i + 1]] if i + 1 < len(timesteps) else torch.tensor(1.0)
-        tt = torch.full((2 * len(scenes),), float(t))
-        v_uncond, v_cond = unet(torch.cat([x, x]), tt, context).chunk(2)
-        v = v_uncond + guidance_scale * (v_cond - v_uncond)
-        x0 = a.sqrt() * x - (1 - a).sqrt() * v
-        eps = (1 - a).sqrt() * x + a.sqrt() * v
-        x = a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps
-    images = decoder(x / scaling_factor).clamp(-1, 1)
+
+    def predict(sample: np.ndarray, t: float) -> np.ndarray:
+        x = torch.from_numpy(sample)
+        v_uncond, v_cond = unet(
+            torch.cat([x, x]), torch.full((2 * len(scenes),), t), context
+        ).chunk(2)
+        return guide(v_uncond, v_cond, guidance_scale).numpy()
+
+    scheduler = make_scheduler("ddim", NOISE_SCHEDULE)
+    scheduler.set_timesteps(steps)
+    latents = torch.from_numpy(
+        denoise(scheduler, predict, torch.randn(shape, generator=gen).numpy())
+    )
+    images = decoder(latents / scaling_factor).clamp(-1, 1)
     return ((images + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
-
-
-def accuracy(images: np.ndarray, scenes: list[Scene]) -> dict[str, float]:
-    """Prompt accuracy and per-attribute accuracy of images judged against their scenes."""
-    judged = [judge(image) for image in images]
-    n = len(scenes)
-    result = {"prompt_accuracy": sum(j == s for j, s in zip(judged, scenes, strict=True)) / n}
-    for field in ("color", "shape", "position", "background"):
-        result[field] = (
-            sum(getattr(j, field) == getattr(s, field) for j, s in zip(judged, scenes, strict=True))
-            / n
-        )
-    return result
 
 
 def _lr(settings: TrainSettings, step: int, frac: float) -> float:
@@ -258,7 +234,8 @@ def train_diffusion(
         print(f"resumed at step {step} ({trained_seconds / 60:.1f} min)", flush=True)
     _, held_out = split()
     eval_scenes = held_out[:: max(1, len(held_out) // settings.eval_scenes)][: settings.eval_scenes]
-    acp = torch.from_numpy(cosine_alphas_cumprod()).float()
+    # The schedule is float64 numpy (shared with export and the pipeline); training runs in float32.
+    acp = torch.from_numpy(alphas_cumprod(NOISE_SCHEDULE)).float()
     latents = data.latents * scaling_factor
     ema_params = [
         (e, p)
@@ -308,7 +285,9 @@ def train_diffusion(
             ids = data.ids[idx].clone()
             drop = torch.rand(settings.batch_size, generator=gen) < settings.prompt_dropout
             ids[drop] = data.empty_ids
-            t = torch.randint(0, NUM_TRAIN_TIMESTEPS, (settings.batch_size,), generator=gen)
+            t = torch.randint(
+                0, NOISE_SCHEDULE.num_train_timesteps, (settings.batch_size,), generator=gen
+            )
             noise = torch.randn(x0.shape, generator=gen)
             a = acp[t][:, None, None, None]
             xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
@@ -453,8 +432,6 @@ def main(argv: list[str] | None = None) -> int:
     (run / "summary.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary), flush=True)
     if not args.no_export:
-        from hexfleet.models.tiny_sd.export import export_run
-
         export_run(run)
     return 0
 

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
+import math
+
 import numpy as np
 import pytest
 
 from hexfleet.errors import InvalidRequest
-from hexfleet.models.schedulers import SCHEDULERS, SchedulerConfig, make_scheduler
+from hexfleet.models.schedulers import (
+    SCHEDULERS,
+    Predict,
+    SchedulerConfig,
+    denoise,
+    denoising,
+    guide,
+    make_scheduler,
+)
 from hexfleet.models.schedulers.noise_schedule import alphas_cumprod, betas, spaced_timesteps
 
 SD15 = SchedulerConfig(
@@ -137,3 +148,121 @@ def test_the_registry_implements_exactly_the_names_a_spec_may_carry() -> None:
     from hexfleet.runner_spec import SCHEDULER_NAMES
 
     assert tuple(SCHEDULERS) == SCHEDULER_NAMES
+
+
+# tiny-sd's schedule: once written out in models/tiny_sd/train.py, now read from noise_schedule.
+# The old formulas, verbatim, are the reference; the weights were trained and exported on them.
+TINY_SD = SchedulerConfig(
+    beta_schedule="squaredcos_cap_v2",
+    prediction_type="v_prediction",
+    timestep_spacing="trailing",
+    set_alpha_to_one=True,
+)
+
+
+def _old_cosine_alphas_cumprod(num_steps: int = 1000) -> np.ndarray:
+    def alpha_bar(t: float) -> float:
+        return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
+
+    betas = np.array(
+        [
+            min(1 - alpha_bar((i + 1) / num_steps) / alpha_bar(i / num_steps), 0.999)
+            for i in range(num_steps)
+        ]
+    )
+    return np.cumprod(1.0 - betas)
+
+
+def _old_trailing_timesteps(steps: int, num_train: int = 1000) -> np.ndarray:
+    return np.round(np.arange(num_train, 0, -num_train / steps)).astype(np.int64) - 1
+
+
+def test_tiny_sd_alphas_are_bit_identical_to_the_old_formula() -> None:
+    shared = alphas_cumprod(TINY_SD)
+    assert shared.dtype == np.float64
+    assert shared.tobytes() == _old_cosine_alphas_cumprod().tobytes()
+    # The same bytes, captured from models/tiny_sd/train.py before the move.
+    digest = hashlib.sha256(shared.tobytes()).hexdigest()
+    assert digest == "3c1e39abad8af8814244fdf45152e511445687f0a85efd967bdeab47cf14dfcc"
+
+
+def test_trailing_timesteps_are_bit_identical_to_the_old_formula() -> None:
+    captured = {
+        1: [999],
+        2: [999, 499],
+        3: [999, 666, 332],
+        8: [999, 874, 749, 624, 499, 374, 249, 124],
+        20: list(range(999, 0, -50)),
+    }
+    for steps, expected in captured.items():
+        assert spaced_timesteps(TINY_SD, steps).tolist() == expected
+    overlong = []
+    for steps in range(1, 1001):
+        old, shared = _old_trailing_timesteps(steps), spaced_timesteps(TINY_SD, steps)
+        assert shared.dtype == old.dtype == np.int64
+        if len(old) == steps:
+            assert shared.tobytes() == old.tobytes(), steps
+        else:
+            # Float rounding in arange gave the old formula one point too many, timestep -1
+            # (ᾱ[-1] by wraparound); the shared grid keeps the first `steps`, as diffusers does.
+            assert old[-1] == -1 and shared.tobytes() == old[:steps].tobytes(), steps
+            overlong.append(steps)
+    assert overlong[:3] == [61, 103, 121] and len(overlong) == 62
+    assert 20 not in overlong and 8 not in overlong  # the step counts tiny-sd is evaluated at
+
+
+def _old_onnx_ddim_loop(predict: Predict, noise: np.ndarray, steps: int) -> np.ndarray:
+    """models/tiny_sd/export.py's former float64 DDIM loop, verbatim but for the model call."""
+    acp = _old_cosine_alphas_cumprod()
+    x = noise
+    timesteps = _old_trailing_timesteps(steps)
+    for i, t in enumerate(timesteps):
+        a = acp[t]
+        a_prev = acp[timesteps[i + 1]] if i + 1 < len(timesteps) else 1.0
+        v = predict(x, float(t))
+        x0 = np.sqrt(a) * x - np.sqrt(1 - a) * v
+        eps = np.sqrt(1 - a) * x + np.sqrt(a) * v
+        x = np.sqrt(a_prev) * x0 + np.sqrt(1 - a_prev) * eps
+    return x
+
+
+@pytest.mark.parametrize("steps", [1, 8, 20])
+def test_the_shared_ddim_loop_repeats_the_old_export_sampler_bit_for_bit(steps: int) -> None:
+    weights = np.random.default_rng(1).standard_normal((1, 3, 4, 4))
+
+    def predict(x: np.ndarray, t: float) -> np.ndarray:
+        # Any deterministic function of (x, t) will do; this one is not linear in x.
+        return np.tanh(x * weights + t / 1000)
+
+    noise = np.random.default_rng(0).standard_normal((1, 3, 4, 4))
+    scheduler = make_scheduler("ddim", TINY_SD)
+    scheduler.set_timesteps(steps)
+    shared = denoise(scheduler, predict, noise)
+    assert shared.tobytes() == _old_onnx_ddim_loop(predict, noise, steps).tobytes()
+
+
+def test_denoising_yields_every_step_and_scales_the_noise() -> None:
+    config = SchedulerConfig(timestep_spacing="linspace")
+    scheduler = make_scheduler("euler", config)
+    scheduler.set_timesteps(5)
+    seen: list[tuple[float, float]] = []
+
+    def predict(x: np.ndarray, t: float) -> np.ndarray:
+        seen.append((t, float(np.abs(x).max())))
+        return np.zeros_like(x)
+
+    noise = np.ones((1, 1, 2, 2), dtype=np.float32)
+    steps = list(denoising(scheduler, predict, noise))
+    assert len(steps) == 5 and all(s.dtype == np.float32 for s in steps)
+    assert [t for t, _ in seen] == scheduler.timesteps.tolist()
+    # Euler starts at sigma_max and feeds the model x / √(σ² + 1).
+    sigma = scheduler.init_noise_sigma
+    assert seen[0][1] == pytest.approx(sigma / (sigma**2 + 1) ** 0.5, rel=1e-6)
+    assert denoise(scheduler, predict, noise).tobytes() == steps[-1].tobytes()
+
+
+def test_guidance() -> None:
+    uncond, cond = np.array([1.0, 2.0]), np.array([3.0, 2.0])
+    assert guide(uncond, cond, 1.0).tolist() == cond.tolist()
+    assert guide(uncond, cond, 0.0).tolist() == uncond.tolist()
+    assert guide(uncond, cond, 1.5).tolist() == [4.0, 2.0]

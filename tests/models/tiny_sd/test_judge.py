@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from hexfleet.errors import InvalidRequest
-from hexfleet.models.tiny_sd.judge import UNKNOWN, judge, matches, prompt_accuracy
+from hexfleet.models.tiny_sd.judge import ATTRIBUTES, UNKNOWN, accuracy, judge, matches
 from hexfleet.models.tiny_sd.world import Scene, all_scenes, render
 
 
@@ -43,13 +43,26 @@ def test_wrong_attributes_do_not_match() -> None:
     assert not matches(image, Scene("red", "circle", "left", "black"))
 
 
-def test_prompt_accuracy() -> None:
+def test_accuracy_counts_whole_prompts_and_each_attribute() -> None:
     scenes = all_scenes()[:4]
     images = [render(scene) for scene in scenes]
-    assert prompt_accuracy(images, scenes) == 1.0
-    assert prompt_accuracy(images, scenes[1:] + scenes[:1]) == 0.0
+    assert accuracy(images, scenes) == {"prompt_accuracy": 1.0, **dict.fromkeys(ATTRIBUTES, 1.0)}
+    assert accuracy(images, scenes[1:] + scenes[:1])["prompt_accuracy"] == 0.0
+    # One image whose scene differs only in position: wrong as a prompt, right on the rest.
+    scene = Scene("red", "circle", "left", "blue")
+    moved = Scene("red", "circle", "right", "blue")
+    result = accuracy([render(scene), render(scene)], [scene, moved])
+    assert result == {
+        "prompt_accuracy": 0.5,
+        "color": 1.0,
+        "shape": 1.0,
+        "position": 0.5,
+        "background": 1.0,
+    }
+    with pytest.raises(InvalidRequest, match="as many images as scenes"):
+        accuracy(images, scenes[:2])
     with pytest.raises(InvalidRequest):
-        prompt_accuracy(images, scenes[:2])
+        accuracy([], [])
 
 
 def test_judge_rejects_non_images() -> None:

@@ -22,7 +22,11 @@ from hexfleet.models.pipeline import Pipeline
 from hexfleet.models.registration import register_tiny_sd
 from hexfleet.models.store import ModelStore
 from hexfleet.models.tiny_sd.export import export_run
-from hexfleet.models.tiny_sd.model import Attention
+from hexfleet.models.tiny_sd.judge import accuracy
+from hexfleet.models.tiny_sd.model import Attention, Decoder, TextEncoder, TinySDConfig, UNet
+from hexfleet.models.tiny_sd.tokenizer import WordTokenizer
+from hexfleet.models.tiny_sd.train import sample
+from hexfleet.models.tiny_sd.world import split
 
 ROOT = Path(__file__).parents[3]
 
@@ -99,3 +103,23 @@ def test_a_short_run_logs_checkpoints_resumes_and_exports(tmp_path: Path) -> Non
         "a red circle on the left", seed=0, steps=2
     )
     assert generated.image.shape == (64, 64, 3) and generated.image.dtype == np.uint8
+
+
+def test_the_training_time_evaluation_samples_and_scores() -> None:
+    """train.sample (torch UNet, shared DDIM loop) gives seeded uint8 images accuracy scores."""
+    torch.manual_seed(0)
+    tokenizer = WordTokenizer.default()
+    cfg = TinySDConfig(vocab_size=tokenizer.vocab_size, max_length=tokenizer.max_length)
+    parts = [TextEncoder(cfg).eval(), UNet(cfg).eval(), Decoder(cfg).eval()]
+    scenes = split()[1][:3]
+    images = sample(*parts, scenes, 1.0, cfg, steps=4)
+    assert images.shape == (3, 64, 64, 3) and images.dtype == np.uint8
+    assert np.array_equal(images, sample(*parts, scenes, 1.0, cfg, steps=4))
+    assert not np.array_equal(images, sample(*parts, scenes, 1.0, cfg, steps=4, seed=1))
+    assert set(accuracy(list(images), scenes)) == {
+        "prompt_accuracy",
+        "color",
+        "shape",
+        "position",
+        "background",
+    }
