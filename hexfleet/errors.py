@@ -1,15 +1,15 @@
 """hexfleet's error hierarchy. Callers act on the kind; the CLI maps each to one line + exit code.
 
-    HexfleetError
-    ├── InvalidRequest      user input that cannot be accepted (exit 2, HTTP 400/422)
-    ├── NotFound            a named thing does not exist (exit 3, HTTP 404)
-    ├── NotImplementedYet   a command a later release fills (exit 4)
-    ├── ServiceUnavailable  a server we need (database, broker, adb, API) does not answer (exit 5)
-    ├── DeviceError         something went wrong on a phone
-    │   ├── DeviceLost      the phone disappeared or the connection broke (retry elsewhere)
-    │   └── RunnerFailed    the on-device runner exited non-zero (a failed run, no retry)
-    ├── ArtifactMismatch    a file's sha256 is not the one it is named by
-    └── ModelError          a model file or manifest is unusable
+HexfleetError
+├── InvalidRequest      user input that cannot be accepted (exit 2, HTTP 400/422)
+├── NotFound            a named thing does not exist (exit 3, HTTP 404)
+├── NotImplementedYet   a command a later release fills (exit 4)
+├── ServiceUnavailable  a server we need (database, broker, adb, API) does not answer (exit 5)
+├── DeviceError         something went wrong on a phone
+│   ├── DeviceLost      the phone disappeared or the connection broke (retry elsewhere)
+│   └── RunnerFailed    the on-device runner exited non-zero (a failed run, no retry)
+├── ArtifactMismatch    a file's sha256 is not the one it is named by
+└── ModelError          a model file or manifest is unusable
 """
 
 from __future__ import annotations

@@ -1,18 +1,23 @@
 """The ingest worker: a Celery consumer of the `ingest` queue that writes agents' messages.
 
 Each message is validated into its typed model and written in its own transaction by
-`orchestrator.ingest`; a malformed message is logged and dropped (retrying cannot fix it), a
-database outage is retried by redelivery (late acknowledgement).
+`orchestrator.ingest`; a malformed message is logged and dropped (retrying cannot fix it). A
+database outage is waited out: the write is tried again with backoff for `outage_wait_s`, then the
+message goes back to the queue (late acknowledgement) and the next one waits the same way. The
+process also runs the reconciler (orchestrator.reconciliation) in a thread of its own.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from celery import Celery
+from celery.exceptions import Reject
 from pydantic import ValidationError
 from sqlalchemy import text
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from hexfleet.broker import (
@@ -21,12 +26,15 @@ from hexfleet.broker import (
     INGEST_QUEUE,
     INGEST_RESULT_TASK,
     make_celery,
+    queue_depths,
 )
 from hexfleet.errors import NotFound
 from hexfleet.messages import Heartbeat, RunProgress, RunResult
 from hexfleet.orchestrator.db.engine import make_engine, session_factory
 from hexfleet.orchestrator.dispatch import CeleryDispatcher
 from hexfleet.orchestrator.ingest import ingest_heartbeat, ingest_result, record_progress
+from hexfleet.orchestrator.reconciliation import Reconciler
+from hexfleet.orchestrator.reconciliation import from_settings as reconciler_from_settings
 from hexfleet.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -43,7 +51,7 @@ def make_ingest_app(settings: Settings, sessions: sessionmaker[Session] | None =
     if sessions is None:
         sessions = session_factory(make_engine(settings.resolved_database_url))
 
-    dispatcher = CeleryDispatcher(app)
+    dispatcher = CeleryDispatcher(app, settings.outage_wait_s)
 
     def _write(kind: str, model: type[Any], body: str, write: Any, durable: bool = True) -> None:
         try:
@@ -51,6 +59,24 @@ def make_ingest_app(settings: Settings, sessions: sessionmaker[Session] | None =
         except ValidationError as exc:
             log.error("dropping a malformed %s message: %s", kind, exc)
             return
+        give_up, pause = time.monotonic() + settings.outage_wait_s, 0.5
+        while True:
+            try:
+                _write_once(kind, message, write, durable)
+                return
+            except (OperationalError, InterfaceError) as exc:
+                if time.monotonic() + pause > give_up:
+                    log.error(
+                        "database away for %.0f s: %s back to the queue",
+                        settings.outage_wait_s,
+                        kind,
+                    )
+                    raise Reject(str(exc), requeue=True) from exc
+                log.warning("database away (%s): %s write again in %.1f s", exc, kind, pause)
+                time.sleep(pause)
+                pause = min(pause * 2, 5.0)
+
+    def _write_once(kind: str, message: Any, write: Any, durable: bool) -> None:
         with sessions() as session:
             if not durable and session.get_bind().dialect.name == "postgresql":
                 # Progress and heartbeats are superseded seconds later: no need to wait for
@@ -93,11 +119,27 @@ def run_ingest_worker(settings: Settings) -> None:
     (received, succeeded) are left out; hexfleet's own INFO lines stay."""
     for name in PER_MESSAGE_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
-    app = make_ingest_app(settings)
-    app.Worker(
-        queues=[INGEST_QUEUE],
-        concurrency=1,
-        pool="threads",
-        loglevel="INFO",
-        hostname="ingest@%h",
+    sessions = session_factory(make_engine(settings.resolved_database_url))
+    app = make_ingest_app(settings, sessions)
+    reconciler = start_reconciler(settings, sessions)
+    try:
+        app.Worker(
+            queues=[INGEST_QUEUE],
+            concurrency=1,
+            pool="threads",
+            loglevel="INFO",
+            hostname="ingest@%h",
+            # Neither is used, and both publish on broker reconnects (fewer ways to fail there).
+            without_mingle=True,
+            without_gossip=True,
+        ).start()
+    finally:
+        reconciler.stop()
+
+
+def start_reconciler(settings: Settings, sessions: sessionmaker[Session]) -> Reconciler:
+    """The reconciler thread, with a dispatcher (a broker connection) of its own."""
+    dispatcher = CeleryDispatcher(make_celery(settings, name="reconciler"), settings.outage_wait_s)
+    return reconciler_from_settings(
+        settings, sessions, dispatcher, lambda queues: queue_depths(settings, queues)
     ).start()
