@@ -89,7 +89,8 @@ def runs_table(job: dict[str, Any]) -> Table:
             f"{progress.get('step', 0)}/{progress.get('total', '?')}" if progress else "-",
             _fmt(total, " s", 2),
             _timing_label(r.get("simulated")) if r["timings"] else "-",
-            (r["error"] or "")[:60],
+            # An attempt the orchestrator ended says why (it was retried or failed for it).
+            (r["error"] or r.get("reason") or "")[:60],
         )
     return table
 
