@@ -25,7 +25,7 @@ from virtual_phone_support import ADB, AdbServer, free_port, wait_until
 
 from hexfleet.device_agent.execution import Executor, ThermalGate
 from hexfleet.device_agent.host_cache import HostCache
-from hexfleet.device_agent.phone import VirtualPhone as AgentPhone
+from hexfleet.device_agent.phone import Phone as AgentPhone
 from hexfleet.device_agent.push import ArtifactPusher
 from hexfleet.manifest import Manifest
 from hexfleet.messages import RunProgress
