@@ -26,7 +26,7 @@ import datetime as dt
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import redis
@@ -36,13 +36,14 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from hexfleet.errors import HexfleetError
+from hexfleet.messages import RunTask
 from hexfleet.orchestrator.db.schema import Device, Run
 from hexfleet.orchestrator.ingest import settle_job
 from hexfleet.orchestrator.jobs import Dispatcher, retry_lost, send_attempt
 from hexfleet.orchestrator.presence import heartbeat_age_s
 from hexfleet.orchestrator.scheduler import RETRY_LIMIT
 from hexfleet.settings import Settings
-from hexfleet.states import FINAL_JOB_STATES, PhoneState, RunState
+from hexfleet.states import FINAL_JOB_STATES, JobKind, PhoneState, RunState
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,27 @@ class Summary:
     @property
     def changed(self) -> bool:
         return bool(self.lost or self.resent or self.failed)
+
+
+class _AfterCommit:
+    """A dispatcher that holds sends until the pass is committed, so no message ever names an
+    attempt the database does not have. A send that fails then leaves its attempt queued with no
+    message: the next passes find it as a lost message and send it again."""
+
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self.dispatcher = dispatcher
+        self.held: list[tuple[RunTask, str, int]] = []
+
+    def send(self, task: RunTask, queue: str, priority: int) -> None:
+        self.held.append((task, queue, priority))
+
+    def revoke(self, run_ids: Sequence[str]) -> None:
+        self.dispatcher.revoke(run_ids)
+
+    def flush(self) -> None:
+        while self.held:
+            self.dispatcher.send(*self.held[0])
+            self.held.pop(0)
 
 
 def _locked_elsewhere(session: Session) -> bool:
@@ -164,22 +186,30 @@ def _lose(
     if device is not None and device.current_run_id == run.id:
         device.current_run_id = None
     summary.lost[run.id] = reason
-    retry = retry_lost(session, run, dispatcher)
+    try:
+        retry = retry_lost(session, run, dispatcher)
+    except (ValueError, HexfleetError) as exc:  # a job stored before its spec's rules changed
+        retry, why_not = None, f"its job cannot be sent again ({exc})"
+    else:
+        why_not = _why_not_retried(run)
     if retry is not None:
         summary.retried[run.id] = retry.id
         log.warning(
             "run %s attempt %d lost (%s): retried as %s", run.id, run.attempt, reason, retry.id
         )
         return
-    why_not = (
-        f"retry limit ({RETRY_LIMIT}) reached"
-        if run.attempt > RETRY_LIMIT
-        else "no other eligible phone"
-    )
     run.state = RunState.FAILED
     run.reason = f"{reason}; not retried: {why_not}"
     summary.failed[run.id] = run.reason
     log.warning("run %s attempt %d failed: %s", run.id, run.attempt, run.reason)
+
+
+def _why_not_retried(run: Run) -> str:
+    if run.attempt > RETRY_LIMIT:
+        return f"retry limit ({RETRY_LIMIT}) reached"
+    if run.job.kind == JobKind.VALIDATE:
+        return "a validation run belongs to its phone"
+    return "no other eligible phone"
 
 
 def _resend(
@@ -198,10 +228,14 @@ def _resend(
     if not _end_attempt(session, run, RunState.QUEUED, RunState.LOST, reason, now):
         return
     summary.lost[run.id] = reason
-    again = send_attempt(session, run, run.queue, run.device_serial, dispatcher)
+    try:
+        again = send_attempt(session, run, run.queue, run.device_serial, dispatcher)
+        why_not = "its model is no longer registered"
+    except (ValueError, HexfleetError) as exc:
+        again, why_not = None, f"its job cannot be sent again ({exc})"
     if again is None:
         run.state = RunState.FAILED
-        run.reason = f"{reason}; not sent again: its model is no longer registered"
+        run.reason = f"{reason}; not sent again: {why_not}"
         summary.failed[run.id] = run.reason
         return
     summary.resent[run.id] = again.id
@@ -237,10 +271,13 @@ def reconcile_once(
 ) -> Summary:
     """One pass over unfinished runs (see the module docstring); commits what it changed.
 
-    `depths` tells how many messages wait on each queue; without it (or when the broker does not
-    answer) queued runs are left alone this pass: a message cannot be called lost unseen.
+    New attempts are sent after the commit (a message never names an attempt that is not
+    stored). `depths` tells how many messages wait on each queue; without it (or when the broker
+    does not answer) queued runs are left alone this pass: a message cannot be called lost
+    unseen.
     """
     summary = Summary()
+    held = _AfterCommit(dispatcher)
     if _locked_elsewhere(session):
         session.rollback()
         summary.skipped = True
@@ -273,14 +310,14 @@ def reconcile_once(
         if run.state == RunState.RUNNING:
             reason = why_running_is_lost(run, device, now, bounds)
             if reason is not None:
-                _lose(session, run, RunState.RUNNING, reason, now, dispatcher, summary)
+                _lose(session, run, RunState.RUNNING, reason, now, held, summary)
             continue
         waited = _age_s(run.created_at, now)
         if device is not None and waited > bounds.queued_s:
             silent = heartbeat_age_s(device, now)
             if silent > bounds.silence_s:
                 reason = f"its phone {device.serial} was silent for {silent:.0f} s while it waited"
-                _lose(session, run, RunState.QUEUED, reason, now, dispatcher, summary)
+                _lose(session, run, RunState.QUEUED, reason, now, held, summary)
                 continue
         if run.id not in taken:
             queued.append(run)
@@ -291,10 +328,14 @@ def reconcile_once(
             log.warning("reconciliation: cannot count the broker's queues: %s", exc)
         else:
             for run in _missing_messages(queued, counted, now, bounds):
-                _resend(session, run, now, dispatcher, summary)
+                _resend(session, run, now, held, summary)
     for job in {session.get_one(Run, r).job for r in {*summary.lost, *summary.failed}}:
         settle_job(session, job)
     session.commit()
+    try:
+        held.flush()
+    except HexfleetError as exc:  # the broker is away: those attempts count as lost messages
+        log.warning("reconciliation: %d attempts stored but not sent yet: %s", len(held.held), exc)
     return summary
 
 

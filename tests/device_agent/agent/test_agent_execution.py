@@ -26,7 +26,7 @@ from agent_support import (
 from PIL import Image
 from virtual_phone_support import wait_until
 
-from hexfleet.device_agent.phone import VirtualPhone as AgentPhone
+from hexfleet.device_agent.phone import Phone as AgentPhone
 from hexfleet.device_agent.phone import job_dir
 from hexfleet.device_agent.push import ArtifactPusher
 from hexfleet.manifest import Manifest

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hexfleet.device_agent.phone import VirtualPhone as AgentPhone
+from hexfleet.device_agent.phone import Phone as AgentPhone
 from hexfleet.device_agent.phone import cache_path, check_run_id, check_sha256, job_dir
 from hexfleet.errors import InvalidRequest
 from hexfleet.runner_spec import CACHE_DIR, DEVICE_ROOT_DIR, JOBS_DIR

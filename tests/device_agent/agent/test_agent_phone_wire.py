@@ -12,7 +12,7 @@ import pytest
 from agent_support import shell_commands, watch_phone
 
 from hexfleet.device_agent.phone import SEND_BATCH, SYNC_DATA_MAX
-from hexfleet.device_agent.phone import VirtualPhone as AgentPhone
+from hexfleet.device_agent.phone import Phone as AgentPhone
 from hexfleet.errors import DeviceLost
 from hexfleet.runner_spec import DEVICE_ROOT_DIR
 from hexfleet.virtual_phone.phone import VirtualPhone

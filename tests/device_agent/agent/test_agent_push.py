@@ -14,7 +14,7 @@ from agent_support import opened, shell_commands, synced, watch_phone
 from virtual_phone_support import AdbServer
 
 from hexfleet.device_agent.host_cache import HostCache
-from hexfleet.device_agent.phone import VirtualPhone as AgentPhone
+from hexfleet.device_agent.phone import Phone as AgentPhone
 from hexfleet.device_agent.phone import cache_path
 from hexfleet.device_agent.push import LISTING_TRUST_S, PUSH_ATTEMPTS, TOUCH_AFTER_S, ArtifactPusher
 from hexfleet.errors import ArtifactMismatch, DeviceLost, InvalidRequest

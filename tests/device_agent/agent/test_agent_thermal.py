@@ -10,7 +10,7 @@ from virtual_phone_support import wait_until
 
 from hexfleet.device_agent.execution import THERMAL_POLL_S, Executor, ThermalGate
 from hexfleet.device_agent.host_cache import HostCache
-from hexfleet.device_agent.phone import VirtualPhone as AgentPhone
+from hexfleet.device_agent.phone import Phone as AgentPhone
 from hexfleet.device_agent.push import ArtifactPusher
 from hexfleet.manifest import Manifest
 from hexfleet.virtual_phone.phone import VirtualPhone
