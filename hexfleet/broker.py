@@ -31,6 +31,7 @@ from typing import Any
 import redis
 from amqp.exceptions import ChannelError
 from celery import Celery
+from celery.worker.request import Request
 from kombu import Connection
 from kombu.exceptions import KombuError
 from kombu.transport import TRANSPORT_ALIASES, filesystem, virtual
@@ -48,8 +49,6 @@ INGEST_RESULT_TASK = "hexfleet.ingest.result"
 INGEST_PROGRESS_TASK = "hexfleet.ingest.progress"
 INGEST_HEARTBEAT_TASK = "hexfleet.ingest.heartbeat"
 INGEST_QUEUE = "ingest"
-# How a phone's worker registers `hexfleet.run`: acknowledged on start, not after the run.
-RUN_TASK_OPTIONS: dict[str, object] = {"acks_late": False}
 
 
 ANY_QUEUE = "any"
@@ -172,6 +171,25 @@ class AtomicFilesystemTransport(filesystem.Transport):
 
 
 TRANSPORT_ALIASES.setdefault(EMBEDDED_SCHEME, f"{__name__}:AtomicFilesystemTransport")
+
+
+class AckOnStart(Request):
+    """A task request acknowledged the moment its task starts, not when the event loop next turns.
+
+    Celery acknowledges a task that is not `acks_late` on start, but through the event loop
+    (`hub.call_soon`), and a solo pool (a phone's worker) turns the loop only after the task
+    returns: the acknowledgement would wait for the whole run. The pool calls this in the
+    consumer's own thread, where writing to the channel is safe.
+    """
+
+    def acknowledge(self) -> None:
+        if not self.acknowledged:
+            self.message.ack_log_error(log, self.connection_errors)
+            self.acknowledged = True
+
+
+# How a phone's worker registers `hexfleet.run`: acknowledged on start, not after the run.
+RUN_TASK_OPTIONS: dict[str, object] = {"acks_late": False, "Request": AckOnStart}
 
 
 def make_celery(settings: Settings, name: str = "hexfleet") -> Celery:
