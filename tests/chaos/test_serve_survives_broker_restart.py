@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from sqlalchemy.orm import Session
 from hexfleet.broker import INGEST_HEARTBEAT_TASK, INGEST_QUEUE, Publisher, make_celery
 from hexfleet.messages import DeviceFacts, DeviceHealth, Heartbeat
 from hexfleet.orchestrator.db.engine import make_engine
-from hexfleet.orchestrator.db.schema import Device
+from hexfleet.orchestrator.db.schema import Device, Job, Run
 from hexfleet.settings import Settings
 
 HEXFLEET = str(Path(sys.executable).parent / "hexfleet")
@@ -137,3 +138,46 @@ def test_serve_ingests_again_after_the_broker_restarts_and_its_worker_dies(
     assert children(serve_pid(served)) != [worker]
     publisher.send(INGEST_HEARTBEAT_TASK, beat("vp-after-worker"), INGEST_QUEUE)
     wait_until(lambda: known(served, "vp-after-worker"), 60, "ingested by the new worker")
+
+    # The new worker's reconciler ends a run that outlived its deadline (no phone left to retry
+    # it on: its selector names only its own phone).
+    run_id = stale_run(served, "vp-before")
+    wait_until(lambda: run_state(served, run_id)[0] == "failed", 30, "the stale run reconciled")
+    reason = run_state(served, run_id)[1] or ""
+    assert reason.endswith("after its deadline (1 s); not retried: no other eligible phone")
+
+
+def stale_run(settings: Settings, serial: str) -> str:
+    """A run on `serial` that started 10 min ago with a 1 s deadline and never reported."""
+    started = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=10)
+    run_id = str(uuid.uuid4())
+    job = Job(id=str(uuid.uuid4()), kind="generate", selector=f"serial={serial}", spec={})
+    run = Run(
+        id=run_id,
+        job=job,
+        slot=0,
+        queue=f"device.{serial}",
+        device_serial=serial,
+        state="running",
+        deadline_s=1,
+        created_at=started,
+        started_at=started,
+    )
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        with Session(engine) as session:
+            session.add_all([job, run])
+            session.commit()
+    finally:
+        engine.dispose()
+    return run_id
+
+
+def run_state(settings: Settings, run_id: str) -> tuple[str, str | None]:
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        with Session(engine) as session:
+            run = session.get_one(Run, run_id)
+            return run.state, run.reason
+    finally:
+        engine.dispose()

@@ -279,3 +279,15 @@ def test_a_late_success_of_a_failed_last_attempt_is_the_slots_answer(
         session.refresh(run)
         assert run.state == "succeeded" and run.job.state == "succeeded"
         assert (run.reason or "").endswith("its result came later and was stored")
+
+
+def test_a_phone_silent_for_the_stale_bound_is_given_no_runs(
+    db_engine: Engine, dispatcher: CeleryDispatcher, add_fleet: AddFleet
+) -> None:
+    with Session(db_engine) as session:
+        add_fleet(session, FLEET)
+        # Its row still says idle (its agent died without a goodbye); the API shows it offline.
+        session.get_one(Device, "b").last_seen = _now() - dt.timedelta(seconds=31)
+        session.commit()
+        job = submit(session, _request(selector="all"), dispatcher, "alice")
+        assert sorted(r.device_serial for r in job.runs) == ["a", "c"]
