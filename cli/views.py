@@ -253,7 +253,8 @@ def runs_table(job: dict[str, Any]) -> FittedTable:
             r["device_serial"] or r["queue"],
             f"#{r['slot']}.{r['attempt']}",
             r["state"],
-            _first_line(r["error"]),
+            # An attempt the orchestrator ended says why (it was retried or failed for it).
+            _first_line(r["error"] or r.get("reason") or ""),
             f"{progress.get('step', 0)}/{progress.get('total', '?')}" if progress else "-",
             _fmt(total, " s", 2),
             _timing_label(r.get("simulated")) if r["timings"] else "-",

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import adbutils
 
-from hexfleet.broker import INGEST_HEARTBEAT_TASK, INGEST_QUEUE, make_celery
+from hexfleet.broker import INGEST_HEARTBEAT_TASK, INGEST_QUEUE, Publisher, make_celery
 from hexfleet.errors import ServiceUnavailable
 from hexfleet.messages import DeviceFacts, DeviceHealth, Heartbeat
 from hexfleet.settings import Settings
@@ -46,6 +46,7 @@ class Agent:
         self.poll_s = poll_s
         self.client = adbutils.AdbClient(host=settings.adb_host, port=settings.adb_port)
         self.app = make_celery(settings, name="agent")
+        self.publisher = Publisher(self.app, settings.outage_wait_s)
         self.host = settings.host_name
         self.workers: dict[str, WorkerProcess] = {}
         self.leaving: list[WorkerProcess] = []  # signalled to stop, not yet exited
@@ -101,7 +102,11 @@ class Agent:
             state="offline",
             sent_at=dt.datetime.now(dt.UTC),
         )
-        self.app.send_task(INGEST_HEARTBEAT_TASK, args=[beat.model_dump_json()], queue=INGEST_QUEUE)
+        try:
+            # Bounded: the scan must go on (other phones), and a goodbye is only a courtesy.
+            self.publisher.send(INGEST_HEARTBEAT_TASK, beat.model_dump_json(), INGEST_QUEUE, 5.0)
+        except ServiceUnavailable as exc:
+            log.warning("%s not reported offline (%s): its heartbeats stop instead", serial, exc)
 
     def scan(self) -> None:
         """One look at the adb server: start, stop and restart workers to match it."""

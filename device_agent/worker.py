@@ -1,10 +1,11 @@
 """One phone's Celery worker: consumes its own queue and its capability queues, one run at a time.
 
-Started by the agent as `python -m device_agent.worker SERIAL` for every online phone. Prefetch 1
-and late acknowledgement: a busy phone never hoards work, and a run whose worker dies is delivered
-again. After a run ends with the phone lost, the worker stops: the agent starts a new one when the
-phone is back. It also sends the phone's heartbeat (facts, health, idle/busy/throttled) every few
-seconds.
+Started by the agent as `python -m device_agent.worker SERIAL` for every online phone. Prefetch 1:
+a busy phone never hoards work. A run's message is acknowledged when the run starts; a run whose
+worker dies is retried by the orchestrator's reconciliation, which notices the phone's heartbeats
+no longer name it. After a run ends with the phone lost, the worker stops: the agent starts a new
+one when the phone is back. It also sends the phone's heartbeat (facts, health, current run,
+idle/busy/throttled) every few seconds, through broker outages (hexfleet.broker.Publisher).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from hexfleet.broker import (
     INGEST_QUEUE,
     INGEST_RESULT_TASK,
     RUN_TASK,
+    RUN_TASK_OPTIONS,
+    Publisher,
     make_celery,
     queues_for_device,
 )
@@ -41,12 +44,14 @@ from hexfleet.errors import DeviceLost, HexfleetError
 from hexfleet.messages import DeviceFacts, Heartbeat, RunProgress, RunResult, RunTask
 from hexfleet.runner_spec import JOBS_DIR
 from hexfleet.settings import Settings
-from hexfleet.states import PhoneState
+from hexfleet.states import PhoneState, RunState
 
 log = logging.getLogger(__name__)
 HEARTBEAT_S = 3.0
 CANCEL_POLL_S = 2.0
 PROGRESS_FLUSH_S = 10.0
+HEARTBEAT_BACKOFF_MAX_S = 10.0
+STILL_WANTED = frozenset({RunState.QUEUED, RunState.RUNNING})
 
 
 class Errands:
@@ -108,7 +113,9 @@ class CancelWatch:
         finally:
             with self._lock:
                 self._pending = False
-        if response.status_code == 200 and response.json().get("state") == "cancelled":
+        # Not queued or running any more: cancelled, or an attempt the orchestrator superseded
+        # (its message came back after reconciliation sent the run again).
+        if response.status_code == 200 and response.json().get("state") not in STILL_WANTED:
             with self._lock:
                 self._cancelled.add(run_id)
 
@@ -123,6 +130,7 @@ class PhoneWorker:
         self.phone = Phone(client.device(serial))
         self.facts: DeviceFacts = self.phone.facts()
         self.app: Celery = make_celery(settings, name=f"phone-{serial}")
+        self.publisher = Publisher(self.app, settings.outage_wait_s)
         self.current_run: str | None = None
         self.stopping = threading.Event()
         # Three background threads, so nothing slow holds up what a run's result waits for:
@@ -146,10 +154,10 @@ class PhoneWorker:
             thermal=ThermalGate.from_settings(settings),
             background=self.chores,
         )
-        self.app.task(name=RUN_TASK, shared=False)(self.run)
+        self.app.task(name=RUN_TASK, shared=False, **RUN_TASK_OPTIONS)(self.run)
 
-    def publish(self, task: str, body: str) -> None:
-        self.app.send_task(task, args=[body], queue=INGEST_QUEUE)
+    def publish(self, task: str, body: str, wait_s: float | None = None) -> None:
+        self.publisher.send(task, body, INGEST_QUEUE, wait_s)
 
     def publish_progress(self, progress: RunProgress) -> None:
         body = progress.model_dump_json()
@@ -162,7 +170,7 @@ class PhoneWorker:
             self._progress_sent = None
         self.publish(INGEST_RESULT_TASK, result.model_dump_json())
 
-    def heartbeat(self) -> None:
+    def heartbeat(self, wait_s: float | None = None) -> None:
         """Report the phone: facts, a fresh health reading, idle/busy/throttled."""
         try:
             health = self.phone.health()
@@ -177,7 +185,7 @@ class PhoneWorker:
             current_run_id=self.current_run,
             sent_at=dt.datetime.now(dt.UTC),
         )
-        self.publish(INGEST_HEARTBEAT_TASK, beat.model_dump_json())
+        self.publish(INGEST_HEARTBEAT_TASK, beat.model_dump_json(), wait_s)
 
     def run(self, body: str) -> str:
         """The `hexfleet.run` task: run on this phone, publish the result, return the outcome."""
@@ -220,9 +228,20 @@ class PhoneWorker:
 
     def beat_forever(self) -> None:
         """Every HEARTBEAT_S, busy or not: the fleet view's temperature and battery stay live
-        during long runs."""
-        while not self.stopping.wait(HEARTBEAT_S):
-            self.heartbeat()
+        during long runs. A beat the broker does not take is logged and the next one comes later
+        (up to HEARTBEAT_BACKOFF_MAX_S apart while it stays away): the thread never dies of it."""
+        pause = HEARTBEAT_S
+        while not self.stopping.wait(pause):
+            try:
+                # A beat is stale seconds later: do not hold the next one for a long retry.
+                self.heartbeat(wait_s=HEARTBEAT_S)
+            except (HexfleetError, OSError) as exc:  # the broker away (ServiceUnavailable), adb
+                pause = min(pause * 2, HEARTBEAT_BACKOFF_MAX_S)
+                log.warning(
+                    "heartbeat of %s not sent (%s): next in %.0f s", self.phone.serial, exc, pause
+                )
+            else:
+                pause = HEARTBEAT_S
 
     def serve(self) -> None:
         # Runs lost with a previous worker (phone gone mid-run) leave their folders: sweep them.

@@ -3,17 +3,23 @@
 The orchestrator sends `hexfleet.run` tasks to device queues and consumes `hexfleet.ingest.*`
 from the `ingest` queue; the agent does the reverse. Tasks are addressed by name, so neither side
 imports the other's code.
-Late acknowledgement + prefetch 1: a busy phone never hoards work and a task whose worker dies is
-delivered again; the visibility timeout sits above the longest run deadline
-(docs/measurements.md).
+Prefetch 1: a busy phone never hoards work. Ingest tasks are acknowledged late (after their write;
+ingest is idempotent, so a redelivery is harmless). A run task is acknowledged when its phone
+starts it (`RUN_TASK_OPTIONS`): a run is never delivered twice because it outlived the broker's
+visibility timeout, however long its deadline, and a run whose worker died mid-run is noticed and
+retried by the orchestrator's reconciliation, not by the broker. So the visibility timeout
+(`HEXFLEET_BROKER_VISIBILITY_TIMEOUT_S`, 5 min) only covers a message taken by a worker that died
+before starting it, and an ingest message in flight (docs/architecture.md, "Messages").
 """
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
+import logging
 import os
 import re
+import threading
 import time
 import uuid
 from collections import Counter
@@ -25,19 +31,24 @@ from typing import Any
 import redis
 from amqp.exceptions import ChannelError
 from celery import Celery
+from celery.worker.request import Request
+from kombu import Connection
+from kombu.exceptions import KombuError
 from kombu.transport import TRANSPORT_ALIASES, filesystem, virtual
 from kombu.transport.redis import PRIORITY_STEPS
 from kombu.transport.redis import Channel as RedisChannel
 from kombu.utils.json import dumps
 
+from hexfleet.errors import ServiceUnavailable
 from hexfleet.settings import EMBEDDED_SCHEME, Settings
+
+log = logging.getLogger(__name__)
 
 RUN_TASK = "hexfleet.run"
 INGEST_RESULT_TASK = "hexfleet.ingest.result"
 INGEST_PROGRESS_TASK = "hexfleet.ingest.progress"
 INGEST_HEARTBEAT_TASK = "hexfleet.ingest.heartbeat"
 INGEST_QUEUE = "ingest"
-MAX_RUN_DEADLINE_S = 6 * 3600
 
 
 ANY_QUEUE = "any"
@@ -162,11 +173,30 @@ class AtomicFilesystemTransport(filesystem.Transport):
 TRANSPORT_ALIASES.setdefault(EMBEDDED_SCHEME, f"{__name__}:AtomicFilesystemTransport")
 
 
+class AckOnStart(Request):
+    """A task request acknowledged the moment its task starts, not when the event loop next turns.
+
+    Celery acknowledges a task that is not `acks_late` on start, but through the event loop
+    (`hub.call_soon`), and a solo pool (a phone's worker) turns the loop only after the task
+    returns: the acknowledgement would wait for the whole run. The pool calls this in the
+    consumer's own thread, where writing to the channel is safe.
+    """
+
+    def acknowledge(self) -> None:
+        if not self.acknowledged:
+            self.message.ack_log_error(log, self.connection_errors)
+            self.acknowledged = True
+
+
+# How a phone's worker registers `hexfleet.run`: acknowledged on start, not after the run.
+RUN_TASK_OPTIONS: dict[str, object] = {"acks_late": False, "Request": AckOnStart}
+
+
 def make_celery(settings: Settings, name: str = "hexfleet") -> Celery:
     app = Celery(name, broker=settings.resolved_broker_url)
     options = dict(settings.broker_transport_options())
     if settings.resolved_broker_url.startswith(("redis://", "rediss://")):
-        options["visibility_timeout"] = MAX_RUN_DEADLINE_S + 600
+        options["visibility_timeout"] = settings.broker_visibility_timeout_s
     app.conf.update(
         broker_transport_options=options,
         broker_connection_retry_on_startup=True,
@@ -213,3 +243,71 @@ def queue_depths(settings: Settings, queues: Iterable[str]) -> dict[str, int]:
             if entry.name.endswith(".msg"):
                 counts[entry.name.partition(".")[2].removesuffix(".msg")] += 1
     return {name: counts[name] for name in names}
+
+
+# What a publish raises while the broker is away. AttributeError too: after Redis restarts,
+# kombu's Redis transport may be left without its connection ('NoneType' object has no
+# attribute 'hostname' in Transport.supports_batch_publish), and only a new connection mends it.
+PUBLISH_ERRORS: tuple[type[BaseException], ...] = (
+    KombuError,
+    redis.RedisError,
+    OSError,
+    ChannelError,
+    AttributeError,
+)
+PUBLISH_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
+
+
+class Publisher:
+    """Sends tasks on a broker connection of each calling thread's own, through broker outages.
+
+    A failed send closes that connection, waits (0.5, 1, 2, then 5 s between tries), logs, and
+    tries again on a new one, for at most `wait_s`; then it raises ServiceUnavailable. A process
+    whose sends go through this survives a broker restart instead of dying on kombu's reconnect
+    path, and never retries without a bound.
+    """
+
+    def __init__(self, app: Celery, wait_s: float) -> None:
+        self.app = app
+        self.wait_s = wait_s
+        self._local = threading.local()
+
+    def _connection(self) -> Connection:
+        connection: Connection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = self._local.connection = self.app.connection_for_write()
+        return connection
+
+    def _drop_connection(self) -> None:
+        connection: Connection | None = getattr(self._local, "connection", None)
+        self._local.connection = None
+        if connection is not None:
+            try:
+                connection.release()
+            except PUBLISH_ERRORS as exc:
+                log.debug("closing a broken broker connection: %s", exc)
+
+    def send(
+        self, name: str, body: str, queue: str, wait_s: float | None = None, **options: Any
+    ) -> None:
+        """Publish task `name` with the one argument `body` to `queue` (`options`: send_task's)."""
+        bound = self.wait_s if wait_s is None else wait_s
+        give_up = time.monotonic() + bound
+        tries = 0
+        while True:
+            try:
+                connection = self._connection()
+                self.app.send_task(name, args=[body], queue=queue, connection=connection, **options)
+                if tries:
+                    log.info("broker reachable again: %s sent after %d failed tries", name, tries)
+                return
+            except PUBLISH_ERRORS as exc:
+                self._drop_connection()
+                pause = PUBLISH_BACKOFF_S[min(tries, len(PUBLISH_BACKOFF_S) - 1)]
+                tries += 1
+                if time.monotonic() + pause > give_up:
+                    raise ServiceUnavailable(
+                        f"the broker did not take {name} for {bound:.0f} s: {exc}"
+                    ) from exc
+                log.warning("sending %s failed (%s): try %d in %.1f s", name, exc, tries + 1, pause)
+                time.sleep(pause)

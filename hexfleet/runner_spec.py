@@ -67,7 +67,7 @@ class GenerateParams(_Strict):
     @classmethod
     def _scheduler(cls, value: str | None) -> str | None:
         if value is not None and value.lower() not in SCHEDULER_NAMES:
-            names = ', '.join(SCHEDULER_NAMES)
+            names = ", ".join(SCHEDULER_NAMES)
             raise ValueError(f"unknown scheduler {value!r}; choose one of {names}")
         return value.lower() if value else None
 

@@ -51,6 +51,23 @@ class Settings(BaseSettings):
     # Repeated benchmarks on a phone start within this of the phone's idle temperature.
     agent_cooldown_margin_c: float = Field(default=3.0, ge=0)
     agent_cooldown_wait_s: float = Field(default=300.0, ge=0)
+    # Reconciliation (hexfleet.orchestrator.reconciliation): how the server notices runs that
+    # nobody works on any more. A running attempt is lost when its phone sent no heartbeat for
+    # `reconcile_silence_s`, or its heartbeats named another run (or none) for
+    # `reconcile_grace_s`, or it outlived its deadline by `reconcile_deadline_margin_s`. A queued
+    # attempt whose broker message is gone is sent again after `reconcile_queued_s`.
+    reconcile_interval_s: float = Field(default=10.0, gt=0)
+    reconcile_silence_s: float = Field(default=60.0, gt=0)
+    reconcile_grace_s: float = Field(default=30.0, gt=0)
+    reconcile_deadline_margin_s: float = Field(default=120.0, ge=0)
+    reconcile_queued_s: float = Field(default=120.0, gt=0)
+    # Redis' visibility timeout: how long a delivered message may stay unacknowledged before the
+    # broker delivers it again. Run messages are acknowledged when their run starts, so this only
+    # covers a message a worker took and died with before starting it, and an ingest message.
+    broker_visibility_timeout_s: float = Field(default=300.0, gt=0)
+    # How long a process waits for the database or the broker to come back before giving up on
+    # one message (ingest) or one beat (agent heartbeats), retrying with backoff meanwhile.
+    outage_wait_s: float = Field(default=60.0, gt=0)
 
     @field_validator("data_dir")
     @classmethod

@@ -6,19 +6,18 @@ import threading
 from collections.abc import Sequence
 
 from celery import Celery
-from kombu import Connection
 
-from hexfleet.broker import RUN_TASK
+from hexfleet.broker import RUN_TASK, Publisher
 from hexfleet.messages import RunTask
 
 
 class CeleryDispatcher:
     """Sends `hexfleet.run` tasks to queues and revokes them by run id."""
 
-    def __init__(self, app: Celery) -> None:
+    def __init__(self, app: Celery, outage_wait_s: float = 60.0) -> None:
         self.app = app
         self._lock = threading.Lock()
-        self._local = threading.local()
+        self._publisher = Publisher(app, outage_wait_s)
 
     def send(self, task: RunTask, queue: str, priority: int) -> None:
         """Queue `task`; `priority` 9 is the most urgent (Celery counts the other way).
@@ -26,27 +25,18 @@ class CeleryDispatcher:
         One connection per calling thread, kept for its later sends, used under a lock: the API
         calls this from many threads, and some transports (the embedded filesystem one) do not
         share channels across threads. A new connection for every send (connect, ping, declare
-        the queue again) made dispatch most of the cost of submitting a large job.
+        the queue again) made dispatch most of the cost of submitting a large job. While the
+        broker is away it retries for `outage_wait_s` (then ServiceUnavailable); a run whose
+        send failed after it was stored is sent again by reconciliation.
         """
         with self._lock:
-            self._send(task, queue, priority, self._connection())
-
-    def _connection(self) -> Connection:
-        """This thread's connection; kombu re-establishes it if the broker dropped it."""
-        connection: Connection | None = getattr(self._local, "connection", None)
-        if connection is None:
-            connection = self._local.connection = self.app.connection_for_write()
-        return connection
-
-    def _send(self, task: RunTask, queue: str, priority: int, connection: object) -> None:
-        self.app.send_task(
-            RUN_TASK,
-            args=[task.model_dump_json()],
-            queue=queue,
-            priority=9 - priority,
-            task_id=f"{task.run_id}.{task.attempt}",
-            connection=connection,
-        )
+            self._publisher.send(
+                RUN_TASK,
+                task.model_dump_json(),
+                queue,
+                priority=9 - priority,
+                task_id=f"{task.run_id}.{task.attempt}",
+            )
 
     def revoke(self, run_ids: Sequence[str]) -> None:
         if run_ids:

@@ -50,8 +50,51 @@ def ingest_result(
     run = session.get(Run, result.run_id, with_for_update=True)
     if run is None:
         raise NotFound(f"run {result.run_id} is not known")
-    if run.attempt != result.attempt or run.state in FINAL_RUN_STATES:
+    if run.attempt != result.attempt:
         return False
+    if run.state in FINAL_RUN_STATES:
+        return _late_result(session, run, result)
+    return _store_result(session, run, result, dispatcher)
+
+
+def _late_result(session: Session, run: Run, result: RunResult) -> bool:
+    """A result for an attempt the orchestrator already ended (reconciliation gave up on it).
+
+    Kept on that attempt's row, never counted twice: when a newer attempt of the slot exists, the
+    result is noted in the row (`result["late"]`) but its images and metrics are not stored and
+    the row stays lost; when none exists (the attempt was failed with no retry left) and the
+    result is a success, it is the slot's answer and is stored as usual. Returns False for a
+    result that is not late (the attempt ended by its own result) or was already noted.
+    """
+    if run.reason is None or "late" in run.result:
+        return False
+    newer = session.scalar(
+        select(Run.attempt)
+        .where(Run.job_id == run.job_id, Run.slot == run.slot, Run.attempt > run.attempt)
+        .limit(1)
+    )
+    if newer is None and result.outcome == RunState.SUCCEEDED:
+        run.reason = f"{run.reason}; its result came later and was stored"
+        _store_result(session, run, result, None)
+        run.result = {**run.result, "late": True}
+        return True
+    run.result = {
+        **run.result,
+        "late": {
+            "outcome": result.outcome,
+            "serial": result.serial,
+            "error": result.error,
+            "timings": result.timings,
+            "finished_at": result.finished_at.isoformat(),
+        },
+    }
+    run.reason = f"{run.reason}; a late result ({result.outcome}) came after it: not counted"
+    return True
+
+
+def _store_result(
+    session: Session, run: Run, result: RunResult, dispatcher: Dispatcher | None
+) -> bool:
     run.state = result.outcome
     run.device_serial = result.serial
     run.simulated = result.simulated
@@ -91,7 +134,7 @@ def ingest_result(
         # ... and its result that it is free again (until its next heartbeat says more).
         device.state = PhoneState.IDLE
         device.current_run_id = None
-    _settle_job(session, run.job)
+    settle_job(session, run.job)
     return True
 
 
@@ -109,7 +152,7 @@ def _newest_attempts(job: Job) -> ColumnElement[bool]:
     return and_(Run.job_id == job.id, _NEWEST_ATTEMPT)
 
 
-def _settle_job(session: Session, job: Job) -> None:
+def settle_job(session: Session, job: Job) -> None:
     """A job is finished when the newest attempt of every slot is final.
 
     Asked of the database, not by loading the job's runs: a result of a 2000-run job would

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from hexfleet.errors import InvalidRequest, NotFound
 from hexfleet.messages import RunTask
 from hexfleet.orchestrator.db.schema import Base, Device, Job, Model, Run
+from hexfleet.orchestrator.presence import STALE_AFTER_S
 from hexfleet.orchestrator.scheduler import RETRY_LIMIT, plan_runs, retry_queue
 from hexfleet.orchestrator.selectors import MAX_LENGTH, parse_selector
 from hexfleet.runner_spec import (
@@ -105,7 +106,12 @@ class Dispatcher(Protocol):
 
 
 def online_devices(session: Session) -> list[dict[str, object]]:
-    rows = session.scalars(select(Device).where(Device.state != PhoneState.OFFLINE))
+    """Phones that may take work: not reported offline, and heard from within STALE_AFTER_S
+    (a phone whose agent died without a goodbye must not be given runs)."""
+    heard_since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=STALE_AFTER_S)
+    rows = session.scalars(
+        select(Device).where(Device.state != PhoneState.OFFLINE, Device.last_seen >= heard_since)
+    )
     return [
         {
             "serial": d.serial,
@@ -274,6 +280,17 @@ def retry_lost(session: Session, lost: Run, dispatcher: Dispatcher) -> Run | Non
     if target is None:
         return None
     queue, serial = target
+    return send_attempt(session, lost, queue, serial, dispatcher)
+
+
+def send_attempt(
+    session: Session, previous: Run, queue: str, serial: str | None, dispatcher: Dispatcher
+) -> Run | None:
+    """Store and send the next attempt of `previous`'s slot to `queue` (None: its model is gone).
+
+    The caller decides where and whether (retry bound, phone choice); this only builds the run.
+    """
+    job = previous.job
     spec = {k: v for k, v in job.spec.items() if k != "model_id"}
     request = JobRequest.model_validate(spec)
     model = session.get(Model, job.spec.get("model_id"))
@@ -282,16 +299,17 @@ def retry_lost(session: Session, lost: Run, dispatcher: Dispatcher) -> Run | Non
     run = Run(
         id=str(uuid.uuid4()),
         job=job,
-        slot=lost.slot,
-        attempt=lost.attempt + 1,
+        slot=previous.slot,
+        attempt=previous.attempt + 1,
         queue=queue,
         device_serial=serial,
-        deadline_s=lost.deadline_s,
+        deadline_s=previous.deadline_s,
+        retried_from=previous.id,
     )
     session.add(run)
     session.flush()
     params, tensors = request.runner_params()
-    placement = Placement(lost.slot, queue, serial, request.kind, params, tensors)
+    placement = Placement(previous.slot, queue, serial, request.kind, params, tensors)
     task = _task(job, run, for_device(session, model, serial), placement, request.deadline_s)
     dispatcher.send(task, queue, request.priority)
     return run

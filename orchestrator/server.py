@@ -9,6 +9,8 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
+import time
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -74,25 +76,83 @@ def serve(settings: Settings, role: Role = "all") -> None:
 
     They are separate processes even in `all`: kombu's embedded filesystem transport does not
     stand a consumer and a publisher sharing one process (the API's sends failed under load).
+    In `all`, the API restarts the worker whenever it exits and answers its health check with
+    503 until the worker runs again.
     """
     settings = prepare(settings)
     if role == "ingest":
         run_ingest_worker(settings)
         return
     host, port = bind_address(settings)
-    app = create_app(settings, CeleryDispatcher(make_celery(settings)))
+    app = create_app(settings, CeleryDispatcher(make_celery(settings), settings.outage_wait_s))
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
     if role == "api":
         server.run()
         return
-    worker = subprocess.Popen(  # noqa: S603 - fixed argv
-        [sys.executable, "-m", "hexfleet.cli.app", "serve", "--role", "ingest"]
-    )
+    worker = IngestSupervisor()
+    app.state.ingest_alive = worker.alive
+    worker.start()
     try:
         server.run()
     finally:
-        worker.send_signal(signal.SIGTERM)
+        worker.stop()
+
+
+INGEST_ARGV = [sys.executable, "-m", "hexfleet.cli.app", "serve", "--role", "ingest"]
+RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
+STABLE_AFTER_S = 60.0
+
+
+class IngestSupervisor:
+    """Keeps one ingest worker process running: restarted whenever it exits (after 1, 2, 5, 10,
+    then every 30 s while it keeps dying within a minute of its start), logged each time."""
+
+    def __init__(self, argv: list[str] | None = None) -> None:
+        self.argv = argv or INGEST_ARGV
+        self.process: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()  # a stop never races a restart into an orphan process
+        self._thread = threading.Thread(target=self._watch, name="ingest-supervisor", daemon=True)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def start(self) -> None:
+        self._spawn()
+        self._thread.start()
+
+    def _spawn(self) -> bool:
+        with self._lock:
+            if self._stopping.is_set():
+                return False
+            self.process = subprocess.Popen(self.argv)  # noqa: S603 - fixed argv
+            return True
+
+    def _watch(self) -> None:
+        failures = 0
+        while self.process is not None:
+            started = time.monotonic()
+            code = self.process.wait()
+            if self._stopping.is_set():
+                return
+            failures = 0 if time.monotonic() - started > STABLE_AFTER_S else failures + 1
+            pause = RESTART_BACKOFF_S[min(max(failures - 1, 0), len(RESTART_BACKOFF_S) - 1)]
+            log.error("the ingest worker exited with %s: restarting it in %.0f s", code, pause)
+            if self._stopping.wait(pause):
+                return
+            if not self._spawn():
+                return
+            self.restarts += 1
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping.set()
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
         try:
-            worker.wait(timeout=30)
+            self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            worker.kill()
+            self.process.kill()
+            self.process.wait()

@@ -1,22 +1,26 @@
 """The ingest worker: a Celery consumer of the `ingest` queue that writes agents' messages.
 
 Each message is validated into its typed model and written in its own transaction by
-`orchestrator.ingest`; a malformed message is logged and dropped (retrying cannot fix it), a
-database outage is retried by redelivery (late acknowledgement). The result that ends a
-validation job's last run also stores the job's verdicts, in the same transaction: a reader never
-sees the job settled without them, and nothing computes a report when it is read.
+`orchestrator.ingest`; a malformed message is logged and dropped (retrying cannot fix it). A
+database outage is waited out: the write is tried again with backoff for `outage_wait_s`, then the
+message goes back to the queue (late acknowledgement) and the next one waits the same way. The
+process also runs the reconciler (orchestrator.reconciliation) in a thread of its own. The result
+that ends a validation job's last run also stores the job's verdicts, in the same transaction: a
+reader never sees the job settled without them, and nothing computes a report when it is read.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 from celery import Celery
+from celery.exceptions import Reject
 from pydantic import ValidationError
 from sqlalchemy import select, text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from hexfleet.broker import (
@@ -25,6 +29,7 @@ from hexfleet.broker import (
     INGEST_QUEUE,
     INGEST_RESULT_TASK,
     make_celery,
+    queue_depths,
 )
 from hexfleet.errors import NotFound
 from hexfleet.messages import Heartbeat, RunProgress, RunResult
@@ -34,6 +39,8 @@ from hexfleet.orchestrator.db.schema import Job, Run
 from hexfleet.orchestrator.dispatch import CeleryDispatcher
 from hexfleet.orchestrator.ingest import ingest_heartbeat, ingest_result, record_progress
 from hexfleet.orchestrator.jobs import Dispatcher
+from hexfleet.orchestrator.reconciliation import Reconciler
+from hexfleet.orchestrator.reconciliation import from_settings as reconciler_from_settings
 from hexfleet.orchestrator.validation.report import store_report, unreported_jobs
 from hexfleet.settings import Settings
 from hexfleet.states import FINAL_JOB_STATES, JobKind
@@ -122,7 +129,7 @@ def make_ingest_app(
         sessions = session_factory(make_engine(settings.resolved_database_url))
     models = store or ModelStore.from_settings(settings)
 
-    dispatcher = CeleryDispatcher(app)
+    dispatcher = CeleryDispatcher(app, settings.outage_wait_s)
 
     def _write(kind: str, model: type[Any], body: str, write: Any, durable: bool = True) -> None:
         try:
@@ -130,6 +137,24 @@ def make_ingest_app(
         except ValidationError as exc:
             log.error("dropping a malformed %s message: %s", kind, exc)
             return
+        give_up, pause = time.monotonic() + settings.outage_wait_s, 0.5
+        while True:
+            try:
+                _write_once(kind, message, write, durable)
+                return
+            except (OperationalError, InterfaceError) as exc:
+                if time.monotonic() + pause > give_up:
+                    log.error(
+                        "database away for %.0f s: %s back to the queue",
+                        settings.outage_wait_s,
+                        kind,
+                    )
+                    raise Reject(str(exc), requeue=True) from exc
+                log.warning("database away (%s): %s write again in %.1f s", exc, kind, pause)
+                time.sleep(pause)
+                pause = min(pause * 2, 5.0)
+
+    def _write_once(kind: str, message: Any, write: Any, durable: bool) -> None:
         with sessions() as session:
             if not durable and session.get_bind().dialect.name == "postgresql":
                 # Progress and heartbeats are superseded seconds later: no need to wait for
@@ -181,6 +206,7 @@ def run_ingest_worker(settings: Settings) -> None:
         target=_sweep, args=(sessions, store, stop), name="validation-sweep", daemon=True
     )
     sweep.start()
+    reconciler = start_reconciler(settings, sessions)
     try:
         app.Worker(
             queues=[INGEST_QUEUE],
@@ -188,6 +214,18 @@ def run_ingest_worker(settings: Settings) -> None:
             pool="threads",
             loglevel="INFO",
             hostname="ingest@%h",
+            # Neither is used, and both publish on broker reconnects (fewer ways to fail there).
+            without_mingle=True,
+            without_gossip=True,
         ).start()
     finally:
         stop.set()
+        reconciler.stop()
+
+
+def start_reconciler(settings: Settings, sessions: sessionmaker[Session]) -> Reconciler:
+    """The reconciler thread, with a dispatcher (a broker connection) of its own."""
+    dispatcher = CeleryDispatcher(make_celery(settings, name="reconciler"), settings.outage_wait_s)
+    return reconciler_from_settings(
+        settings, sessions, dispatcher, lambda queues: queue_depths(settings, queues)
+    ).start()

@@ -106,8 +106,12 @@ def create_app(settings: Settings, dispatcher: Dispatcher) -> FastAPI:
         code = next((c for kind, c in STATUS.items() if isinstance(exc, kind)), 500)
         return _error(code, type(exc).__name__, str(exc))
 
-    @app.get("/api/v1/health")
+    @app.get("/api/v1/health", responses={503: {"description": "a part of the server is down"}})
     def health() -> dict[str, str]:
+        """ok, or 503 while a process this server depends on is down (its ingest worker)."""
+        ingest_alive = getattr(app.state, "ingest_alive", None)
+        if ingest_alive is not None and not ingest_alive():
+            raise ServiceUnavailable("the ingest worker is not running (being restarted)")
         return {"status": "ok", "version": __version__}
 
     @app.post("/api/v1/jobs", status_code=201)

@@ -37,6 +37,10 @@ class RunView(BaseModel):
     progress: dict[str, Any]
     metrics: dict[str, Any]
     error: str | None
+    # Why the orchestrator ended this attempt (e.g. its phone fell silent), and which attempt
+    # this one retries; both None for an attempt that ended by its own result.
+    reason: str | None = None
+    retried_from: str | None = None
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
     images: list[ImageView]
@@ -54,6 +58,8 @@ class RunView(BaseModel):
             timings=run.timings,
             progress=run.progress,
             error=run.error,
+            reason=run.reason,
+            retried_from=run.retried_from,
             metrics=run.result.get("metrics", {}),
             started_at=run.started_at,
             finished_at=run.finished_at,

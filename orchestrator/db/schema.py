@@ -165,7 +165,11 @@ class Run(Base):
     """One attempt of one slot of a job on one phone; a retry is a new row with attempt + 1."""
 
     __tablename__ = "runs"
-    __table_args__ = (UniqueConstraint("job_id", "slot", "attempt"),)
+    __table_args__ = (
+        UniqueConstraint("job_id", "slot", "attempt"),
+        # Reconciliation looks for the few unfinished runs among all of them every few seconds.
+        Index("ix_runs_state", "state"),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), index=True)
@@ -180,6 +184,11 @@ class Run(Base):
     timings: Mapped[dict[str, Any]] = mapped_column(default=dict)
     result: Mapped[dict[str, Any]] = mapped_column(default=dict)
     error: Mapped[str | None] = mapped_column(Text)
+    # Why the orchestrator ended this attempt itself (reconciliation: its phone went silent, its
+    # broker message was lost...); None when the attempt ended by its own result.
+    reason: Mapped[str | None] = mapped_column(Text)
+    # The attempt this one replaces (same slot, attempt - 1), when it is a retry or a re-send.
+    retried_from: Mapped[str | None] = mapped_column(String(36))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     started_at: Mapped[dt.datetime | None] = mapped_column()
     finished_at: Mapped[dt.datetime | None] = mapped_column()
