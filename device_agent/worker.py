@@ -145,6 +145,7 @@ class PhoneWorker:
             cancelled=CancelWatch(settings),
             thermal=ThermalGate.from_settings(settings),
             background=self.chores,
+            abi=self.facts.abi,
         )
         self.app.task(name=RUN_TASK, shared=False)(self.run)
 
