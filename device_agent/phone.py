@@ -305,11 +305,11 @@ class Phone:
             return self._send(sock, source, device_path, 0o100000 | mode)
 
     def push_bytes(self, data: bytes, device_path: str) -> None:
-        self.push_files({device_path: data})
+        self.push_files({device_path: data}, doing="pushing a file")
 
-    def push_files(self, files: dict[str, bytes]) -> None:
+    def push_files(self, files: dict[str, bytes], doing: str = "pushing a job folder") -> None:
         """Several small files (a job folder) in one sync session."""
-        with self._sync("pushing a job folder") as sock:
+        with self._sync(doing) as sock:
             for device_path, data in files.items():
                 self._send(sock, io.BytesIO(data), device_path, 0o100644)
 

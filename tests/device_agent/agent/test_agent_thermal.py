@@ -84,6 +84,7 @@ def test_a_repeated_benchmark_waits_until_the_phone_is_back_near_its_idle_temper
         on_progress=lambda _progress: None,
         cancelled=lambda _run_id: False,
         thermal=gate,
+        abi=phone.config.abi,
     )
     bench = make_task(
         manifest,
