@@ -1,30 +1,117 @@
 """Running one task on one phone: push what is missing, run the runner with a deadline, report.
 
+The runner is the native program of the task's bundle for the phone's ABI (device_agent/bundles.py).
+The host writes the job folder (contract v2, models/job_folder.py: token ids, latents, sampler
+plan, inputs), so no prompt reaches the phone; the runner's command line is a fixed template.
 The outcome is always a `RunResult`: succeeded, failed (the runner said why, or the deadline
-passed), cancelled, or lost (the phone went away: the orchestrator retries elsewhere). Prompts and
-every other user value travel in spec.json; the runner's command line is a fixed template.
+passed), cancelled, or lost (the phone went away: the orchestrator retries elsewhere).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import io
 import signal
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from pydantic import TypeAdapter
 
 from hexfleet import progress
+from hexfleet.bundle import RUNNER_FILE, RunnerBundle, RunnerInfo
+from hexfleet.device_agent.bundles import (
+    RunnerInstaller,
+    pick_bundle,
+    qnn_libraries,
+    runner_command,
+)
 from hexfleet.device_agent.phone import Phone, cache_path, job_dir
 from hexfleet.device_agent.push import ArtifactPusher, PushReport
-from hexfleet.errors import ArtifactMismatch, DeviceLost, HexfleetError, RunnerFailed
-from hexfleet.manifest import Manifest
+from hexfleet.errors import (
+    ArtifactMismatch,
+    DeviceLost,
+    HexfleetError,
+    InvalidRequest,
+    RunnerFailed,
+)
+from hexfleet.manifest import FileRef, Manifest
 from hexfleet.messages import ImageOut, RunProgress, RunResult, RunTask
-from hexfleet.runner_spec import RUNNER_PATH, RunnerResult, RunnerSpec
+from hexfleet.models.job_folder import FileSource, write_benchmark, write_generate, write_infer
+from hexfleet.runner_spec import (
+    BenchmarkParams,
+    GenerateParams,
+    InferParams,
+    Params,
+    RunnerResultV2,
+    RunnerSpecV2,
+)
 from hexfleet.settings import Settings
 from hexfleet.states import RunOutcome, RunState
 
 THERMAL_POLL_S = 1.0
 PROGRESS_EVERY_S = 1.0
+_PARAMS: TypeAdapter[object] = TypeAdapter(Params)
+
+
+@dataclass(frozen=True)
+class JobFolder:
+    """A run's job folder as the host wrote it: the spec and every file by name."""
+
+    spec: RunnerSpecV2
+    files: dict[str, bytes]
+    prompts: list[str]  # generate: image i's prompt is prompts[spec image i's prompt_row - 1]
+
+
+def write_job(
+    task: RunTask,
+    manifest: Manifest,
+    bundle: RunnerBundle,
+    files: FileSource,
+    htp_arch: str | None,
+) -> JobFolder:
+    """The job folder for `task` (contract v2), written on the host: token ids from the host's
+    tokenizer (its files from `files`, the host cache), latents, sampler plan, inputs."""
+    params = _PARAMS.validate_python(task.params)
+    qnn = qnn_libraries(bundle)
+    with tempfile.TemporaryDirectory(prefix="hexfleet-job-") as tmp:
+        folder = Path(tmp)
+        prompts: list[str] = []
+        if isinstance(params, GenerateParams):
+            spec = write_generate(
+                folder, files, manifest, params, task.run_id, htp_arch=htp_arch, qnn=qnn
+            )
+            prompts = list(params.prompts)
+        elif isinstance(params, BenchmarkParams):
+            spec = write_benchmark(
+                folder, manifest, params, task.run_id, htp_arch=htp_arch, qnn=qnn
+            )
+        else:
+            assert isinstance(params, InferParams)
+            missing = [name for name in params.inputs if name not in task.inputs]
+            if missing:
+                raise InvalidRequest(f"the task carries no tensor for input {missing[0]!r}")
+            tensors = [
+                np.load(io.BytesIO(task.inputs[name]), allow_pickle=False)
+                for name in params.inputs
+            ]
+            spec = write_infer(
+                folder, manifest, params, tensors, task.run_id, htp_arch=htp_arch, qnn=qnn
+            )
+        written = {path.name: path.read_bytes() for path in sorted(folder.iterdir())}
+    return JobFolder(spec, written, prompts)
+
+
+def component_files(spec: RunnerSpecV2) -> list[FileRef]:
+    """The files the runner opens for this job, by content (not the tokenizer: it stays here)."""
+    refs: dict[str, FileRef] = {}
+    for component in spec.components.values():
+        for ref in (component.file, *component.extra_files):
+            refs.setdefault(ref.sha256, ref)
+    return list(refs.values())
 
 
 @dataclass(frozen=True)
@@ -88,7 +175,7 @@ RUNNER_LINE_PREFIX = "hexfleet-runner: "
 
 def runner_failure(exit_code: int, stderr: str) -> RunnerFailed:
     """The runner's failure as an exception: its last stderr line, and the signal that killed it
-    if one did. The line is `hexfleet-runner: <ErrorKind>: <message>` (runner/__main__.py): the
+    if one did. The line is `hexfleet-runner: <ErrorKind>: <message>` (runner/CONTRACT.md): the
     kind is read here, once, so callers decide by exception type."""
     lines = [line for line in stderr.splitlines() if line.strip()]
     reason = lines[-1] if lines else ""
@@ -110,6 +197,8 @@ def _now() -> dt.datetime:
 
 
 class Executor:
+    """Runs tasks on one phone of ABI `abi` (its `ro.product.cpu.abi`)."""
+
     def __init__(
         self,
         phone: Phone,
@@ -120,11 +209,15 @@ class Executor:
         cancelled: Callable[[str], bool],
         thermal: ThermalGate | None = None,
         background: Callable[[Callable[[], object]], object] | None = None,
+        *,
+        abi: str,
     ) -> None:
         self.phone = phone
         self.pusher = pusher
+        self.installer = RunnerInstaller(phone, pusher.host_cache)
         self.host = host
         self.htp_arch = htp_arch
+        self.abi = abi
         self.on_progress = on_progress
         self.cancelled = cancelled
         self.thermal = thermal or ThermalGate()
@@ -161,6 +254,7 @@ class Executor:
         metrics: dict[str, object] | None = None,
         images: list[ImageOut] | None = None,
         tensors: dict[str, bytes] | None = None,
+        runner: RunnerInfo | None = None,
     ) -> RunResult:
         """The one place a RunResult is built: every outcome of `task` on this phone."""
         return RunResult(
@@ -175,6 +269,7 @@ class Executor:
             images=images or [],
             tensors=tensors or {},
             error=error,
+            runner=runner,
             started_at=started,
             finished_at=_now(),
         )
@@ -182,10 +277,13 @@ class Executor:
     def _attempt(
         self, task: RunTask, manifest: Manifest, deadline: float, started: dt.datetime
     ) -> RunResult:
-        refs = manifest.files()
-        self.last_push = push = self.pusher.ensure(refs)
+        bundle = pick_bundle(task.bundles, self.abi)
+        arch = str(self.htp_arch) if self.htp_arch else None
+        job = write_job(task, manifest, bundle, self.pusher.host_cache, arch)
+        refs = component_files(job.spec)
+        push = self._push(refs, bundle)
         try:
-            return self._run(task, manifest, deadline, started)
+            return self._run(task, bundle, job, deadline, started)
         except CorruptCache:
             # Which file the runner refused is asked of the phone itself (sha256sum), not read
             # from the runner's message: every file that does not hash to its name goes.
@@ -194,31 +292,46 @@ class Executor:
                 raise
             for ref in corrupt:
                 self.pusher.forget(ref.sha256)
-            self.last_push = self.pusher.ensure(refs)
+            self._push(refs, bundle)
         except RunnerFailed:
-            # The files' presence came from the pusher's trusted listing: if the phone lost
-            # some behind the agent's back, list again, push them and run once more.
+            # The files' presence came from trusted listings: if the phone lost some behind the
+            # agent's back, list again, push them and run once more.
             if push.listed:
                 raise
-            self.last_push = self.pusher.recheck(refs)
-            if not self.last_push.pushed_files:
+            self.pusher.invalidate()
+            again = self._push(refs, bundle, recheck=True)
+            if not again.pushed_files:
                 raise
-        return self._run(task, manifest, deadline, started)
+        return self._run(task, bundle, job, deadline, started)
+
+    def _push(self, refs: list[FileRef], bundle: RunnerBundle, recheck: bool = False) -> PushReport:
+        """The model's files into the phone's cache and the bundle into its folder; one report."""
+        models = self.pusher.ensure(refs)
+        runner = self.installer.recheck(bundle) if recheck else self.installer.ensure(bundle)
+        self.last_push = PushReport(
+            pushed_files=models.pushed_files + runner.pushed_files,
+            pushed_bytes=models.pushed_bytes + runner.pushed_bytes,
+            cached_files=models.cached_files + runner.cached_files,
+            evicted=models.evicted,
+            push_seconds=models.push_seconds + runner.push_seconds,
+            seconds=models.seconds + runner.seconds,
+            listed=models.listed and runner.listed,
+        )
+        return self.last_push
 
     def _run(
-        self, task: RunTask, manifest: Manifest, deadline: float, started: dt.datetime
+        self,
+        task: RunTask,
+        bundle: RunnerBundle,
+        job: JobFolder,
+        deadline: float,
+        started: dt.datetime,
     ) -> RunResult:
         folder = job_dir(task.run_id)
         self._last_progress = 0.0  # a run's first progress goes out at once: it says "started"
-        spec = RunnerSpec(
-            run_id=task.run_id,
-            manifest=manifest,
-            params=task.params,
-            htp_arch=str(self.htp_arch) if self.htp_arch else None,
-        )
         metrics: dict[str, object] = {}
-        if spec.params.kind == "benchmark":
-            start = self.thermal.wait(self.phone, spec.params.max_start_temp_c)
+        if job.spec.params.kind == "benchmark":
+            start = self.thermal.wait(self.phone, job.spec.params.max_start_temp_c)
             metrics.update(
                 temp_before_c=start.temp_c,
                 thermal_wait_s=start.waited_s,
@@ -226,12 +339,10 @@ class Executor:
                 started_cool=start.ready,
             )
         try:
-            self.phone.push_bytes(spec.model_dump_json().encode(), f"{folder}/spec.json")
-            for index, data in enumerate(task.inputs.values()):
-                self.phone.push_bytes(data, f"{folder}/input-{index}.npy")
-            streamed = self.phone.stream(
-                RUNNER_PATH,
-                f"{folder}/spec.json",
+            self.phone.push_files({f"{folder}/{name}": data for name, data in job.files.items()})
+            streamed = self.phone.stream_script(
+                runner_command(bundle, task.run_id),
+                RUNNER_FILE,
                 on_line=lambda line: self._progress(task, line),
                 deadline=deadline,
                 should_stop=lambda: "cancelled" if self.cancelled(task.run_id) else "",
@@ -248,14 +359,14 @@ class Executor:
                 )
             if streamed.exit_code != 0:
                 raise runner_failure(streamed.exit_code, streamed.stderr)
-            results: list[RunnerResult] = []
+            results: list[RunnerResultV2] = []
 
             def outputs(raw: bytes) -> list[str]:
-                results.append(RunnerResult.model_validate_json(raw))
+                results.append(RunnerResultV2.model_validate_json(raw))
                 return [f"{folder}/{output.name}" for output in results[0].outputs]
 
             _, files = self.phone.pull_with(f"{folder}/result.json", outputs)
-            return self._collect(task, started, results[0], files, metrics)
+            return self._collect(task, started, bundle, job, results[0], files, metrics)
         finally:
             self.background(lambda: self._remove(folder))
 
@@ -291,18 +402,25 @@ class Executor:
         self,
         task: RunTask,
         started: dt.datetime,
-        result: RunnerResult,
+        bundle: RunnerBundle,
+        job: JobFolder,
+        result: RunnerResultV2,
         files: list[bytes],
         extra: dict[str, object],
     ) -> RunResult:
         images, tensors = [], {}
+        plan = job.spec.params.images if job.spec.params.kind == "generate" else []
         for output, data in zip(result.outputs, files, strict=True):
             if output.kind == "image":
+                # v2 images carry no prompt: image i is the plan's image i (CONTRACT.md).
+                if not 0 <= output.index < len(plan):
+                    raise RunnerFailed(f"the runner returned image {output.index} of {len(plan)}")
+                image = plan[output.index]
                 images.append(
                     ImageOut(
                         index=output.index,
-                        prompt=output.prompt or "",
-                        seed=output.seed or 0,
+                        prompt=job.prompts[image.prompt_row - 1],
+                        seed=image.seed,
                         png=data,
                     )
                 )
@@ -337,4 +455,9 @@ class Executor:
             metrics=metrics,
             images=images,
             tensors=tensors,
+            runner=RunnerInfo(
+                bundle_sha256=bundle.sha256,
+                runner_version=bundle.runner_version,
+                abi=self.abi,
+            ),
         )

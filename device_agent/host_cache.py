@@ -44,6 +44,10 @@ class HostCache:
         self._verified.add(ref.sha256)
         return target
 
+    def file_paths(self, refs: list[FileRef]) -> dict[str, Path]:
+        """Verified local paths of `refs` by file name, fetched as needed (a tokenizer's files)."""
+        return {ref.name: self.path(ref) for ref in refs}
+
     def forget(self, ref: FileRef) -> None:
         """Drop this host's copy of `ref` (the next `path` fetches it again)."""
         self._verified.discard(ref.sha256)

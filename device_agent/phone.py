@@ -17,6 +17,7 @@ import posixpath
 import re
 import shlex
 import socket
+import stat
 import struct
 import time
 from collections.abc import Callable, Iterator
@@ -26,9 +27,10 @@ from pathlib import Path
 
 import adbutils
 
+from hexfleet.bundle import RUNNER_FILE
 from hexfleet.errors import DeviceLost, InvalidRequest
 from hexfleet.messages import DeviceFacts, DeviceHealth
-from hexfleet.runner_spec import CACHE_DIR, DEVICE_ROOT_DIR, JOBS_DIR, RUNNER_PATH
+from hexfleet.runner_spec import CACHE_DIR, DEVICE_ROOT_DIR, JOBS_DIR, RUNNERS_DIR
 
 # docs/architecture.md's table: a QNN context binary is compiled for one Hexagon arch per SoC.
 HTP_ARCH_BY_SOC = {
@@ -78,6 +80,11 @@ def cache_path(sha256: str) -> str:
 
 def job_dir(run_id: str) -> str:
     return f"{JOBS_DIR}/{check_run_id(run_id)}"
+
+
+def runner_dir(bundle_sha256: str) -> str:
+    """Where a runner bundle's files live on the phone, under their own names."""
+    return f"{RUNNERS_DIR}/{check_sha256(bundle_sha256)}"
 
 
 def _inside_root(path: str) -> bool:
@@ -292,14 +299,19 @@ class Phone:
             raise adbutils.AdbError(f"unexpected sync answer {status!r} to SEND")
         return sent
 
-    def push(self, local: Path, device_path: str) -> int:
-        """Copy a host file to the phone; the bytes pushed."""
+    def push(self, local: Path, device_path: str, mode: int = 0o644) -> int:
+        """Copy a host file to the phone with permissions `mode`; the bytes pushed."""
         with self._sync(f"pushing {local.name}") as sock, local.open("rb") as source:
-            return self._send(sock, source, device_path, 0o100644)
+            return self._send(sock, source, device_path, 0o100000 | mode)
 
     def push_bytes(self, data: bytes, device_path: str) -> None:
-        with self._sync("pushing a file") as sock:
-            self._send(sock, io.BytesIO(data), device_path, 0o100644)
+        self.push_files({device_path: data}, doing="pushing a file")
+
+    def push_files(self, files: dict[str, bytes], doing: str = "pushing a job folder") -> None:
+        """Several small files (a job folder) in one sync session."""
+        with self._sync(doing) as sock:
+            for device_path, data in files.items():
+                self._send(sock, io.BytesIO(data), device_path, 0o100644)
 
     def _recv(self, sock: socket.socket, device_path: str) -> bytes:
         path = device_path.encode()
@@ -332,19 +344,41 @@ class Phone:
 
     def cache_entries(self) -> dict[str, tuple[int, int]]:
         """The phone's cached artifacts: sha256 → (size, mtime); empty if there is no cache."""
-        entries = {}
-        path = CACHE_DIR.encode()
-        with self._sync("listing the cache") as sock:
+        return {
+            name: entry for name, entry in self.listing(CACHE_DIR).items() if SHA256.fullmatch(name)
+        }
+
+    def listing(self, folder: str) -> dict[str, tuple[int, int]]:
+        """A folder's regular files: name → (size, mtime); empty if there is no folder."""
+        return {
+            name: (size, mtime)
+            for name, mode, size, mtime in self._entries(folder)
+            if stat.S_ISREG(mode)
+        }
+
+    def subfolders(self, folder: str) -> list[str]:
+        """The names of a folder's subfolders named by a sha256 (runner bundles)."""
+        return [
+            name
+            for name, mode, _, _ in self._entries(folder)
+            if stat.S_ISDIR(mode) and SHA256.fullmatch(name)
+        ]
+
+    def _entries(self, folder: str) -> list[tuple[str, int, int, int]]:
+        """sync LIST: (name, mode, size, mtime) of each entry; empty if there is no folder."""
+        entries = []
+        path = folder.encode()
+        with self._sync(f"listing {folder.rsplit('/', 1)[-1]}") as sock:
             sock.sendall(_SYNC_HEADER.pack(b"LIST", len(path)) + path)
             while True:
-                ident, _mode, size, mtime, length = _DENT.unpack(_recv_exactly(sock, _DENT.size))
+                ident, mode, size, mtime, length = _DENT.unpack(_recv_exactly(sock, _DENT.size))
                 if ident == b"DONE":
                     break
                 if ident != b"DENT":
                     raise adbutils.AdbError(f"unexpected sync answer {ident!r} to LIST")
                 name = _recv_exactly(sock, length).decode(errors="replace")
-                if SHA256.fullmatch(name):
-                    entries[name] = (size, mtime)
+                if name not in (".", ".."):
+                    entries.append((name, mode, size, mtime))
         return entries
 
     def remove(self, *device_paths: str) -> None:
@@ -367,7 +401,7 @@ class Phone:
         pids = []
         for line in out.splitlines()[1:]:
             pid, _, args = line.strip().partition(" ")
-            if pid.isdigit() and RUNNER_PATH in args and marker in args:
+            if pid.isdigit() and f"/{RUNNER_FILE} " in args and marker in args:
                 pids.append(int(pid))
         return pids
 
@@ -388,7 +422,28 @@ class Phone:
         Stops reading when the monotonic `deadline` passes or `should_stop()` returns a reason;
         closing the session makes the phone hang up the command (the caller also kills it).
         """
-        command = " ".join(shlex.quote(word) for word in argv)
+        return self.stream_script(
+            " ".join(shlex.quote(word) for word in argv),
+            argv[0],
+            on_line=on_line,
+            deadline=deadline,
+            should_stop=should_stop,
+            poll_s=poll_s,
+        )
+
+    def stream_script(
+        self,
+        command: str,
+        name: str,
+        *,
+        on_line: Callable[[str], None],
+        deadline: float,
+        should_stop: Callable[[], str],
+        poll_s: float = 0.25,
+    ) -> Streamed:
+        """`stream` for a command line built from a fixed template by the caller (every variable
+        in it validated and quoted); `name` is what errors call it."""
+        argv = [name]
         with lost_on_failure(self.serial, f"starting {argv[0]}"):
             sock = self._open(f"shell,v2,raw:{command}", timeout=30)
         sock.settimeout(poll_s)

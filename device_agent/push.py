@@ -147,22 +147,27 @@ class ArtifactPusher:
         return evicted
 
     def _push_verified(self, ref: FileRef) -> None:
-        """Push to `<sha256>.part`, hash it on the phone, rename it; one retry on a mismatch.
+        push_verified(self.phone, self.host_cache, ref, cache_path(ref.sha256))
 
-        One file at a time, so a phone lost mid-push leaves at most one `.part` behind."""
-        local = self.host_cache.path(ref)
-        final = cache_path(ref.sha256)
-        partial = f"{final}.part"
-        for attempt in range(1, PUSH_ATTEMPTS + 1):
-            self.phone.push(local, partial)
-            if self.phone.sha256(partial) == ref.sha256:
-                self.phone.rename(partial, final)
-                return
-            self.phone.remove(partial)
-            if attempt == PUSH_ATTEMPTS:
-                # The host's copy may be the corrupt one: fetch it again next time.
-                self.host_cache.forget(ref)
-                raise ArtifactMismatch(
-                    f"{self.phone.serial}: {ref.name} ({ref.sha256[:12]}) did not hash correctly "
-                    f"on the phone after {PUSH_ATTEMPTS} pushes"
-                )
+
+def push_verified(
+    phone: Phone, host_cache: HostCache, ref: FileRef, final: str, mode: int = 0o644
+) -> None:
+    """Push to `<final>.part`, hash it on the phone, rename it; one retry on a mismatch.
+
+    One file at a time, so a phone lost mid-push leaves at most one `.part` behind."""
+    local = host_cache.path(ref)
+    partial = f"{final}.part"
+    for attempt in range(1, PUSH_ATTEMPTS + 1):
+        phone.push(local, partial, mode)
+        if phone.sha256(partial) == ref.sha256:
+            phone.rename(partial, final)
+            return
+        phone.remove(partial)
+        if attempt == PUSH_ATTEMPTS:
+            # The host's copy may be the corrupt one: fetch it again next time.
+            host_cache.forget(ref)
+            raise ArtifactMismatch(
+                f"{phone.serial}: {ref.name} ({ref.sha256[:12]}) did not hash correctly "
+                f"on the phone after {PUSH_ATTEMPTS} pushes"
+            )

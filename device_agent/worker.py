@@ -153,6 +153,7 @@ class PhoneWorker:
             cancelled=CancelWatch(settings),
             thermal=ThermalGate.from_settings(settings),
             background=self.chores,
+            abi=self.facts.abi,
         )
         self.app.task(name=RUN_TASK, shared=False, **RUN_TASK_OPTIONS)(self.run)
 

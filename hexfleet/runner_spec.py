@@ -1,7 +1,8 @@
-"""The runner's contract as data: the job spec it reads and the result.json it writes (v1).
+"""The runner's contract as data: the job spec it reads and the result.json it writes (v2).
 
-CONTRACT.md beside this file describes the same thing for a native implementation. The per-kind
-parameter models are also what the orchestrator validates user requests with.
+runner/CONTRACT.md describes the same thing for the native runner. The per-kind request models
+(GenerateParams, ...) are what the orchestrator validates user requests with; the host turns them
+into a job folder (models/job_folder.py).
 """
 
 from __future__ import annotations
@@ -11,14 +12,13 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from hexfleet.manifest import Component as ManifestComponent
-from hexfleet.manifest import Manifest
 
-SPEC_VERSION = 1
 MAX_PROMPT_CHARS = 1000
 DEVICE_ROOT_DIR = "/data/local/tmp/hexfleet"
 CACHE_DIR = f"{DEVICE_ROOT_DIR}/cache"
 JOBS_DIR = f"{DEVICE_ROOT_DIR}/jobs"
-RUNNER_PATH = f"{DEVICE_ROOT_DIR}/bin/hexfleet-runner"
+# One folder per runner bundle, named by the bundle's sha256, holding its files by name.
+RUNNERS_DIR = f"{DEVICE_ROOT_DIR}/runners"
 # The samplers a spec may name; hexfleet.models.schedulers implements exactly these.
 SCHEDULER_NAMES = ("ddim", "euler", "dpm++2m")
 Runtime = Literal["htp", "cpu"]
@@ -94,17 +94,6 @@ class InferParams(_Strict):
 Params = Annotated[GenerateParams | BenchmarkParams | InferParams, Field(discriminator="kind")]
 
 
-class RunnerSpec(_Strict):
-    """spec.json: one job for one phone."""
-
-    version: Literal[1] = SPEC_VERSION
-    run_id: Annotated[str, StringConstraints(pattern=r"^[0-9a-f\-]{36}$")]
-    manifest: Manifest
-    params: Params
-    htp_arch: str | None = None
-    cache_dir: str = CACHE_DIR
-
-
 class OutputFile(_Strict):
     name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.\-]{1,128}$")]
     kind: Literal["image", "tensor"]
@@ -113,21 +102,6 @@ class OutputFile(_Strict):
     seed: int | None = None
 
 
-class RunnerResult(_Strict):
-    """result.json: what the run measured and produced (files beside it in the job folder)."""
-
-    version: Literal[1] = SPEC_VERSION
-    run_id: str
-    kind: str
-    runtime: Runtime
-    htp_arch: str | None
-    simulated: bool
-    timings: dict[str, object]
-    metrics: dict[str, object] = {}
-    outputs: list[OutputFile] = []
-
-
-# Contract version 2 ---------------------------------------------------------------------------
 # What the host computes once travels in the job folder (CONTRACT.md): token ids (tokens.npy),
 # initial latents (latents.npy), the sampler as per-step linear coefficients, the benchmark's
 # inputs. The phone program needs no tokenizer, no scheduler and no user text.
@@ -219,8 +193,8 @@ class RunnerSpecV2(_Strict):
 
 
 class RunnerResultV2(_Strict):
-    """result.json, contract version 2: v1's fields, image outputs without prompt text, and the
-    runner that produced it."""
+    """result.json, contract version 2: image outputs carry no prompt text (the host maps their
+    index back), and `runner` names the program that produced it."""
 
     version: Literal[2] = SPEC_VERSION_2
     run_id: str

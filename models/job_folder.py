@@ -9,16 +9,16 @@ from the model's tokenizer (tokens.npy: the negative prompt, then each prompt), 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 from hexfleet.errors import InvalidRequest
-from hexfleet.manifest import Manifest, TensorInfo
+from hexfleet.manifest import FileRef, Manifest, TensorInfo
 from hexfleet.models.pipeline import initial_noise
 from hexfleet.models.prompt_tokenizer import load_tokenizer
 from hexfleet.models.sampler_plan import plan_sampler
 from hexfleet.models.schedulers import SchedulerConfig
-from hexfleet.models.store import ModelStore
 from hexfleet.runner_spec import (
     CACHE_DIR,
     LATENTS_FILE,
@@ -36,6 +36,14 @@ from hexfleet.runner_spec import (
 )
 
 SPEC_FILE = "spec.json"
+
+
+class FileSource(Protocol):
+    """Where the tokenizer's files come from: a ModelStore, or the agent's host cache."""
+
+    def file_paths(self, refs: list[FileRef]) -> dict[str, Path]: ...
+
+
 NUMPY_DTYPES = {
     "float32": np.float32,
     "float16": np.float16,
@@ -48,7 +56,7 @@ NUMPY_DTYPES = {
 
 
 def token_rows(
-    store: ModelStore, manifest: Manifest, prompts: list[str], negative: str
+    store: FileSource, manifest: Manifest, prompts: list[str], negative: str
 ) -> np.ndarray:
     """[1 + len(prompts), L] token ids in the text encoder's dtype: the negative prompt first.
 
@@ -107,7 +115,7 @@ def _write(folder: Path, spec: RunnerSpecV2, arrays: dict[str, np.ndarray]) -> R
 
 def write_generate(
     folder: Path,
-    store: ModelStore,
+    store: FileSource,
     manifest: Manifest,
     params: GenerateParams,
     run_id: str,

@@ -60,9 +60,6 @@ class PhoneSpec(BaseModel):
     abi: Abi = "x86_64"
     bandwidth_mb_s: float | None = None
     faulty_npu: float = 0.0
-    # Device path -> host command for the phone's programs (benchmarks give the runner a
-    # stand-in); empty: the real runner.
-    program_commands: dict[str, list[str]] = Field(default_factory=dict)
 
 
 class PhoneRecord(BaseModel):
@@ -131,7 +128,6 @@ def phone_config(spec: PhoneSpec) -> PhoneConfig:
         abi=spec.abi,
         bandwidth_mb_s=spec.bandwidth_mb_s,
         faulty_npu=spec.faulty_npu,
-        program_commands=spec.program_commands,
     )
 
 

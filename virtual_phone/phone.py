@@ -43,8 +43,6 @@ class PhoneConfig:
     reboot_s: float = 3.0
     bandwidth_mb_s: float | None = None
     faulty_npu: float = 0.0
-    # Host argv prefixes replacing `python -m <module>` for some programs (device path → argv).
-    program_commands: dict[str, list[str]] = field(default_factory=dict)
 
 
 class VirtualPhone:
@@ -67,7 +65,6 @@ class VirtualPhone:
             self.faults,
             self.compute_settings,
             self.serialno,
-            commands=config.program_commands,
             abi=config.abi,
         )
         self.context = PhoneContext(
@@ -131,7 +128,7 @@ class VirtualPhone:
 
     async def start(self) -> None:
         """Create the phone's folders (kept across restarts) and start listening."""
-        self.fs.create_layout(self.programs.placeholders())
+        self.fs.create_layout()
         self.health.write_sysfs(self.fs)
         self.port = await self.daemon.start(self.config.host, self.port)
         self.config.port = self.port

@@ -1,79 +1,32 @@
-"""The phone's executables that run as host subprocesses: the farm's runner and `hexfleet-onnx-run`.
+"""Running the programs pushed to a virtual phone: the ELF itself in its sandbox, stdio wired to a
+shell command's, with the phone's compute override and failpoints in its environment.
 
-Each one is a fixed Python module started with an argv built by us (device paths resolved inside
-the phone's folder, never through a shell), with the phone's compute settings in its environment.
+`executables.sandbox_command` builds the host argv (bubblewrap, qemu-user for arm64); this module
+starts it, registers it in the phone's process table, injects a scheduled crash fault, and stops
+it (SIGTERM, then SIGKILL) when its shell session goes away.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 import os
 import signal
-import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-import hexfleet
-from hexfleet.runner_env import ENV_DEVICE_ROOT, ENV_DEVICE_SERIAL, ComputeSettings
+from hexfleet.runner_env import ENV_DEVICE_SERIAL, ComputeSettings
 from hexfleet.virtual_phone.executables import CannotExecute, sandbox_command
 from hexfleet.virtual_phone.faults import LinkFaults
-from hexfleet.virtual_phone.filesystem import PhoneFilesystem, check_writable, fs_error
+from hexfleet.virtual_phone.filesystem import PhoneFilesystem
 from hexfleet.virtual_phone.pipes import Input, Output
 from hexfleet.virtual_phone.processes import ProcessTable
 
 log = logging.getLogger(__name__)
 
-RUNNER_PATH = "/data/local/tmp/hexfleet/bin/hexfleet-runner"
-ONNX_RUN_PATH = "/system/bin/hexfleet-onnx-run"
-# The variable that tells a program where the phone's `/` is on the host.
 # Grace between SIGTERM and SIGKILL when a program's session goes away.
 TERMINATE_GRACE_S = 2.0
-_PACKAGE_PARENT = str(Path(hexfleet.__file__).resolve().parent.parent)
-
-
-class UsageError(Exception):
-    """The program was called with arguments it cannot take."""
-
-
-@dataclass(frozen=True)
-class Program:
-    """An executable on the phone backed by `python -m module` on the host."""
-
-    device_path: str
-    module: str
-    usage: str
-
-    @property
-    def name(self) -> str:
-        return self.device_path.rsplit("/", 1)[-1]
-
-    def placeholder(self) -> str:
-        """What the file at `device_path` contains on a fresh phone."""
-        return (
-            "#!/system/bin/sh\n"
-            f"# Virtual phone: this program runs `python -m {self.module}` on the host.\n"
-            f"# usage: {self.usage}\n"
-        )
-
-
-RUNNER = Program(RUNNER_PATH, "hexfleet.runner", f"{RUNNER_PATH} SPEC_PATH")
-ONNX_RUN = Program(
-    ONNX_RUN_PATH, "hexfleet.virtual_phone.compute", "hexfleet-onnx-run MODEL INPUT OUTPUT"
-)
-PROGRAMS = {program.device_path: program for program in (RUNNER, ONNX_RUN)}
-
-
-@dataclass(frozen=True)
-class Launch:
-    """A resolved command line: host argv tail, host working directory, display text."""
-
-    args: list[str]
-    cwd: Path
-    display: str
 
 
 def _signal_group(pid: int, signum: int) -> None:
@@ -82,7 +35,7 @@ def _signal_group(pid: int, signum: int) -> None:
 
 
 class Programs:
-    """Starts the phone's programs and wires their stdio to a shell command's."""
+    """Starts the programs pushed to the phone and wires their stdio to a shell command's."""
 
     def __init__(
         self,
@@ -91,8 +44,6 @@ class Programs:
         faults: LinkFaults,
         compute: Callable[[], ComputeSettings],
         serial: str,
-        python: str = sys.executable,
-        commands: dict[str, list[str]] | None = None,
         abi: str = "x86_64",
         state_dir: Path | None = None,
     ) -> None:
@@ -101,86 +52,8 @@ class Programs:
         self._faults = faults
         self._compute = compute
         self._serial = serial
-        self._python = python
-        self._commands = dict(commands or {})
         self._abi = abi
         self._state_dir = state_dir or fs.root.parent / f".{fs.root.name}-state"
-
-    def command(self, program: Program) -> list[str]:
-        """The host argv prefix that runs `program` (`python -m module` unless overridden)."""
-        return self._commands.get(program.device_path, [self._python, "-m", program.module])
-
-    def placeholders(self) -> dict[str, str]:
-        """Files to create on a fresh phone so `ls` finds the programs."""
-        return {program.device_path: program.placeholder() for program in PROGRAMS.values()}
-
-    @staticmethod
-    def find(device_path: str) -> Program | None:
-        return PROGRAMS.get(device_path)
-
-    def _launch(self, program: Program, args: list[str], cwd: str) -> Launch:
-        if program is RUNNER:
-            if len(args) != 1:
-                raise UsageError(f"usage: {program.usage}")
-            spec = self._fs.resolve(args[0], cwd)
-            if not spec.host.is_file():
-                raise fs_error(errno.ENOENT, spec.device)
-            display = f"{program.device_path} {spec.device}"
-            return Launch([str(spec.host)], spec.host.parent, display)
-        if len(args) != 3:
-            raise UsageError(f"usage: {program.usage}")
-        model = self._fs.resolve(args[0], cwd)
-        source = self._fs.resolve(args[1], cwd)
-        output = self._fs.resolve(args[2], cwd)
-        for item in (model, source):
-            if not item.host.is_file():
-                raise fs_error(errno.ENOENT, item.device)
-        check_writable(output.device)
-        settings = self._compute()
-        options = [
-            "--compute", settings.mode,
-            "--htp-arch", settings.htp_arch,
-            "--soc", settings.soc,
-            "--faulty-npu", repr(settings.faulty_npu),
-        ]
-        host_args = options + [str(model.host), str(source.host), str(output.host)]
-        display = f"hexfleet-onnx-run {model.device} {source.device} {output.device}"
-        return Launch(host_args, self._fs.resolve(cwd).host, display)
-
-    def environment(self) -> dict[str, str]:
-        """The whole environment a program gets (nothing inherited from the phone's host)."""
-        home = str(self._fs.root / "data/local/tmp")
-        env = {
-            "PATH": "/usr/local/bin:/usr/bin:/bin",
-            "HOME": home,
-            "TMPDIR": home,
-            "LANG": "C.UTF-8",
-            "PYTHONPATH": _PACKAGE_PARENT,
-            "PYTHONUNBUFFERED": "1",
-            "OMP_NUM_THREADS": "1",
-            ENV_DEVICE_ROOT: str(self._fs.root),
-            ENV_DEVICE_SERIAL: self._serial,
-        }
-        env.update(self._compute().to_env())
-        return env
-
-    async def run(
-        self, program: Program, args: list[str], *, stdin: Input, stdout: Output, stderr: Output,
-        cwd: str, ppid: int,
-    ) -> int:
-        """Run a program to completion, streaming its output; returns its exit status."""
-        try:
-            launch = self._launch(program, args, cwd)
-        except UsageError as exc:
-            await stderr.write(f"{exc}\n".encode())
-            return 2
-        except OSError as exc:
-            await stderr.write(f"{program.name}: {exc.filename}: {exc.strerror}\n".encode())
-            return 1
-        return await self._spawn(
-            [*self.command(program), *launch.args], launch.cwd, self.environment(),
-            program.name, launch.display, stdin=stdin, stdout=stdout, stderr=stderr, ppid=ppid,
-        )
 
     def executable_environment(self, exported: dict[str, str]) -> dict[str, str]:
         """What a pushed program starts with: a phone's shell environment, the variables the

@@ -23,7 +23,7 @@ from hexfleet.virtual_phone.health import Health
 from hexfleet.virtual_phone.pipes import FileInput, FileOutput, Input, NullOutput, Output, read_all
 from hexfleet.virtual_phone.processes import SYSTEM_PROCESSES, ProcessTable
 from hexfleet.virtual_phone.profiles import Profile
-from hexfleet.virtual_phone.programs import Program, Programs
+from hexfleet.virtual_phone.programs import Programs
 from hexfleet.virtual_phone.shell import IO, SHELL_PATH, Interpreter, ShellExit, ShellState
 
 PATH_DIRS = ("/product/bin", "/apex/com.android.runtime/bin", "/system/bin", "/system/xbin",
@@ -180,24 +180,12 @@ class Toolbox:
         if "/" not in name:
             if name in COMMANDS:
                 return await _run(COMMANDS[name], invocation, argv[1:])
-            for folder in PATH_DIRS:
-                program = self.phone.programs.find(f"{folder}/{name}")
-                if program is not None and self._executable(f"{folder}/{name}"):
-                    return await self._program(program, argv[1:], io, state)
             return await _not_found(io, name)
         try:
             resolved = self.phone.fs.resolve(name, state.cwd)
         except OSError:
             return await _not_found(io, name)
         folder, _, base = resolved.device.rpartition("/")
-        program = self.phone.programs.find(resolved.device)
-        if program is not None and resolved.host.is_file():
-            if not self._executable(resolved.device):
-                await io.stderr.write(
-                    f"{SHELL_PATH}: {name}: can't execute: Permission denied\n".encode()
-                )
-                return 126
-            return await self._program(program, argv[1:], io, state)
         if folder in ("/system/bin", "/system/xbin") and base in COMMANDS:
             return await _run(COMMANDS[base], invocation, argv[1:])
         if resolved.host.is_file() and self._executable(resolved.device):
@@ -218,14 +206,6 @@ class Toolbox:
         except OSError:
             return False
         return stat.S_ISREG(info.st_mode) and bool(info.st_mode & 0o111)
-
-    async def _program(
-        self, program: Program, args: list[str], io: IO, state: ShellState
-    ) -> int:
-        return await self.phone.programs.run(
-            program, args, stdin=io.stdin, stdout=io.stdout, stderr=io.stderr, cwd=state.cwd,
-            ppid=state.pid,
-        )
 
 
 async def _run(fn: CommandFn, invocation: Invocation, args: list[str]) -> int:
@@ -1198,10 +1178,5 @@ async def _which(inv: Invocation, args: list[str]) -> int:
         if name in COMMANDS:
             await inv.out(f"/system/bin/{name}\n")
             continue
-        found = [f"{folder}/{name}" for folder in PATH_DIRS
-                 if inv.phone.programs.find(f"{folder}/{name}")]
-        if found:
-            await inv.out(found[0] + "\n")
-        else:
-            status = 1
+        status = 1
     return status

@@ -1,4 +1,4 @@
-// The phone's filesystem as the runner sees it: device paths under a root, cached files checked by
+// The phone's filesystem as the runner sees it: absolute device paths, cached files checked by
 // size and sha256 before use, thermal zones, and the process's own peak memory.
 #include "device.hpp"
 
@@ -79,19 +79,20 @@ std::optional<double> read_celsius(const std::string& path) {
 
 Device Device::from_environment() {
   Device device;
-  const char* root = std::getenv("HEXFLEET_DEVICE_ROOT");
-  if (root != nullptr) {
-    char resolved[PATH_MAX];
-    if (::realpath(root, resolved) == nullptr) throw invalid_request(std::string("HEXFLEET_DEVICE_ROOT ") + root + " does not exist");
-    device.root = resolved;
-    device.virtual_phone = true;
+  const std::string compute = env_or("HEXFLEET_RUNNER_COMPUTE", "");
+  if (!compute.empty() && compute != "htp" && compute != "cpu") {
+    throw invalid_request("HEXFLEET_RUNNER_COMPUTE=" + compute + ": expected htp or cpu");
   }
-  device.compute_mode = env_or("HEXFLEET_VIRTUAL_COMPUTE", "htp");
-  if (device.compute_mode != "htp" && device.compute_mode != "cpu") {
-    throw invalid_request("HEXFLEET_VIRTUAL_COMPUTE=" + device.compute_mode + ": expected htp or cpu");
-  }
-  device.faulty_npu = env_number("HEXFLEET_VIRTUAL_FAULTY_NPU");
-  device.slow_npu = std::max(0.0, env_number("HEXFLEET_VIRTUAL_SLOW_NPU"));
+  device.compute_override = compute;
+  device.faulty_npu = env_number("HEXFLEET_RUNNER_FAULTY_NPU");
+  device.slow_npu = std::max(0.0, env_number("HEXFLEET_RUNNER_SLOW_NPU"));
+#if defined(__x86_64__)
+  // No phone with an x86_64 CPU has a Hexagon NPU: an x86_64 build can only load the QNN HTP
+  // simulator, so its timings are never a device's.
+  device.simulated = true;
+#else
+  device.simulated = !compute.empty();
+#endif
   return device;
 }
 
@@ -107,12 +108,11 @@ std::string Device::path(const std::string& device_path) const {
     }
     start = end + 1;
   }
-  if (root == "/") return device_path;
-  return root + device_path;
+  return device_path;
 }
 
 std::string Device::effective_runtime(const std::string& requested) const {
-  return virtual_phone && compute_mode == "cpu" ? "cpu" : requested;
+  return compute_override.empty() ? requested : compute_override;
 }
 
 ThermalZones::ThermalZones(const Device& device) {

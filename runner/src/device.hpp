@@ -1,5 +1,5 @@
-// What the runner knows of the phone: where `/` is, whether it is virtual, its compute mode and
-// the failpoints. Read once from the environment by main() (names as in hexfleet/runner_env.py).
+// What the runner knows of the phone from its environment: a compute override, whether timings
+// are simulated, and the failpoints. Read once by main() (names as in hexfleet/runner_env.py).
 #pragma once
 
 #include <optional>
@@ -12,15 +12,16 @@
 namespace hexfleet {
 
 struct Device {
-  std::string root = "/";  // HEXFLEET_DEVICE_ROOT: a virtual phone's folder on the host
-  bool virtual_phone = false;
-  std::string compute_mode = "htp";  // HEXFLEET_VIRTUAL_COMPUTE: "cpu" forces the CPU EP on a virtual phone
-  double faulty_npu = 0;             // HEXFLEET_VIRTUAL_FAULTY_NPU failpoint
-  double slow_npu = 0;               // HEXFLEET_VIRTUAL_SLOW_NPU failpoint
+  // HEXFLEET_RUNNER_COMPUTE: "cpu" (or "htp") runs every graph on that EP whatever the spec asks,
+  // for an emulated phone without an NPU simulator (arm64 under qemu); empty: as the spec asks.
+  std::string compute_override;
+  bool simulated = false;  // the NPU is a host simulator or the phone emulated: not device timings
+  double faulty_npu = 0;   // HEXFLEET_RUNNER_FAULTY_NPU failpoint
+  double slow_npu = 0;     // HEXFLEET_RUNNER_SLOW_NPU failpoint
 
   static Device from_environment();
 
-  // The host path of an absolute device path; refuses relative paths and '..'.
+  // An absolute device path, checked: refuses relative paths and '..'.
   std::string path(const std::string& device_path) const;
   std::string effective_runtime(const std::string& requested) const;
 };

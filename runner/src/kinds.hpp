@@ -15,7 +15,7 @@ struct Job {
   const Spec& spec;
   const Device& device;
   std::string dir;      // the spec's folder: every file the runner reads or writes is in it
-  std::string runtime;  // what actually runs: the spec's runtime, or cpu on a virtual phone set so
+  std::string runtime;  // what actually runs: the spec's runtime, or HEXFLEET_RUNNER_COMPUTE when set
 };
 
 nlohmann::json run_generate(const Job& job);

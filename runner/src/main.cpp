@@ -59,7 +59,7 @@ int run(const std::string& spec_path) {
   result["kind"] = spec.kind;
   result["runtime"] = job.runtime;
   result["htp_arch"] = job.runtime == "htp" ? nlohmann::json(spec.htp_arch.value_or("73")) : nlohmann::json(nullptr);
-  result["simulated"] = device.virtual_phone;
+  result["simulated"] = device.simulated;
   result["runner"] = std::string("hexfleet-runner native ") + HEXFLEET_RUNNER_VERSION + ", onnxruntime " + Engine::ort_version();
   const std::string tmp = job.dir + "/result.json.tmp";
   {

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from hexfleet.bundle import RunnerBundle
 from hexfleet.device_agent.execution import Executor
 from hexfleet.manifest import Manifest
 from hexfleet.messages import RunProgress, RunResult, RunTask
@@ -40,6 +41,7 @@ class ModelServer:
     token: str
     store: ModelStore
     manifest: Manifest
+    bundle: RunnerBundle  # the host runner's bundle (x86_64), its files in `store`
 
 
 @dataclass
@@ -72,8 +74,11 @@ class RunnerWatch:
         return [pid for pid in self.started if pid not in self.ended]
 
 
-def make_task(manifest: Manifest, deadline_s: float = 120.0, **params: Any) -> RunTask:
-    """A run of the tiny model on the CPU: generate unless `params` name another kind."""
+def make_task(
+    manifest: Manifest, bundle: RunnerBundle, deadline_s: float = 120.0, **params: Any
+) -> RunTask:
+    """A run of the tiny model on the CPU with `bundle` as the runner for its ABI: generate
+    unless `params` name another kind."""
     body: dict[str, Any] = {"kind": "generate", "runtime": "cpu"}
     if params.get("kind", "generate") == "generate":
         body.update(prompts=[PROMPT], steps=2)
@@ -87,6 +92,7 @@ def make_task(manifest: Manifest, deadline_s: float = 120.0, **params: Any) -> R
         manifest=manifest.model_dump(mode="json"),
         params=body,
         deadline_s=deadline_s,
+        bundles={bundle.abi: bundle},
     )
 
 

@@ -4,8 +4,9 @@ for the agent's tests also the tiny model served by a real orchestrator API and 
 The adb server is the real binary bundled with adbutils, started on its own port (`adb -P`), so
 tests never touch a developer's server on 5037. Phones run on a background event loop in this
 process so tests can inject faults directly. The API is `orchestrator.api.app.create_app` on
-uvicorn in a thread (imported only when an agent test asks for it). Nothing of ADB, the runner or
-ONNX Runtime is replaced.
+uvicorn in a thread (imported only when an agent test asks for it); its store also holds the
+native runner built from this checkout as a bundle (tests/support/runner_bundle.py). Nothing of
+ADB, the runner or ONNX Runtime is replaced.
 
 The agent's fixtures live here rather than in agent/conftest.py: tests/e2e imports helpers with
 `from conftest import ...`, which a conftest loaded later in the same session would shadow.
@@ -21,9 +22,11 @@ from pathlib import Path
 import adbutils
 import pytest
 from agent_support import VIEWER_TOKEN, ModelServer, Runs
+from runner_bundle import build_runner, register_bundle
 from virtual_phone_support import ADB, AdbServer
 from waiting import free_port, wait_until
 
+from hexfleet.bundle import RunnerBundle
 from hexfleet.device_agent.execution import Executor, ThermalGate
 from hexfleet.device_agent.host_cache import HostCache
 from hexfleet.device_agent.phone import Phone as AgentPhone
@@ -125,13 +128,14 @@ def model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServ
     )
     store = ModelStore.from_settings(settings)
     manifest = register_tiny_sd(store, write_tiny_layout(root / "tiny-sd"))
+    bundle = register_bundle(store, build_runner())
     app = create_app(settings, CeleryDispatcher(make_celery(settings)))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, name="orchestrator-api", daemon=True)
     thread.start()
     wait_until(lambda: server.started, timeout=30, what="the orchestrator API")
     try:
-        yield ModelServer(settings.api_url, VIEWER_TOKEN, store, manifest)
+        yield ModelServer(settings.api_url, VIEWER_TOKEN, store, manifest, bundle)
     finally:
         server.should_exit = True
         thread.join(timeout=10)
@@ -140,6 +144,12 @@ def model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServ
 @pytest.fixture
 def manifest(model_server: ModelServer) -> Manifest:
     return model_server.manifest
+
+
+@pytest.fixture
+def bundle(model_server: ModelServer) -> RunnerBundle:
+    """The native runner built from this checkout (x86_64), as a registered bundle."""
+    return model_server.bundle
 
 
 @pytest.fixture
@@ -175,5 +185,6 @@ def runs(agent_phone: AgentPhone, pusher: ArtifactPusher, phone: VirtualPhone) -
         on_progress=progress.append,
         cancelled=lambda _run_id: cancel.is_set(),
         thermal=ThermalGate(limit_c=45.0, max_wait_s=10.0),
+        abi=phone.config.abi,
     )
     return Runs(executor, progress, cancel)

@@ -231,7 +231,7 @@ def test_cancel_stops_the_run_on_the_phone(farm: Farm) -> None:
     )
     cancelled = farm.cli("cancel", job["id"])
     assert cancelled.returncode == 0 and "cancelled" in cancelled.stdout
-    runner = "/data/local/tmp/hexfleet/bin/hexfleet-runner"
+    runner = "/hexfleet-runner "  # runners/<bundle sha256>/hexfleet-runner <job>/spec.json
 
     def runner_gone() -> bool:
         rows = phone.processes.rows()

@@ -1,9 +1,9 @@
 """The layout holds: one folder per program, imports flowing one way, one installed import name.
 
 The rules are docs/architecture.md's table: the shared core imports nothing of ours but itself;
-the runner nothing of the agent, the orchestrator or the emulated phone; the agent nothing of the
-orchestrator; the orchestrator nothing of the agent or the emulated phone; and nothing imports the
-emulated phone except its own CLI group (and tests).
+the agent nothing of the orchestrator; the orchestrator nothing of the agent or the emulated
+phone; and nothing imports the emulated phone except its own CLI group (and tests). runner/ is
+the native program's folder, not a Python package.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ ROOT = Path(__file__).resolve().parents[2]
 FOLDERS = {
     "hexfleet": "hexfleet",
     "models": "hexfleet.models",
-    "runner": "hexfleet.runner",
     "device_agent": "hexfleet.device_agent",
     "virtual_phone": "hexfleet.virtual_phone",
     "orchestrator": "hexfleet.orchestrator",
@@ -35,7 +34,6 @@ CORE = "core"
 ALLOWED = {
     CORE: {CORE},
     "hexfleet.models": {CORE, "hexfleet.models"},
-    "hexfleet.runner": {CORE, "hexfleet.models", "hexfleet.runner"},
     "hexfleet.device_agent": {CORE, "hexfleet.models", "hexfleet.device_agent"},
     "hexfleet.virtual_phone": {CORE, "hexfleet.models", "hexfleet.virtual_phone"},
     "hexfleet.orchestrator": {CORE, "hexfleet.models", "hexfleet.orchestrator"},
@@ -90,6 +88,12 @@ def test_imports_flow_one_way() -> None:
             ):
                 wrong.append(f"{relative} imports {module}")
     assert not wrong, "\n".join(wrong)
+
+
+def test_the_runner_folder_is_the_native_program() -> None:
+    """runner/ is the C++ program the farm pushes to phones: no Python package hides in it."""
+    assert not sorted((ROOT / "runner").rglob("*.py"))
+    assert (ROOT / "runner" / "CMakeLists.txt").is_file()
 
 
 def test_no_module_of_ours_is_imported_by_its_folder_name() -> None:

@@ -3,7 +3,6 @@ blob folder doubles as the phone's cache, and a way to run a job folder through 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import uuid
@@ -12,41 +11,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from runner_bundle import build_runner
 
+from hexfleet.bundle import RUNNER_FILE
 from hexfleet.manifest import Manifest
 from hexfleet.models.quantize import quantize_model
 from hexfleet.models.registration import register_tiny_sd
 from hexfleet.models.store import ModelStore
-
-ROOT = Path(__file__).resolve().parents[2]
-SOURCES = [ROOT / "runner" / "CMakeLists.txt", ROOT / "runner" / "build.sh"]
-
-
-def _source_hash() -> str:
-    digest = hashlib.sha256()
-    files = [
-        *SOURCES,
-        *sorted((ROOT / "runner" / "src").glob("*")),
-        *sorted(p for p in (ROOT / "third_party").rglob("*") if p.is_file()),
-    ]
-    for path in files:
-        digest.update(str(path.relative_to(ROOT)).encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
 
 
 @pytest.fixture(scope="session")
 def runner_binary() -> Path:
     """The host runner, built by runner/build.sh into build/runner-<source hash> (git-ignored);
     an existing build of the same sources is reused."""
-    build = ROOT / "build" / f"runner-{_source_hash()}"
-    binary = build / "hexfleet-runner"
-    if not binary.is_file():
-        done = subprocess.run(
-            [str(ROOT / "runner" / "build.sh"), str(build)], capture_output=True, text=True
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
-    return binary
+    return build_runner() / RUNNER_FILE
 
 
 @pytest.fixture(scope="session")

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
 import uuid
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import pytest
+from host_tools import require_tool
 from native_jobs import held_out_prompts, psnr_db
 from PIL import Image
 
@@ -15,13 +19,14 @@ from hexfleet.manifest import Manifest
 from hexfleet.models.job_folder import write_benchmark, write_generate, write_infer
 from hexfleet.models.pipeline import Pipeline
 from hexfleet.models.store import ModelStore
-from hexfleet.runner_env import ENV_DEVICE_ROOT, ENV_FAULTY_NPU, ENV_SLOW_NPU
+from hexfleet.runner_env import ENV_FAULTY_NPU, ENV_SLOW_NPU
 from hexfleet.runner_spec import (
     BenchmarkParams,
     GenerateParams,
     InferParams,
     RunnerResultV2,
 )
+from hexfleet.virtual_phone.executables import sandbox_command
 
 # Same graphs, same inputs, same CPU EP: the runner's images are the host's, byte for byte. Where
 # float order could differ (another build of ORT), this is the bound a difference must stay in.
@@ -109,16 +114,18 @@ def test_generate_reports_progress_and_timings(
     assert timings["unet_step_mean_s"] == pytest.approx(np.mean(timings["unet_steps_s"]))
     assert 0 < timings["load_s"] < timings["total_s"]
     assert result["runtime"] == "cpu" and result["htp_arch"] is None
-    assert result["simulated"] is False and "onnxruntime 1." in result["runner"]
+    # An x86_64 build never runs on a phone's NPU: its timings are marked simulated.
+    assert result["simulated"] is True and "onnxruntime 1." in result["runner"]
     assert run.stderr == ""
 
 
 def _virtual_phone(root: Path, store: ModelStore, manifest: Manifest, temps: list[int]) -> str:
-    """A phone folder: its cache holding the model's files, thermal zones with given temps."""
+    """A phone folder: its cache holding copies of the model's files (the sandbox shows nothing
+    outside the folder), thermal zones with given temps."""
     cache = root / "data/local/tmp/hexfleet/cache"
     cache.mkdir(parents=True)
     for ref in manifest.files():
-        (cache / ref.sha256).symlink_to(store.blob_path(ref))
+        shutil.copyfile(store.blob_path(ref), cache / ref.sha256)
     for index, milli in enumerate(temps):
         zone = root / f"sys/class/thermal/thermal_zone{index}"
         zone.mkdir(parents=True)
@@ -128,17 +135,34 @@ def _virtual_phone(root: Path, store: ModelStore, manifest: Manifest, temps: lis
 
 
 def test_benchmark_on_a_virtual_phone(
-    model_store: ModelStore, fp32: Manifest, tmp_path: Path, run_job
+    model_store: ModelStore, fp32: Manifest, tmp_path: Path, runner_binary: Path
 ) -> None:
+    """In a virtual phone's sandbox the runner sees the phone's device paths themselves: its
+    cache and /sys/class/thermal, with no path mapping of its own."""
+    require_tool("bwrap", "bubblewrap")
     root = tmp_path / "phone"
     cache = _virtual_phone(root, model_store, fp32, [41000, 43500])
-    job = root / "data/local/tmp/hexfleet/jobs" / str(uuid.uuid4())
+    runner = "/data/local/tmp/hexfleet/runners/test"
+    (root / runner.lstrip("/")).mkdir(parents=True)
+    for library in runner_binary.parent.glob("libonnxruntime.so*"):
+        shutil.copyfile(library, root / runner.lstrip("/") / library.name)
+    shutil.copy2(runner_binary, root / runner.lstrip("/") / "hexfleet-runner")
+    run_id = str(uuid.uuid4())
+    job = f"/data/local/tmp/hexfleet/jobs/{run_id}"
     params = BenchmarkParams(component="unet", runtime="cpu", warmup=2, iterations=5, seed=3)
-    write_benchmark(job, fp32, params, str(uuid.uuid4()), cache_dir=cache)
-    run = run_job(job, {ENV_DEVICE_ROOT: str(root)})
-    result = run.result()
-    assert [p["stage"] for p in run.progress()] == ["load", "warmup", *["iteration"] * 5]
-    assert run.progress()[-1] == {"stage": "iteration", "step": 8, "total": 8}
+    write_benchmark(root / job.lstrip("/"), fp32, params, run_id, cache_dir=cache)
+    argv = sandbox_command(
+        root, "x86_64", f"{runner}/hexfleet-runner", [f"{job}/spec.json"], job, tmp_path / "st"
+    )
+    done = subprocess.run(
+        argv, capture_output=True, text=True, env={"LD_LIBRARY_PATH": runner}, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads((root / job.lstrip("/") / "result.json").read_text())
+    lines = done.stdout.splitlines()
+    progress = [json.loads(line[10:]) for line in lines if line.startswith("@progress ")]
+    assert [p["stage"] for p in progress] == ["load", "warmup", *["iteration"] * 5]
+    assert progress[-1] == {"stage": "iteration", "step": 8, "total": 8}
     timings, metrics = result["timings"], result["metrics"]
     assert len(timings["iterations_ms"]) == 5
     assert timings["min_ms"] <= timings["p50_ms"] <= timings["p90_ms"] <= timings["p99_ms"]

@@ -16,6 +16,7 @@ from typing import Any
 
 import adbutils
 import httpx
+from runner_bundle import build_runner, register_bundle
 from synthetic_sd import write_tiny_layout
 from waiting import free_port, wait_until
 
@@ -174,7 +175,13 @@ def build_farm(root: Path, overrides: dict[str, str], socs: list[str]) -> Iterat
         broker_url=overrides.get("HEXFLEET_BROKER_URL"),
         api_token=overrides.get("HEXFLEET_API_TOKEN"),
     )
-    register_tiny_sd(ModelStore.from_settings(settings), write_tiny_layout(root / "tiny-sd"))
+    store = ModelStore.from_settings(settings)
+    register_tiny_sd(store, write_tiny_layout(root / "tiny-sd"))
+    # The host runner's files in the farm's content store, where the agents' host caches fetch
+    # them by sha256. Registering the bundle itself (so run tasks carry it) is the orchestrator's
+    # `hexfleet runners register` (the serverside branch); until then farm runs fail with the
+    # agent's one-line "no runner bundle for this phone's ABI" reason.
+    register_bundle(store, build_runner())
     with ThreadedFleet() as fleet:
         farm = Farm(settings, env, adbutils.AdbClient("127.0.0.1", adb_port), adb_port, fleet, root)
         farm.adb_of_host["host-a"] = (farm.adb, adb_port)

@@ -26,12 +26,13 @@ from agent_support import (
 from PIL import Image
 from waiting import wait_until
 
+from hexfleet.bundle import RunnerBundle
 from hexfleet.device_agent.phone import Phone as AgentPhone
-from hexfleet.device_agent.phone import job_dir
+from hexfleet.device_agent.phone import job_dir, runner_dir
 from hexfleet.device_agent.push import ArtifactPusher
 from hexfleet.manifest import Manifest
 from hexfleet.messages import RunTask
-from hexfleet.runner_spec import CACHE_DIR, JOBS_DIR, RUNNER_PATH
+from hexfleet.runner_spec import CACHE_DIR, JOBS_DIR, RUNNERS_DIR
 from hexfleet.virtual_phone.fleet import ThreadedFleet
 from hexfleet.virtual_phone.phone import VirtualPhone
 
@@ -48,10 +49,13 @@ UUID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 FIXED_WORD = re.compile(
     "|".join(
         [
-            r"mkdir|rm|touch|sha256sum|mv|ps|kill|dumpsys|-[a-zA-Z0-9]+|PID,ARGS|[0-9]+",
+            r"mkdir|rm|touch|sha256sum|mv|ps|kill|dumpsys|-[a-zA-Z0-9]+|PID,ARGS|[0-9]+|cd|&&",
             rf"{re.escape(CACHE_DIR)}/[0-9a-f]{{64}}(\.part)?",
             rf"{re.escape(JOBS_DIR)}/{UUID}(/spec\.json)?",
-            re.escape(RUNNER_PATH),
+            rf"{re.escape(RUNNERS_DIR)}/[0-9a-f]{{64}}/[A-Za-z0-9._+-]+",
+            rf"LD_LIBRARY_PATH={re.escape(RUNNERS_DIR)}/[0-9a-f]{{64}}",
+            rf"ADSP_LIBRARY_PATH={re.escape(RUNNERS_DIR)}/[0-9a-f]{{64}}"
+            r";/system/lib/rfsa/adsp;/system/vendor/lib/rfsa/adsp;/dsp",
         ]
     )
 )
@@ -65,27 +69,39 @@ def assert_runner_gone(watch: RunnerWatch, agent_phone: AgentPhone, task: RunTas
 
 
 def test_hostile_prompts_travel_in_the_spec_and_never_reach_a_shell(
-    runs: Runs, phone: VirtualPhone, manifest: Manifest, caplog: pytest.LogCaptureFixture
+    runs: Runs,
+    phone: VirtualPhone,
+    manifest: Manifest,
+    bundle: RunnerBundle,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     watch_phone(caplog)
-    task = make_task(manifest, prompts=HOSTILE_PROMPTS, steps=2)
+    task = make_task(manifest, bundle, prompts=HOSTILE_PROMPTS, steps=2)
     result = runs.executor.execute(task)
 
     assert result.outcome == "succeeded", result.error
     assert [image.prompt for image in result.images] == HOSTILE_PROMPTS
     assert all(Image.open(io.BytesIO(i.png)).size == (16, 16) for i in result.images)
-    assert result.metrics["pushed_bytes"] == manifest.total_size()
+    # The components' files (the tokenizer stays on the host) and the runner bundle.
+    components = {
+        f.sha256: f.size for c in manifest.components.values() for f in (c.file, *c.extra_files)
+    }
+    bundle_bytes = sum(ref.size for ref in bundle.files)
+    assert result.metrics["pushed_bytes"] == sum(components.values()) + bundle_bytes
+    assert result.runner is not None and result.runner.bundle_sha256 == bundle.sha256
+    assert (result.runner.abi, result.runner.runner_version) == ("x86_64", bundle.runner_version)
     # The runner's first line (loading) goes out at once: it says the run started; the last
     # step always goes out, however short the run.
     assert (runs.progress[0].stage, runs.progress[0].step) == ("load", 0)
     assert runs.progress[-1].step == runs.progress[-1].total == 2 * len(HOSTILE_PROMPTS)
     commands = shell_commands(caplog)
-    assert any(command.startswith(RUNNER_PATH) for command in commands)
+    runner = f"{runner_dir(bundle.sha256)}/hexfleet-runner"
+    assert any(runner in command for command in commands)
     for command in commands:
         assert all(FIXED_WORD.fullmatch(word) for word in shlex.split(command)), command
     for seen in commands + [path for _request, path in synced(caplog)]:
         assert not any(word in seen for word in USER_WORDS), seen
-    assert (phone.fs.root / RUNNER_PATH.lstrip("/")).is_file()
+    assert (phone.fs.root / runner.lstrip("/")).stat().st_mode & 0o777 == 0o755
     assert jobs_left(phone) == []
 
 
@@ -95,10 +111,11 @@ def test_the_deadline_fails_the_run_and_kills_the_runner(
     agent_phone: AgentPhone,
     phone: VirtualPhone,
     manifest: Manifest,
+    bundle: RunnerBundle,
 ) -> None:
     pusher.ensure(manifest.files())  # so the deadline falls while the runner runs, not pushes
     watch = RunnerWatch(phone)
-    task = make_task(manifest, deadline_s=4.0, **LONG_RUN)
+    task = make_task(manifest, bundle, deadline_s=4.0, **LONG_RUN)
     started = time.monotonic()
     result = runs.executor.execute(task)
 
@@ -110,10 +127,14 @@ def test_the_deadline_fails_the_run_and_kills_the_runner(
 
 
 def test_cancel_stops_the_run_and_kills_the_runner(
-    runs: Runs, agent_phone: AgentPhone, phone: VirtualPhone, manifest: Manifest
+    runs: Runs,
+    agent_phone: AgentPhone,
+    phone: VirtualPhone,
+    manifest: Manifest,
+    bundle: RunnerBundle,
 ) -> None:
     watch = RunnerWatch(phone)
-    task = make_task(manifest, **LONG_RUN)
+    task = make_task(manifest, bundle, **LONG_RUN)
     thread, results = in_background(runs.executor, task)
     wait_until(lambda: runs.progress, 60, "the runner's first progress line")
     runs.cancel.set()
@@ -125,12 +146,16 @@ def test_cancel_stops_the_run_and_kills_the_runner(
 
 
 def test_a_runner_crash_is_a_failed_run_with_its_signal_not_retried(
-    runs: Runs, pusher: ArtifactPusher, phone: VirtualPhone, manifest: Manifest
+    runs: Runs,
+    pusher: ArtifactPusher,
+    phone: VirtualPhone,
+    manifest: Manifest,
+    bundle: RunnerBundle,
 ) -> None:
     pusher.ensure(manifest.files())
     watch = RunnerWatch(phone)
     phone.faults.crash_runner(after_s=0.3)
-    result = runs.executor.execute(make_task(manifest, **LONG_RUN))
+    result = runs.executor.execute(make_task(manifest, bundle, **LONG_RUN))
 
     assert result.outcome == "failed"
     assert "SIGSEGV" in (result.error or ""), result.error
@@ -139,38 +164,46 @@ def test_a_runner_crash_is_a_failed_run_with_its_signal_not_retried(
 
 
 def test_a_runner_failure_reports_its_stderr_line_and_inputs_keep_fixed_names(
-    runs: Runs, phone: VirtualPhone, manifest: Manifest, caplog: pytest.LogCaptureFixture
+    runs: Runs,
+    phone: VirtualPhone,
+    manifest: Manifest,
+    bundle: RunnerBundle,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     buffer = io.BytesIO()
     np.save(buffer, np.zeros((1, 8), dtype=np.int64))
+    tensor = buffer.getvalue()
     task = make_task(
         manifest,
+        bundle,
         kind="infer",
         component="text_encoder",
         runtime="cpu",
         inputs=["../../escape", "../second"],
-    ).model_copy(update={"inputs": {"../../escape": buffer.getvalue()}})
+    ).model_copy(update={"inputs": {"../../escape": tensor, "../second": tensor}})
     watch = RunnerWatch(phone)
     watch_phone(caplog)
     result = runs.executor.execute(task)
 
     assert result.outcome == "failed"
     assert result.error == (
-        "RunnerFailed: hexfleet-runner: InvalidRequest: "
-        "input '../second' is missing (expected input-1.npy)"
+        "RunnerFailed: hexfleet-runner: ModelError: "
+        "text_encoder (text_encoder.onnx) has no input '../../escape' (it has input_ids)"
     )
     assert len(watch.started) == 1
     folder = job_dir(task.run_id)
     sent = [path.partition(",")[0] for request, path in synced(caplog) if request == "SEND"]
     job_files = [path for path in sent if path.startswith(folder)]
-    assert job_files == [f"{folder}/spec.json", f"{folder}/input-0.npy"]
+    assert sorted(job_files) == [
+        f"{folder}/{n}" for n in ("input-0.npy", "input-1.npy", "spec.json")
+    ]
     assert jobs_left(phone) == []
 
 
 def test_a_phone_lost_mid_run_is_reported_lost_within_seconds(
-    runs: Runs, fleet: ThreadedFleet, phone: VirtualPhone, manifest: Manifest
+    runs: Runs, fleet: ThreadedFleet, phone: VirtualPhone, manifest: Manifest, bundle: RunnerBundle
 ) -> None:
-    task = make_task(manifest, **LONG_RUN)
+    task = make_task(manifest, bundle, **LONG_RUN)
     thread, results = in_background(runs.executor, task)
 
     def denoising() -> bool:
@@ -185,27 +218,35 @@ def test_a_phone_lost_mid_run_is_reported_lost_within_seconds(
 
 
 def test_a_model_file_deleted_behind_the_agents_back_is_pushed_again_and_the_run_succeeds(
-    runs: Runs, phone: VirtualPhone, agent_phone: AgentPhone, manifest: Manifest
+    runs: Runs,
+    phone: VirtualPhone,
+    agent_phone: AgentPhone,
+    manifest: Manifest,
+    bundle: RunnerBundle,
 ) -> None:
     """The pusher trusts its listing for a while; a run that fails because the phone lost a
     file since is retried once after listing and pushing again."""
-    first = runs.executor.execute(make_task(manifest))
+    first = runs.executor.execute(make_task(manifest, bundle))
     assert first.outcome == "succeeded", first.error
     unet = manifest.components["unet"].file
     phone.fs.resolve(f"{CACHE_DIR}/{unet.sha256}").host.unlink()
 
-    second = runs.executor.execute(make_task(manifest))
+    second = runs.executor.execute(make_task(manifest, bundle))
     assert second.outcome == "succeeded", second.error
     assert agent_phone.sha256(f"{CACHE_DIR}/{unet.sha256}") == unet.sha256
     assert runs.executor.last_push is not None and runs.executor.last_push.pushed_files == 1
 
 
 def test_a_corrupt_cached_file_is_found_on_the_phone_pushed_again_and_the_run_succeeds(
-    runs: Runs, phone: VirtualPhone, agent_phone: AgentPhone, manifest: Manifest
+    runs: Runs,
+    phone: VirtualPhone,
+    agent_phone: AgentPhone,
+    manifest: Manifest,
+    bundle: RunnerBundle,
 ) -> None:
     """The runner refuses a cached file that does not hash to its name (ArtifactMismatch); the
     agent hashes the manifest's files on the phone, pushes the bad one again and runs once more."""
-    first = runs.executor.execute(make_task(manifest))
+    first = runs.executor.execute(make_task(manifest, bundle))
     assert first.outcome == "succeeded", first.error
     unet = manifest.components["unet"].file
     cached = phone.fs.resolve(f"{CACHE_DIR}/{unet.sha256}").host
@@ -214,7 +255,7 @@ def test_a_corrupt_cached_file_is_found_on_the_phone_pushed_again_and_the_run_su
     cached.chmod(0o644)
     cached.write_bytes(bytes(data))
 
-    second = runs.executor.execute(make_task(manifest))
+    second = runs.executor.execute(make_task(manifest, bundle))
     assert second.outcome == "succeeded", second.error
     assert second.metrics["pushed_bytes"] == unet.size, "only the corrupt file went again"
     assert agent_phone.sha256(f"{CACHE_DIR}/{unet.sha256}") == unet.sha256

@@ -8,6 +8,7 @@ from __future__ import annotations
 from agent_support import LONG_RUN, RunnerWatch, Runs, finished, in_background, make_task
 from waiting import wait_until
 
+from hexfleet.bundle import RunnerBundle
 from hexfleet.device_agent.execution import THERMAL_POLL_S, Executor, ThermalGate
 from hexfleet.device_agent.host_cache import HostCache
 from hexfleet.device_agent.phone import Phone as AgentPhone
@@ -24,10 +25,11 @@ def test_a_hot_phone_throttles_and_a_benchmark_waits_until_it_cooled(
     host_cache: HostCache,
     phone: VirtualPhone,
     manifest: Manifest,
+    bundle: RunnerBundle,
 ) -> None:
     assert not agent_phone.health().throttled
     watch = RunnerWatch(phone)
-    heater = make_task(manifest, **LONG_RUN)
+    heater = make_task(manifest, bundle, **LONG_RUN)
     heating, heated = in_background(runs.executor, heater)
     wait_until(lambda: agent_phone.health().throttled, 60, "thermal status 3 (severe)")
 
@@ -43,8 +45,9 @@ def test_a_hot_phone_throttles_and_a_benchmark_waits_until_it_cooled(
         on_progress=lambda _progress: None,
         cancelled=lambda _run_id: False,
         thermal=ThermalGate(LIMIT_C, max_wait_s=60.0),
+        abi=phone.config.abi,
     )
-    bench = make_task(manifest, kind="benchmark", component="unet", warmup=0, iterations=3)
+    bench = make_task(manifest, bundle, kind="benchmark", component="unet", warmup=0, iterations=3)
     benching, benched = in_background(bench_executor, bench)
     wait_until(lambda: bench_executor.last_push is not None, 30, "the benchmark at the gate")
     assert len(watch.started) == 1, "the benchmark's runner started on a hot phone"
@@ -69,6 +72,7 @@ def test_a_repeated_benchmark_waits_until_the_phone_is_back_near_its_idle_temper
     host_cache: HostCache,
     phone: VirtualPhone,
     manifest: Manifest,
+    bundle: RunnerBundle,
 ) -> None:
     # The limit never binds here (the phone peaks near 97 °C): only the cool-down holds runs back.
     gate = ThermalGate(limit_c=99.0, max_wait_s=0.0, cooldown_margin_c=3.0, cooldown_wait_s=30.0)
@@ -80,9 +84,16 @@ def test_a_repeated_benchmark_waits_until_the_phone_is_back_near_its_idle_temper
         on_progress=lambda _progress: None,
         cancelled=lambda _run_id: False,
         thermal=gate,
+        abi=phone.config.abi,
     )
     bench = make_task(
-        manifest, kind="benchmark", component="unet", warmup=0, iterations=3, max_start_temp_c=99
+        manifest,
+        bundle,
+        kind="benchmark",
+        component="unet",
+        warmup=0,
+        iterations=3,
+        max_start_temp_c=99,
     )
     first = bench_executor.execute(bench)
     assert first.outcome == "succeeded", first.error
@@ -90,12 +101,12 @@ def test_a_repeated_benchmark_waits_until_the_phone_is_back_near_its_idle_temper
     idle = gate.idle_c
     assert idle is not None and idle == first.metrics["temp_before_c"]
 
-    heating, heated = in_background(runs.executor, make_task(manifest, **LONG_RUN))
+    heating, heated = in_background(runs.executor, make_task(manifest, bundle, **LONG_RUN))
     wait_until(lambda: (agent_phone.health().max_temp_c or 0) > idle + 20, 60, "a hot phone")
     runs.cancel.set()
     assert finished(heating, heated, 10).outcome == "cancelled"
 
-    second = bench_executor.execute(make_task(manifest, **bench.params))
+    second = bench_executor.execute(make_task(manifest, bundle, **bench.params))
     assert second.outcome == "succeeded", second.error
     assert second.metrics["start_target_c"] == idle + 3.0
     assert second.metrics["started_cool"] is True

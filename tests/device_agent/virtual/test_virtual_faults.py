@@ -60,7 +60,7 @@ def test_fault_commands_apply_to_a_phone(
     fleet.call(phone.apply(FaultCommand(kind="faulty_npu", value=0.1)))
     assert phone.compute_settings().faulty_npu == 0.1
     fleet.call(phone.apply(FaultCommand(kind="slow_npu", value=0.05)))
-    assert phone.programs.environment()["HEXFLEET_VIRTUAL_SLOW_NPU"] == "0.05"
+    assert phone.programs.executable_environment({})["HEXFLEET_RUNNER_SLOW_NPU"] == "0.05"
     fleet.call(phone.apply(FaultCommand(kind="offline")))
     wait_until(lambda: adb_server.state(phone.serial) != "device", 10, "offline")
     fleet.call(phone.apply(FaultCommand(kind="online")))

@@ -21,7 +21,7 @@ from hexfleet.virtual_phone.shell import IO, ShellSyntaxError, parse
 def offline_phone(tmp_path: Path) -> VirtualPhone:
     """A phone whose shell is driven directly, without ADB."""
     phone = VirtualPhone(PhoneConfig(get_profile("sm8650"), tmp_path / "root", compute="cpu"))
-    phone.fs.create_layout(phone.programs.placeholders())
+    phone.fs.create_layout()
     return phone
 
 
