@@ -18,6 +18,9 @@ from psycopg import sql
 
 from hexfleet.settings import Settings
 
+# Virtual phones and a private adb server (tests/virtual_phone, device_agent, e2e).
+pytest_plugins = ["phone_fixtures"]
+
 REDIS_TEST_URL = "redis://127.0.0.1:6379/13"
 POSTGRES_ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=5"
 

@@ -1,5 +1,5 @@
-"""Fixtures for every device_agent test: a private adb server, virtual phones, and clean-up;
-for the agent's tests also the tiny model served by a real orchestrator API and the agent's parts.
+"""Fixtures for the agent's tests: the tiny model served by a real orchestrator API and the agent's
+parts, on the virtual phones of tests/support/phone_fixtures.py (a private adb server, phones).
 
 The adb server is the real binary bundled with adbutils, started on its own port (`adb -P`), so
 tests never touch a developer's server on 5037. Phones run on a background event loop in this
@@ -14,16 +14,14 @@ The agent's fixtures live here rather than in agent/conftest.py: tests/e2e impor
 
 from __future__ import annotations
 
-import subprocess
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import adbutils
 import pytest
 from agent_support import VIEWER_TOKEN, ModelServer, Runs
 from runner_bundle import build_runner, register_bundle
-from virtual_phone_support import ADB, AdbServer
 from waiting import free_port, wait_until
 
 from hexfleet.bundle import RunnerBundle
@@ -34,73 +32,7 @@ from hexfleet.device_agent.push import ArtifactPusher
 from hexfleet.manifest import Manifest
 from hexfleet.messages import RunProgress
 from hexfleet.settings import Settings
-from hexfleet.virtual_phone.fleet import ThreadedFleet
-from hexfleet.virtual_phone.health import ThermalSettings
-from hexfleet.virtual_phone.phone import PhoneConfig, VirtualPhone
-from hexfleet.virtual_phone.profiles import get_profile
-
-
-@pytest.fixture(scope="session")
-def adb_server() -> Iterator[AdbServer]:
-    port = free_port()
-    started = subprocess.run(  # noqa: S603 - fixed argv
-        [ADB, "-P", str(port), "start-server"], capture_output=True, text=True, timeout=30
-    )
-    assert started.returncode == 0, started.stderr
-    server = AdbServer(port, adbutils.AdbClient("127.0.0.1", port))
-    try:
-        yield server
-    finally:
-        server.run("kill-server", timeout=30)
-
-
-@pytest.fixture
-def fleet() -> Iterator[ThreadedFleet]:
-    with ThreadedFleet() as running:
-        yield running
-
-
-FAST_THERMAL = ThermalSettings(heat_time_s=0.5, cool_time_s=0.5, poll_s=0.1)
-
-
-@pytest.fixture
-def make_phone(fleet: ThreadedFleet, tmp_path: Path) -> Callable[..., VirtualPhone]:
-    """Start a phone (CPU compute by default, fast thermals) in its own folder on a free port."""
-    count = 0
-
-    def make(soc: str = "sm8550", **overrides: object) -> VirtualPhone:
-        nonlocal count
-        count += 1
-        config = PhoneConfig(
-            profile=get_profile(soc),
-            root=tmp_path / f"phone{count}",
-            index=count,
-            port=free_port(),
-            compute="cpu",
-            thermal=FAST_THERMAL,
-            reboot_s=0.5,
-        )
-        for key, value in overrides.items():
-            setattr(config, key, value)
-        return fleet.start_phone(config)
-
-    return make
-
-
-@pytest.fixture
-def phone(make_phone: Callable[..., VirtualPhone]) -> VirtualPhone:
-    return make_phone()
-
-
-@pytest.fixture
-def device(adb_server: AdbServer, phone: VirtualPhone) -> Iterator[adbutils.AdbDevice]:
-    """The phone as adbutils sees it through the private adb server."""
-    connected = adb_server.connect(phone.serial)
-    try:
-        yield connected
-    finally:
-        adb_server.disconnect(phone.serial)
-
+from hexfleet.virtual_phone.phone import VirtualPhone
 
 # the device agent ---------------------------------------------------------------------------
 
