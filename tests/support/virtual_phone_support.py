@@ -1,6 +1,6 @@
 """A private adb server for device_agent tests (waiting and free ports: tests/support/waiting.py).
 
-Imported by tests/device_agent/conftest.py and by test modules under virtual/ and agent/.
+Imported by tests/support/phone_fixtures.py and the tests of tests/virtual_phone, device_agent.
 """
 
 from __future__ import annotations
