@@ -18,6 +18,7 @@ from hexfleet.cli import views
 from hexfleet.cli.agent_commands import agent_app
 from hexfleet.cli.client import ApiClient, check_job_id
 from hexfleet.cli.model_commands import models_app
+from hexfleet.cli.runner_commands import runners_app
 from hexfleet.cli.virtual_device_commands import virtual_devices_app
 from hexfleet.errors import (
     DeviceError,
@@ -37,6 +38,7 @@ app = typer.Typer(
 )
 
 app.add_typer(models_app, name="models")
+app.add_typer(runners_app, name="runners")
 app.add_typer(virtual_devices_app, name="virtual-devices")
 app.add_typer(agent_app, name="agent")
 

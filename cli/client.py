@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -93,6 +94,14 @@ class ApiClient:
 
     def post(self, path: str, body: dict[str, Any] | None = None) -> Any:
         return self.request("POST", path, json=body).json()
+
+    def upload(self, sha256: str, path: Path) -> None:
+        """PUT a file into the orchestrator's store by its sha256 (streamed from disk)."""
+        with path.open("rb") as handle:
+            self.request(
+                "PUT", f"/api/v1/artifacts/{sha256}", content=handle,
+                headers={"Content-Length": str(path.stat().st_size)},
+            )
 
     def download(self, path: str) -> bytes:
         return self.request("GET", path).content

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from pathlib import Path
 import httpx
 from pydantic import BaseModel
 
+from hexfleet.cli.runner_commands import QNN_EP
 from hexfleet.cli.virtual_device_commands import start_phones, stop_phones
 from hexfleet.device_agent import adb_server
 from hexfleet.errors import InvalidRequest, ServiceUnavailable
@@ -143,12 +145,42 @@ def up(
             str(logs_dir(settings) / "agent.log"),
         )
         progress(f"agent up: {len(serials)} phones online")
+        progress(register_host_runner(settings))
         return state
     except BaseException:
         down(settings)
         if started_adb:
             adb_server.kill_local_server(settings)
         raise
+
+
+def register_host_runner(settings: Settings) -> str:
+    """Build this checkout's runner for the host's ABI (x86_64; an incremental build, a no-op when
+    nothing changed) with the onnxruntime-qnn wheel's QNN EP and HTP simulator beside it, and
+    register it: what the virtual phones run."""
+    import onnxruntime_qnn
+
+    from hexfleet.cli.client import ApiClient
+    from hexfleet.cli.runner_commands import register
+
+    script = Path(__file__).resolve().parents[1] / "runner" / "build.sh"
+    if not script.is_file():
+        return "no runner sources here: register one with `hexfleet runners register`"
+    build = script.parents[1] / "build" / "runner-x86_64"  # git-ignored; rebuilt only on change
+    done = subprocess.run(  # noqa: S603 - fixed argv
+        [str(script), "--abi", "x86_64", str(build)],
+        capture_output=True, text=True, env={**os.environ, "PYTHON": sys.executable},
+    )
+    if done.returncode != 0:
+        tail = done.stderr.strip().splitlines()[-1:] or ["(no output)"]
+        raise ServiceUnavailable(f"building the runner failed (runner/build.sh): {tail[0]}")
+    wheel = Path(onnxruntime_qnn.get_library_path()).parent
+    for name in (QNN_EP, "libQnnHtp.so", "libHtpPrepare.so", "libQnnSystem.so"):
+        if (wheel / name).is_file():
+            shutil.copy2(wheel / name, build / name)
+    with ApiClient.from_settings(settings) as client:
+        view = register(client, build, "x86_64")
+    return f"runner {view['runner_version']} registered for x86_64 ({view['sha256'][:12]})"
 
 
 def _healthy(settings: Settings) -> bool:

@@ -14,11 +14,11 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
+from hexfleet.bundle import ABIS
 from hexfleet.device_agent import adb_server
 from hexfleet.errors import InvalidRequest
 from hexfleet.settings import Settings
 from hexfleet.virtual_phone import fleet
-from hexfleet.virtual_phone.executables import ABIS
 from hexfleet.virtual_phone.faults import FaultCommand
 from hexfleet.virtual_phone.profiles import parse_profiles
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -19,8 +20,22 @@ from hexfleet.manifest import FileRef
 ABIS = ("x86_64", "arm64-v8a")
 Abi = Literal["x86_64", "arm64-v8a"]
 RUNNER_FILE = "hexfleet-runner"
+# ELF e_machine values of the ABIs above.
+_MACHINES = {62: "x86_64", 183: "arm64-v8a"}
 # A bundle file's name is used verbatim in device paths: plain file names only.
 _FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}\Z")
+
+
+def elf_abi(path: Path) -> str | None:
+    """The ABI an ELF executable is built for, or None when the file is not ELF (or not ours)."""
+    try:
+        with path.open("rb") as handle:
+            header = handle.read(20)
+    except OSError:
+        return None
+    if len(header) < 20 or header[:4] != b"\x7fELF":
+        return None
+    return _MACHINES.get(int.from_bytes(header[18:20], "little"))
 
 
 class RunnerBundle(BaseModel):

@@ -101,6 +101,7 @@ def _store_result(
     run.timings = result.timings
     run.result = {
         "metrics": result.metrics,
+        "runner": result.runner.model_dump() if result.runner else None,
         "tensors": {k: base64.b64encode(v).decode() for k, v in result.tensors.items()},
     }
     run.error = result.error

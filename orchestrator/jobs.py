@@ -19,10 +19,13 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from hexfleet.bundle import RunnerBundle
 from hexfleet.errors import InvalidRequest, NotFound
 from hexfleet.messages import RunTask
 from hexfleet.orchestrator.db.schema import Base, Device, Job, Model, Run
 from hexfleet.orchestrator.presence import STALE_AFTER_S
+from hexfleet.orchestrator.runners import bundles as runner_bundles
+from hexfleet.orchestrator.runners import check_abis
 from hexfleet.orchestrator.scheduler import RETRY_LIMIT, plan_runs, retry_queue
 from hexfleet.orchestrator.selectors import MAX_LENGTH, parse_selector
 from hexfleet.runner_spec import (
@@ -168,7 +171,14 @@ class Placement:
     tensors: dict[str, bytes] = field(default_factory=dict)
 
 
-def _task(job: Job, run: Run, model: Model, placement: Placement, deadline_s: float) -> RunTask:
+def _task(
+    job: Job,
+    run: Run,
+    model: Model,
+    placement: Placement,
+    deadline_s: float,
+    runners: dict[str, RunnerBundle],
+) -> RunTask:
     return RunTask(
         run_id=run.id,
         job_id=job.id,
@@ -179,6 +189,7 @@ def _task(job: Job, run: Run, model: Model, placement: Placement, deadline_s: fl
         params=placement.params,
         inputs=placement.tensors,
         deadline_s=deadline_s,
+        bundles=runners,
     )
 
 
@@ -214,11 +225,12 @@ def launch(
     # after it would cost a SELECT per run), and sent after it (a task must find its run
     # stored). One variant look-up per phone, not per run: fan-out sends `repeat` to each.
     variants: dict[str | None, Model] = {}
+    runners = runner_bundles(session)
     tasks = []
     for run, placement in zip(runs, placements, strict=True):
         if run.device_serial not in variants:
             variants[run.device_serial] = for_device(session, model, run.device_serial)
-        task = _task(job, run, variants[run.device_serial], placement, deadline_s)
+        task = _task(job, run, variants[run.device_serial], placement, deadline_s, runners)
         tasks.append((task, run.queue))
     priority = job.priority
     session.commit()
@@ -249,6 +261,7 @@ def submit(session: Session, request: JobRequest, dispatcher: Dispatcher, submit
         count=request.count,
         load=lambda: pending_runs(session),
     )
+    check_abis(session, (str(d["abi"]) for d in selector.select(online_devices(session))))
     job = Job(
         id=str(uuid.uuid4()),
         kind=request.kind,
@@ -310,7 +323,10 @@ def send_attempt(
     session.flush()
     params, tensors = request.runner_params()
     placement = Placement(previous.slot, queue, serial, request.kind, params, tensors)
-    task = _task(job, run, for_device(session, model, serial), placement, request.deadline_s)
+    task = _task(
+        job, run, for_device(session, model, serial), placement, request.deadline_s,
+        runner_bundles(session),
+    )
     dispatcher.send(task, queue, request.priority)
     return run
 

@@ -60,4 +60,6 @@ if command -v ninja >/dev/null; then generator=(-G Ninja); fi
 cmake -S "$here" -B "$build" "${generator[@]}" "${toolchain[@]}" -DCMAKE_BUILD_TYPE=Release \
     -DORT_LIBRARY="$ort_library" >/dev/null
 cmake --build "$build" >&2
+# The version `hexfleet runners register` records (CMakeLists.txt's project version).
+sed -n 's/^project(hexfleet_runner VERSION \([0-9.]*\).*/\1/p' "$here/CMakeLists.txt" > "$build/VERSION"
 echo "$build/hexfleet-runner"

@@ -17,9 +17,8 @@ import platform
 import shutil
 from pathlib import Path
 
-ABIS = ("x86_64", "arm64-v8a")
-# ELF e_machine values of the ABIs above.
-_MACHINES = {62: "x86_64", 183: "arm64-v8a"}
+from hexfleet.bundle import elf_abi
+
 _HOST_ABI = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64-v8a", "arm64": "arm64-v8a"}
 ARM64_SYSROOT = "/usr/aarch64-linux-gnu"
 # Host folders a program needs to load (read-only): its loader and the shared libraries a
@@ -39,18 +38,6 @@ _ARM64_CPUINFO = "".join(
 
 class CannotExecute(OSError):
     """The file is not a program this phone can run (errno set as the kernel would)."""
-
-
-def elf_abi(path: Path) -> str | None:
-    """The ABI an ELF executable is built for, or None when the file is not ELF (or not ours)."""
-    try:
-        with path.open("rb") as handle:
-            header = handle.read(20)
-    except OSError:
-        return None
-    if len(header) < 20 or header[:4] != b"\x7fELF":
-        return None
-    return _MACHINES.get(int.from_bytes(header[18:20], "little"))
 
 
 def host_abi() -> str:

@@ -20,6 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from hexfleet import __version__
+from hexfleet.bundle import RunnerBundle
 from hexfleet.errors import (
     ArtifactMismatch,
     HexfleetError,
@@ -32,13 +33,21 @@ from hexfleet.manifest import SHA256_PATTERN, parse_manifest
 from hexfleet.models.store import ModelStore
 from hexfleet.orchestrator.api.auth import Caller, Role, require
 from hexfleet.orchestrator.api.json_body import StrictJSONRoute
-from hexfleet.orchestrator.api.views import ComparisonView, DeviceView, JobView, ModelView, RunView
+from hexfleet.orchestrator.api.views import (
+    ComparisonView,
+    DeviceView,
+    JobView,
+    ModelView,
+    RunnerView,
+    RunView,
+)
 from hexfleet.orchestrator.compare import THRESHOLD, compare
 from hexfleet.orchestrator.db.engine import make_engine, session_factory
-from hexfleet.orchestrator.db.schema import Device, Image, Model, Run
+from hexfleet.orchestrator.db.schema import Device, Image, Model, Run, RunnerBundleRow
 from hexfleet.orchestrator.jobs import Dispatcher, JobRequest, cancel, get_job, list_jobs, submit
 from hexfleet.orchestrator.metrics import CONTENT_TYPE, exposition, registry_for
 from hexfleet.orchestrator.registry import register
+from hexfleet.orchestrator.runners import register_bundle as register_runner
 from hexfleet.orchestrator.statistics import PhoneStats, job_benchmark_stats
 from hexfleet.orchestrator.validation.rendering import render_html
 from hexfleet.orchestrator.validation.report import load_report, report_images
@@ -200,6 +209,17 @@ def create_app(settings: Settings, dispatcher: Dispatcher) -> FastAPI:
         """Register a manifest whose files were uploaded first (PUT /api/v1/artifacts/...)."""
         manifest = parse_manifest(json.dumps(body), origin="request body")
         return ModelView.of(register(db, store, manifest))
+
+    @app.get("/api/v1/runners")
+    def get_runners(_: Viewer, db: DB) -> list[RunnerView]:
+        """The runner bundle registered for each CPU ABI."""
+        return [RunnerView.of(row) for row in db.scalars(select(RunnerBundleRow))]
+
+    @app.post("/api/v1/runners", status_code=201)
+    def post_runner(bundle: RunnerBundle, _: Submitter, db: DB) -> RunnerView:
+        """Register a runner bundle for its ABI (its files uploaded first, by sha256); it replaces
+        the ABI's previous bundle for runs submitted from now on."""
+        return RunnerView.of(register_runner(db, store, bundle))
 
     @app.put("/api/v1/artifacts/{sha256}", status_code=201, response_model=None)
     async def put_artifact(

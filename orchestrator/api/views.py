@@ -7,8 +7,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from hexfleet.bundle import RunnerBundle
 from hexfleet.orchestrator.compare import Change, Comparison
-from hexfleet.orchestrator.db.schema import Device, Job, Model, Run
+from hexfleet.orchestrator.db.schema import Device, Job, Model, Run, RunnerBundleRow
 from hexfleet.orchestrator.presence import phone_state
 from hexfleet.orchestrator.statistics import PhoneStats, benchmark_stats
 from hexfleet.states import FINAL_JOB_STATES, JobKind
@@ -41,6 +42,8 @@ class RunView(BaseModel):
     # this one retries; both None for an attempt that ended by its own result.
     reason: str | None = None
     retried_from: str | None = None
+    # The runner behind the result: its bundle's sha256, its version and the phone's ABI.
+    runner: dict[str, Any] | None = None
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
     images: list[ImageView]
@@ -61,6 +64,7 @@ class RunView(BaseModel):
             reason=run.reason,
             retried_from=run.retried_from,
             metrics=run.result.get("metrics", {}),
+            runner=run.result.get("runner"),
             started_at=run.started_at,
             finished_at=run.finished_at,
             images=[
@@ -176,6 +180,27 @@ class DeviceView(BaseModel):
             is_virtual=device.is_virtual,
             current_run_id=device.current_run_id,
             last_seen=device.last_seen,
+        )
+
+
+class RunnerView(BaseModel):
+    abi: str
+    runner_version: str
+    sha256: str
+    files: int
+    size: int
+    registered_at: dt.datetime
+
+    @classmethod
+    def of(cls, row: RunnerBundleRow) -> RunnerView:
+        bundle = RunnerBundle.model_validate(row.bundle)
+        return cls(
+            abi=row.abi,
+            runner_version=bundle.runner_version,
+            sha256=row.sha256,
+            files=len(bundle.files),
+            size=sum(ref.size for ref in bundle.files),
+            registered_at=row.registered_at,
         )
 
 

@@ -112,6 +112,17 @@ class Artifact(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
+class RunnerBundleRow(Base):
+    """The runner bundle registered for one CPU ABI (hexfleet.bundle.RunnerBundle as JSON)."""
+
+    __tablename__ = "runner_bundles"
+
+    abi: Mapped[str] = mapped_column(String(32), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    bundle: Mapped[dict[str, Any]] = mapped_column(JSON)
+    registered_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
 class Model(Base):
     __tablename__ = "models"
     __table_args__ = (UniqueConstraint("name", "version", "variant"),)

@@ -25,6 +25,7 @@ from hexfleet.orchestrator.jobs import (
     launch,
     online_devices,
 )
+from hexfleet.orchestrator.runners import check_abis
 from hexfleet.orchestrator.scheduler import plan_runs
 from hexfleet.orchestrator.selectors import MAX_LENGTH, parse_selector
 from hexfleet.orchestrator.validation.reference import CPU_FP32, fp32_manifest, golden_serial
@@ -160,7 +161,9 @@ def submit_validation(
     selector = parse_selector(request.selector)
     model = find_model(session, request.model, request.precision)
     manifest = Manifest.model_validate(model.manifest)
-    serials = [p.serial for p in plan_runs(selector, online_devices(session)) if p.serial]
+    devices = online_devices(session)
+    serials = [p.serial for p in plan_runs(selector, devices) if p.serial]
+    check_abis(session, (str(d["abi"]) for d in devices if d["serial"] in serials))
     golden = request.reference_serial
     if golden is not None and golden not in serials:
         raise InvalidRequest(

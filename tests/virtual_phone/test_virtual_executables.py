@@ -12,7 +12,7 @@ import pytest
 from host_tools import require_tool
 from virtual_phone_support import AdbServer
 
-from hexfleet.virtual_phone.executables import elf_abi
+from hexfleet.bundle import elf_abi
 from hexfleet.virtual_phone.phone import VirtualPhone
 
 # Prints what it sees: its cwd, an environment variable, a phone file, whether a host file
