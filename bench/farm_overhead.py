@@ -19,8 +19,10 @@ filesystem broker) and once on Redis + PostgreSQL, and prints:
    `RunResult` messages published on the `ingest` queue, timed until all are in PostgreSQL with
    the real ingest worker running), with CPU per run.
 
-The phones run a contract-faithful stand-in runner (bench/farm_runner.py: reads spec.json,
-sleeps, writes a valid result.json), so the figures measure the farm, not the model. The CPU use
+The phones run a contract-faithful stand-in runner (bench/farm_runner.c, built as
+`hexfleet-runner` and registered as the x86_64 runner bundle: reads spec.json v2, sleeps, writes
+a valid result.json v2), pushed and run by the agent as the real runner is, so the figures
+measure the farm, not the model. The CPU use
 of each part of the farm is read from /proc for every phase. Everything started is stopped, the
 Redis database (11) flushed and the PostgreSQL database dropped, also on failure.
 """
@@ -424,10 +426,11 @@ def profile_agent(rig: Rig, runs: int) -> AgentProfile:
     phone = worker.phone
     phone.shell = timed(lambda *argv, **_: f"adb shell {argv[0]} {argv[1]}"
                          if argv[0] == "dumpsys" else f"adb shell {argv[0]}", phone.shell)
-    phone.push_bytes = timed("adb push spec.json", phone.push_bytes)
+    phone.push_files = timed("adb push the job folder (spec, tokens, latents)", phone.push_files)
     phone.pull_with = timed("adb pull result.json (+ outputs: none here)", phone.pull_with)
     phone.cache_entries = timed("adb list the model cache", phone.cache_entries)
-    phone.stream = timed("adb shell hexfleet-runner (stand-in)", phone.stream)
+    phone.listing = timed("adb list the runner bundle's folder", phone.listing)
+    phone.stream_script = timed("adb shell hexfleet-runner (stand-in)", phone.stream_script)
     worker.publish = timed(lambda task, body: f"publish {task.rsplit('.', 1)[-1]}",
                             worker.publish)
     watch = worker.executor.cancelled
@@ -436,16 +439,17 @@ def profile_agent(rig: Rig, runs: int) -> AgentProfile:
     manifest = rig.query(
         sa.select(Model.manifest).where(Model.name == "tiny-sd", Model.variant == "fp32")
     )[0][0]
+    assert rig.bundle is not None, "the rig registers its stand-in bundle when it starts"
     bodies = [
         RunTask(
             run_id=str(uuid.uuid4()), job_id=str(uuid.uuid4()), attempt=1, kind="generate",
             model="tiny-sd/bench/fp32", manifest=manifest,
             params={"kind": "generate", "prompts": ["bench"], "steps": 1, "runtime": "cpu"},
-            deadline_s=60,
+            deadline_s=60, bundles={"x86_64": rig.bundle},
         ).model_dump_json()
         for _ in range(runs + 1)
     ]
-    worker.run(bodies[0])  # the first run after a start lists and touches a cold cache
+    worker.run(bodies[0])  # the first run after a start lists the cache and the bundle's folder
     ops.clear()
     mark = time.perf_counter()
     for body in bodies[1:]:
@@ -671,7 +675,8 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sections = set(args.only.split(","))
     print("hexfleet farm overhead — virtual phones over a private adb server and a stand-in "
-          "runner (bench/farm_runner.py: spec.json in, valid result.json out, no inference), "
+          "runner (bench/farm_runner.c as the x86_64 bundle: spec.json v2 in, valid result.json "
+          "out, no inference), "
           "so the figures measure the farm, not the model.")
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start "
           "(shared: every CPU figure below says how much the farm itself used)")

@@ -1,8 +1,10 @@
 """A whole hexfleet farm on one machine for benchmarks, and the accounting the benchmarks read.
 
-`Rig` starts a private adb server, virtual phones (a process each, their runner replaced by
-bench/farm_runner.py), `hexfleet serve` and `hexfleet agent` as processes, on the embedded
-defaults or on real Redis + PostgreSQL (`services()` makes a flushed Redis database and a fresh
+`Rig` starts a private adb server, virtual phones (a process each), `hexfleet serve` and
+`hexfleet agent` as processes, on the embedded defaults or on real Redis + PostgreSQL, and
+registers a stand-in runner bundle for x86_64 through the API: bench/farm_runner.c built as
+`hexfleet-runner` (contract v2, no inference), which the agent pushes and the phones run as they
+would the real one (`services()` makes a flushed Redis database and a fresh
 PostgreSQL database and removes both afterwards). Everything started is stopped by `close()`.
 `CpuMeter` reads how much CPU each part of the farm used, from /proc.
 """
@@ -10,7 +12,6 @@ PostgreSQL database and removes both afterwards). Everything started is stopped 
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import shutil
 import signal
@@ -32,10 +33,12 @@ import redis
 import sqlalchemy as sa
 from psycopg import sql
 
+from hexfleet.bundle import RUNNER_FILE, RunnerBundle
+from hexfleet.cli.client import ApiClient
+from hexfleet.cli.runner_commands import VERSION_FILE, make_bundle, register
 from hexfleet.models.registration import register_tiny_sd
 from hexfleet.models.store import ModelStore
 from hexfleet.orchestrator.db.engine import make_engine
-from hexfleet.runner_spec import RUNNER_PATH
 from hexfleet.settings import Settings
 from hexfleet.virtual_phone.fleet import (
     PhoneRecord,
@@ -52,8 +55,11 @@ from synthetic_sd import write_tiny_layout  # noqa: E402
 
 HEXFLEET = str(Path(sys.executable).parent / "hexfleet")
 ADB = adbutils.adb_path()
-STAND_IN = Path(__file__).with_name("farm_runner.py")
-NATIVE_STAND_IN = Path(__file__).with_name("farm_runner.c")
+STAND_IN = Path(__file__).with_name("farm_runner.c")
+STAND_IN_VERSION = "stand-in"
+# The stand-in reads the run length from this device path (farm_runner.c's DELAY_FILE); the rig
+# writes the file into every phone's own folder, which the phone's sandbox shows at /data.
+DELAY_DEVICE_PATH = "/data/local/tmp/hexfleet-bench-runner-delay-s"
 REDIS_URL = "redis://127.0.0.1:6379/11"
 POSTGRES_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=5"
 SUBMIT_TOKEN = "bench-submit-token"
@@ -233,7 +239,7 @@ class Rig:
 
     root: Path
     overrides: dict[str, str]
-    delay_file: Path = field(init=False)
+    delay: float = 0.0
     phones_dir: Path = field(init=False)
     settings: Settings = field(init=False)
     env: dict[str, str] = field(init=False)
@@ -244,11 +250,10 @@ class Rig:
     seen: dict[int, int] = field(default_factory=dict)
     engine: sa.Engine | None = None
     http: httpx.Client | None = None
+    bundle: RunnerBundle | None = None
 
     def __post_init__(self) -> None:
-        self.delay_file = self.root / "runner-delay-s"
         self.phones_dir = self.root / "phones"
-        self.delay_file.write_text("0")
         self.adb_port = free_port()
         self.adb = adbutils.AdbClient("127.0.0.1", self.adb_port)
         data_dir = self.root / "data"
@@ -289,6 +294,11 @@ class Rig:
         wait_until(self._healthy, 90, "the API")
         self.engine = make_engine(self.settings.resolved_database_url)
         token = self.settings.client_token()
+        # Before any job: the API refuses a job for phones whose ABI has no runner bundle.
+        folder = self.stand_in_folder()
+        with ApiClient(self.settings.api_url, token, timeout=120) as client:
+            register(client, folder, "x86_64")
+        self.bundle, _ = make_bundle(folder, "x86_64", None)
         self.http = httpx.Client(
             base_url=self.settings.api_url,
             headers={"Authorization": f"Bearer {token}"},
@@ -296,29 +306,30 @@ class Rig:
         )
         self.start_agent()
 
-    @functools.cached_property
-    def stand_in(self) -> list[str]:
-        """The stand-in runner's argv: bench/farm_runner.c built here (a native runner's start-up
-        is ~1 ms of a phone's own CPU; the Python one takes ~30 ms of the shared host's), or
-        bench/farm_runner.py where no C compiler is found."""
+    def stand_in_folder(self) -> Path:
+        """A runner bundle folder: bench/farm_runner.c built here as `hexfleet-runner`, with a
+        VERSION file (a native runner's start-up is ~1 ms of a phone's own CPU, as the real
+        runner's is)."""
         compiler = shutil.which("cc") or shutil.which("gcc")
-        if compiler is not None:
-            binary = self.root / "farm_runner"
-            built = subprocess.run(  # noqa: S603 - fixed argv
-                [compiler, "-O2", "-o", str(binary), str(NATIVE_STAND_IN)],
-                capture_output=True, text=True, timeout=120,
+        if compiler is None:
+            raise RuntimeError("bench: no C compiler (cc or gcc) to build bench/farm_runner.c")
+        folder = self.root / "stand-in-runner"
+        folder.mkdir(exist_ok=True)
+        built = subprocess.run(  # noqa: S603 - fixed argv
+            [compiler, "-O2", "-o", str(folder / RUNNER_FILE), str(STAND_IN)],
+            capture_output=True, text=True, timeout=120,
+        )
+        if built.returncode != 0:
+            raise RuntimeError(
+                f"bench: {STAND_IN.name} did not build: {built.stderr.strip()[:500]}"
             )
-            if built.returncode == 0:
-                return [str(binary)]
-            print(f"bench: {NATIVE_STAND_IN.name} did not build, using {STAND_IN.name}: "
-                  f"{built.stderr.strip()[:300]}", file=sys.stderr)
-        return [sys.executable, "-S", str(STAND_IN)]
+        (folder / VERSION_FILE).write_text(STAND_IN_VERSION + "\n")
+        return folder
 
     def add_phones(self, count: int) -> None:
         """`count` more phones, SoCs cycled, each in a process of its own (as phones are separate
         devices: they do not share one interpreter), connected to our adb server."""
         specs = []
-        runner = [*self.stand_in, "--delay-file", str(self.delay_file)]
         for _ in range(count):
             index = len(self.phones) + len(specs) + 1
             specs.append(PhoneSpec(
@@ -328,8 +339,9 @@ class Rig:
                 root=self.root / f"phone{index}",
                 state_dir=phones_dir(self.phones_dir),
                 compute="cpu",
-                program_commands={RUNNER_PATH: runner},
             ))
+        for spec in specs:
+            self._write_delay(spec.root)
         for record in start_processes(self.phones_dir, specs):
             self.phones.append(record)
             message = self.adb.connect(record.serial, timeout=10)
@@ -359,7 +371,17 @@ class Rig:
         return {d["serial"] for d in devices if d["state"] != "offline"}
 
     def set_delay(self, seconds: float) -> None:
-        self.delay_file.write_text(repr(seconds))
+        """How long every phone's stand-in runner sleeps per run, spread over its steps."""
+        self.delay = seconds
+        for record in self.phones:
+            self._write_delay(record.root)
+
+    def _write_delay(self, phone_root: Path) -> None:
+        path = phone_root / DELAY_DEVICE_PATH.lstrip("/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(repr(self.delay))
+        tmp.replace(path)  # whole, so a runner starting now never reads a half-written number
 
     def submit(self, body: dict[str, Any]) -> dict[str, Any]:
         assert self.http is not None

@@ -1,16 +1,19 @@
-/* The farm benchmarks' stand-in runner as a native program (bench/farm_runner.py is the same
- * contract in Python, used where no C compiler is found).
+/* The farm benchmarks' stand-in runner: a contract-faithful `hexfleet-runner` that does no
+ * inference, so the farm's own overhead can be measured.
  *
- * A real on-device runner spends the phone's CPU, not the farm host's; on a one-machine bench
- * every virtual phone's runner shares the host's two cores with the farm it measures, so its
- * start-up should cost what a native binary's does (about 1 ms, against 30 ms for
- * `python -S farm_runner.py`). It keeps device_agent/runner/CONTRACT.md: reads spec.json (its
- * last argument), prints `@progress` lines, sleeps the seconds in the `--delay-file` spread over
- * the run's steps, writes a valid result.json (a RunnerResult without output files) by rename,
- * exits 0.
+ * bench/farm_rig.py builds it as `hexfleet-runner` in a folder with a VERSION file and registers
+ * that folder as the x86_64 runner bundle; the agent pushes it to the phones and runs it from
+ * the contract's fixed template, inside a virtual phone's sandbox. A native program, as the real
+ * runner is: its start-up costs about 1 ms, not the 30 ms of a Python process on the host's
+ * shared cores. It keeps runner/CONTRACT.md version 2: reads spec.json (its only argument),
+ * refuses another version, prints `@progress` lines (generate: `load` 0/1 and 1/1, then `unet`
+ * per step), sleeps the seconds in DELAY_FILE (a device path: the rig writes it into every
+ * phone's folder; 0 when absent) spread over the steps, writes a valid result.json (a
+ * RunnerResultV2, version 2, without outputs) by rename, exits 0. Failure: exit 1 and one stderr
+ * line `hexfleet-runner: <reason>`.
  *
- * Build: cc -O2 -o farm_runner bench/farm_runner.c
- * Usage: farm_runner --delay-file PATH SPEC
+ * Build: cc -O2 -o hexfleet-runner bench/farm_runner.c
+ * Usage: hexfleet-runner SPEC
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -19,6 +22,9 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+/* Where the rig puts the run length, as the phone shows it (the sandbox binds /data). */
+#define DELAY_FILE "/data/local/tmp/hexfleet-bench-runner-delay-s"
 
 static double now_s(clockid_t clock) {
     struct timespec ts;
@@ -101,6 +107,18 @@ static int member(const char *s, size_t start, size_t end, const char *key, size
     return 0;
 }
 
+/* The number of elements of the array at s[i] == '['. */
+static long array_length(const char *s, size_t i, size_t end) {
+    long count = 0;
+    i = skip_ws(s, i + 1, end);
+    while (i < end && s[i] != ']') {
+        count++;
+        i = skip_ws(s, skip_value(s, i, end), end);
+        if (i < end && s[i] == ',') i = skip_ws(s, i + 1, end);
+    }
+    return count;
+}
+
 /* The raw JSON text of a member (a quoted string stays quoted), or `fallback`. */
 static char *raw(const char *s, size_t object, size_t end, const char *key, const char *fallback) {
     size_t from, to;
@@ -137,47 +155,55 @@ static double process_age(void) {
 
 int main(int argc, char **argv) {
     double started = now_s(CLOCK_MONOTONIC);
-    if (argc != 4 || strcmp(argv[1], "--delay-file") != 0) {
-        fprintf(stderr, "hexfleet-runner: usage: farm_runner --delay-file PATH SPEC\n");
+    if (argc != 2) {
+        fprintf(stderr, "hexfleet-runner: invalid spec: usage: hexfleet-runner SPEC\n");
         return 1;
     }
+    const char *spec_path = argv[1];
     size_t length;
-    char *spec = read_file(argv[3], &length);
+    char *spec = read_file(spec_path, &length);
     if (!spec) {
-        fprintf(stderr, "hexfleet-runner: cannot read the spec: %s\n", strerror(errno));
+        fprintf(stderr, "hexfleet-runner: invalid spec: cannot read %s: %s\n", spec_path,
+                strerror(errno));
         return 1;
     }
     size_t top = skip_ws(spec, 0, length), from, to;
     if (top >= length || spec[top] != '{' || !member(spec, top, length, "version", &from, &to) ||
-        to - from != 1 || spec[from] != '1') {
-        fprintf(stderr, "hexfleet-runner: unsupported spec version\n");
+        to - from != 1 || spec[from] != '2') {
+        fprintf(stderr, "hexfleet-runner: invalid spec: version: this runner reads version 2\n");
         return 1;
     }
     if (!member(spec, top, length, "run_id", &from, &to) || spec[from] != '"') {
-        fprintf(stderr, "hexfleet-runner: the spec has no run_id\n");
+        fprintf(stderr, "hexfleet-runner: invalid spec: run_id: missing\n");
         return 1;
     }
     char *run_id = strndup(spec + from, to - from);
     size_t params = (size_t)-1;
     if (member(spec, top, length, "params", &from, &to) && spec[from] == '{') params = from;
     char *kind = raw(spec, params, length, "kind", "\"generate\"");
-    char *runtime = raw(spec, params, length, "runtime", "\"htp\"");
-    char *steps_raw = raw(spec, params, length, "steps", "1");
+    char *runtime = raw(spec, top, length, "runtime", "\"htp\"");
     char *guidance = raw(spec, params, length, "guidance", "null");
     char *scheduler = raw(spec, params, length, "scheduler", "null");
     char *htp_arch = strcmp(runtime, "\"htp\"") == 0 ? raw(spec, top, length, "htp_arch", "null")
                                                      : strdup("null");
-    long steps = strtol(steps_raw, NULL, 10);
+    /* generate: one sampler step per element of params.steps; benchmark: its iterations */
+    long steps = 1;
+    if (params != (size_t)-1 && member(spec, params, length, "steps", &from, &to) &&
+        spec[from] == '[')
+        steps = array_length(spec, from, to);
+    else if (params != (size_t)-1 && member(spec, params, length, "iterations", &from, &to))
+        steps = strtol(spec + from, NULL, 10);
     if (steps < 1) steps = 1;
 
     double delay = 0.0;
     size_t delay_length;
-    char *delay_text = read_file(argv[2], &delay_length);
+    char *delay_text = read_file(DELAY_FILE, &delay_length);
     if (delay_text) {
         delay = strtod(delay_text, NULL);
         if (delay < 0) delay = 0.0;
     }
 
+    progress("load", 0, 1);
     progress("load", 1, 1);
     double load_s = now_s(CLOCK_MONOTONIC) - started;
     double *step_times = calloc((size_t)steps, sizeof(double)), sum = 0.0;
@@ -192,18 +218,18 @@ int main(int argc, char **argv) {
     }
 
     /* result.json next to the spec, written whole and renamed into place */
-    size_t dir_len = strlen(argv[3]);
-    while (dir_len > 0 && argv[3][dir_len - 1] != '/') dir_len--;
+    size_t dir_len = strlen(spec_path);
+    while (dir_len > 0 && spec_path[dir_len - 1] != '/') dir_len--;
     char tmp_path[4096], result_path[4096];
-    snprintf(tmp_path, sizeof tmp_path, "%.*sresult.json.tmp", (int)dir_len, argv[3]);
-    snprintf(result_path, sizeof result_path, "%.*sresult.json", (int)dir_len, argv[3]);
+    snprintf(tmp_path, sizeof tmp_path, "%.*sresult.json.tmp", (int)dir_len, spec_path);
+    snprintf(result_path, sizeof result_path, "%.*sresult.json", (int)dir_len, spec_path);
     FILE *out = fopen(tmp_path, "w");
     if (!out) {
         fprintf(stderr, "hexfleet-runner: cannot write %s: %s\n", tmp_path, strerror(errno));
         return 1;
     }
     fprintf(out,
-            "{\"version\":1,\"run_id\":%s,\"kind\":%s,\"runtime\":%s,\"htp_arch\":%s,"
+            "{\"version\":2,\"run_id\":%s,\"kind\":%s,\"runtime\":%s,\"htp_arch\":%s,"
             "\"simulated\":true,\"timings\":{\"load_s\":%.6f,\"text_encoder_s\":[],"
             "\"unet_steps_s\":[",
             run_id, kind, runtime, htp_arch, load_s);
@@ -212,7 +238,8 @@ int main(int argc, char **argv) {
     fprintf(out,
             "],\"unet_step_mean_s\":%.6f,\"vae_decoder_s\":[],\"images\":[],\"total_s\":%.6f,"
             "\"process_s\":%.6f,\"stand_in\":true},"
-            "\"metrics\":{\"steps\":%ld,\"guidance\":%s,\"scheduler\":%s},\"outputs\":[]}",
+            "\"metrics\":{\"steps\":%ld,\"guidance\":%s,\"scheduler\":%s},\"outputs\":[],"
+            "\"runner\":\"hexfleet-runner stand-in (bench/farm_runner.c), no inference\"}",
             sum / (double)steps, now_s(CLOCK_MONOTONIC) - started, process_age(), steps, guidance,
             scheduler);
     if (fclose(out) != 0 || rename(tmp_path, result_path) != 0) {

@@ -59,7 +59,9 @@ def test_second_run_pushes_nothing_and_benchmark_reports_statistics(farm: Farm) 
     done = farm.wait_for_job(job["id"])
     assert done["state"] == "succeeded"
     assert done["runs"][0]["metrics"]["pushed_bytes"] == 0
-    assert done["runs"][0]["metrics"]["cached_files"] == 4
+    # the three components (the tokenizer stays on the host) and the bundle's runner and onnxruntime
+    assert done["runs"][0]["metrics"]["cached_files"] == 5
+    assert done["runs"][0]["runner"]["abi"] == "x86_64"
 
     bench = farm.cli(
         "bench",

@@ -178,10 +178,8 @@ def build_farm(root: Path, overrides: dict[str, str], socs: list[str]) -> Iterat
     store = ModelStore.from_settings(settings)
     register_tiny_sd(store, write_tiny_layout(root / "tiny-sd"))
     # The host runner's files in the farm's content store, where the agents' host caches fetch
-    # them by sha256. Registering the bundle itself (so run tasks carry it) is the orchestrator's
-    # `hexfleet runners register` (the serverside branch); until then farm runs fail with the
-    # agent's one-line "no runner bundle for this phone's ABI" reason.
-    register_bundle(store, build_runner())
+    # them by sha256; registered below through the API, as `hexfleet runners register` does.
+    bundle = register_bundle(store, build_runner())
     with ThreadedFleet() as fleet:
         farm = Farm(settings, env, adbutils.AdbClient("127.0.0.1", adb_port), adb_port, fleet, root)
         farm.adb_of_host["host-a"] = (farm.adb, adb_port)
@@ -190,6 +188,7 @@ def build_farm(root: Path, overrides: dict[str, str], socs: list[str]) -> Iterat
                 farm.add_phone(soc)
             farm.start("serve")
             wait_until(lambda: _healthy(settings), 60, "the API")
+            farm.post("/api/v1/runners", bundle.model_dump(mode="json"))
             farm.start("agent", "--poll", "0.5")
             wait_until(
                 lambda: farm.online_in_api() >= {p.serial for p in farm.phones},
