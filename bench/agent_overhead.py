@@ -2,15 +2,19 @@
 doing the same work, Phone.push/ArtifactPusher vs `adb push`, and the cache-hit time.
 
 Run: `.venv/bin/python bench/agent_overhead.py`. It starts a private adb server, registers the
-synthetic tiny model, and uses two virtual phones with CPU compute: one in this process for the
-runs (so its process table says exactly when the runner process started and ended), one in its
-own process for the push and cache-hit figures (so this process's GIL is the agent's alone).
+synthetic tiny model and the native runner (built by runner/build.sh through
+tests/support/runner_bundle.py, once per source hash) as the x86_64 runner bundle, and uses two
+virtual phones with CPU compute: one in this process for the runs (so its process table says
+exactly when the runner process started and ended), one in its own process for the push and
+cache-hit figures (so this process's GIL is the agent's alone).
 
 The agent's own time per run is its wall time minus the runner process's lifetime on the phone;
-the issue's literal figure, wall minus the runner's reported `total_s`, is printed too: on a
-virtual phone it also holds the Python runner's start-up (its imports), which is the runner's
-time, not the agent's. The hand-written sequence is `adb push spec.json`, `adb shell RUNNER
-spec.json`, `adb pull result.json`, `adb pull` of the images, `adb shell rm -rf` the job folder.
+the issue's literal figure, wall minus the runner's reported `total_s`, is printed too: it also
+holds the runner's start-up (loading onnxruntime in the phone's sandbox), which is the runner's
+time, not the agent's. The hand-written sequence (contract v2) is: write the job folder on the
+host (`write_job`, as the agent does), `adb push` it, `adb shell` the bundle's runner with the
+agent's command template, `adb pull result.json`, `adb pull` of the images, `adb shell rm -rf`
+the job folder. The agent's first run installs the bundle, so both find it on the phone.
 """
 
 from __future__ import annotations
@@ -31,7 +35,9 @@ from pathlib import Path
 
 import adbutils
 
-from hexfleet.device_agent.execution import Executor
+from hexfleet.bundle import RUNNER_FILE, RunnerBundle
+from hexfleet.device_agent.bundles import runner_command
+from hexfleet.device_agent.execution import Executor, write_job
 from hexfleet.device_agent.host_cache import HostCache
 from hexfleet.device_agent.phone import Phone, cache_path, job_dir
 from hexfleet.device_agent.push import ArtifactPusher
@@ -39,22 +45,25 @@ from hexfleet.manifest import FileRef, Manifest
 from hexfleet.messages import RunTask
 from hexfleet.models.registration import register_tiny_sd
 from hexfleet.models.store import ModelStore
-from hexfleet.runner_spec import DEVICE_ROOT_DIR, RUNNER_PATH, RunnerResult, RunnerSpec
+from hexfleet.runner_spec import DEVICE_ROOT_DIR, RunnerResultV2
 from hexfleet.virtual_phone import fleet
 from hexfleet.virtual_phone.fleet import ThreadedFleet
 from hexfleet.virtual_phone.phone import PhoneConfig, VirtualPhone
 from hexfleet.virtual_phone.processes import ProcessTable
 from hexfleet.virtual_phone.profiles import get_profile
 
-# The synthetic SD-layout model is a test fixture, shared with tests/ (tests/support).
+# The synthetic SD-layout model and the runner build helper are test fixtures, shared with
+# tests/ (tests/support).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
+from runner_bundle import build_runner, register_bundle  # noqa: E402
 from synthetic_sd import write_tiny_layout  # noqa: E402
 
 MB = 1_000_000
 ADB = adbutils.adb_path()
 PROMPT = "a red circle on the left in a blue background"
 STEPS = 150
-RUNNER_NAME = RUNNER_PATH.rsplit("/", 1)[-1]
+ABI = "x86_64"  # the virtual phones' default ABI, and the runner build's
+RUNNER_NAME = RUNNER_FILE
 GOAL_OVERHEAD_SHARE = 0.02
 GOAL_VS_HAND = 1.2
 GOAL_PUSH_SHARE = 0.95
@@ -138,7 +147,7 @@ class RunFigures:
         return statistics.median(w - t for w, t in zip(self.wall, self.total, strict=True))
 
 
-def generate_task(manifest: Manifest, images: int) -> RunTask:
+def generate_task(manifest: Manifest, bundle: RunnerBundle, images: int) -> RunTask:
     return RunTask(
         run_id=str(uuid.uuid4()),
         job_id=str(uuid.uuid4()),
@@ -148,27 +157,35 @@ def generate_task(manifest: Manifest, images: int) -> RunTask:
         manifest=manifest.model_dump(mode="json"),
         params={"kind": "generate", "prompts": [PROMPT] * images, "steps": STEPS, "runtime": "cpu"},
         deadline_s=600,
+        bundles={ABI: bundle},
     )
 
 
 def hand_written_run(
-    port: int, serial: str, task: RunTask, htp_arch: int, work: Path
-) -> RunnerResult:
-    """The same run with the adb binary, as someone would script it by hand."""
-    spec = RunnerSpec(
-        run_id=task.run_id,
-        manifest=Manifest.model_validate(task.manifest),
-        params=task.params,
-        htp_arch=str(htp_arch),
+    port: int,
+    serial: str,
+    task: RunTask,
+    bundle: RunnerBundle,
+    host_cache: HostCache,
+    htp_arch: int,
+    work: Path,
+) -> RunnerResultV2:
+    """The same run with the adb binary, as someone would script it by hand: the job folder
+    written on the host as the agent writes it, pushed whole, the runner started with the
+    agent's command line, result and images pulled, the folder removed."""
+    job = write_job(
+        task, Manifest.model_validate(task.manifest), bundle, host_cache, str(htp_arch)
     )
     local = work / task.run_id
-    local.mkdir(parents=True)
-    (local / "spec.json").write_text(spec.model_dump_json())
+    (local / "job").mkdir(parents=True)
+    for name, data in job.files.items():
+        (local / "job" / name).write_bytes(data)
     folder = job_dir(task.run_id)
-    adb(port, serial, "push", str(local / "spec.json"), f"{folder}/spec.json")
-    adb(port, serial, "shell", RUNNER_PATH, f"{folder}/spec.json")
+    # A folder pushed to a path that does not exist yet arrives under that name.
+    adb(port, serial, "push", str(local / "job"), folder)
+    adb(port, serial, "shell", runner_command(bundle, task.run_id))
     adb(port, serial, "pull", f"{folder}/result.json", str(local))
-    result = RunnerResult.model_validate_json((local / "result.json").read_bytes())
+    result = RunnerResultV2.model_validate_json((local / "result.json").read_bytes())
     adb(port, serial, "pull", *(f"{folder}/{o.name}" for o in result.outputs), str(local))
     adb(port, serial, "shell", "rm", "-rf", folder)
     assert all((local / o.name).is_file() for o in result.outputs)
@@ -189,6 +206,7 @@ def measure_runs(
     phone: Phone,
     host_cache: HostCache,
     manifest: Manifest,
+    bundle: RunnerBundle,
     args: argparse.Namespace,
     work: Path,
 ) -> None:
@@ -200,11 +218,12 @@ def measure_runs(
         htp_arch=htp_arch,
         on_progress=lambda _progress: None,
         cancelled=lambda _run_id: False,
+        abi=ABI,
     )
     lifetimes = RunnerLifetimes(virtual.processes)
 
     def agent_run(images: int) -> tuple[float, float]:
-        task = generate_task(manifest, images)
+        task = generate_task(manifest, bundle, images)
         started = time.perf_counter()
         result = executor.execute(task)
         wall = time.perf_counter() - started
@@ -220,9 +239,11 @@ def measure_runs(
     for _ in range(args.runs):
         wall, total = agent_run(images)
         agent.add(wall, lifetimes.last(), total)
-        task = generate_task(manifest, images)
+        task = generate_task(manifest, bundle, images)
         started = time.perf_counter()
-        result = hand_written_run(port, phone.serial, task, htp_arch, work / "hand")
+        result = hand_written_run(
+            port, phone.serial, task, bundle, host_cache, htp_arch, work / "hand"
+        )
         hand.add(time.perf_counter() - started, lifetimes.last(), float(result.timings["total_s"]))
 
     run_s = statistics.median(agent.total)
@@ -353,6 +374,7 @@ def main() -> None:
         work = Path(folder)
         store = ModelStore(work / "store")
         manifest = register_tiny_sd(store, write_tiny_layout(work / "tiny-sd"))
+        bundle = register_bundle(store, build_runner(ABI), ABI)
         # The host cache already holds every file (a warm agent host): no HTTP in the figures.
         host_cache = HostCache(store.blobs, "http://127.0.0.1:9", token=None)
         port = free_port()
@@ -372,7 +394,7 @@ def main() -> None:
                 )
                 client.connect(virtual.serial, timeout=10)
                 phone = Phone(client.device(virtual.serial))
-                measure_runs(port, virtual, phone, host_cache, manifest, args, work)
+                measure_runs(port, virtual, phone, host_cache, manifest, bundle, args, work)
             specs = fleet.plan(
                 data_dir,
                 [get_profile("sm8650")],

@@ -76,6 +76,8 @@ CAPACITY_SOC = "BENCHCAP"
 CAPACITY_SERIAL = "bench-capacity-phone"
 LATENCY_WARMUP = 2
 LOST_AFTER_S = 30.0
+# The host tokenizes the prompt (contract v2): it must be in the tiny model's vocabulary.
+PROMPT = "a red circle on the left in a blue background"
 
 
 def job_body(selector: str = "all", steps: int = 1, **extra: Any) -> dict[str, Any]:
@@ -86,7 +88,7 @@ def job_body(selector: str = "all", steps: int = 1, **extra: Any) -> dict[str, A
         "model": "tiny-sd",
         "precision": "fp32",
         "selector": selector,
-        "params": {"prompts": ["bench"], "steps": steps, "runtime": "cpu"},
+        "params": {"prompts": [PROMPT], "steps": steps, "runtime": "cpu"},
         **extra,
     }
 
@@ -444,7 +446,7 @@ def profile_agent(rig: Rig, runs: int) -> AgentProfile:
         RunTask(
             run_id=str(uuid.uuid4()), job_id=str(uuid.uuid4()), attempt=1, kind="generate",
             model="tiny-sd/bench/fp32", manifest=manifest,
-            params={"kind": "generate", "prompts": ["bench"], "steps": 1, "runtime": "cpu"},
+            params={"kind": "generate", "prompts": [PROMPT], "steps": 1, "runtime": "cpu"},
             deadline_s=60, bundles={"x86_64": rig.bundle},
         ).model_dump_json()
         for _ in range(runs + 1)
