@@ -185,6 +185,7 @@ def job_page(session: Session, job_id: str) -> JobPage:
                 "simulated": run.simulated,
                 "progress": _progress(run),
                 "error": run.error,
+                "runner": run.result.get("runner"),
                 "started_at": run.started_at,
                 "finished_at": run.finished_at,
                 "duration_s": _seconds(run.started_at, run.finished_at),

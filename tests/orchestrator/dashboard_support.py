@@ -14,6 +14,7 @@ from PIL import Image as PILImage
 from sqlalchemy.orm import Session
 
 from hexfleet.broker import make_celery
+from hexfleet.bundle import RunnerInfo
 from hexfleet.messages import DeviceFacts, DeviceHealth, Heartbeat, ImageOut, RunResult
 from hexfleet.orchestrator.api.app import create_app
 from hexfleet.orchestrator.db.engine import make_engine, upgrade
@@ -111,6 +112,7 @@ def populate(settings: Settings, add_fleet: Callable[..., None]) -> Iterator[Pop
                     "total_s": 1.3,
                 },
                 metrics={"steps": 3, "pushed_bytes": 1000 if i == 0 else 0, "cached_files": 3 * i},
+                runner=RunnerInfo(bundle_sha256="b" * 64, runner_version="2.0.0", abi="x86_64"),
                 images=[ImageOut(index=0, prompt=PROMPT, seed=7, png=png((200, 30 * i, 30)))],
                 started_at=now - dt.timedelta(seconds=4),
                 finished_at=now - dt.timedelta(seconds=1),

@@ -89,6 +89,7 @@ def test_a_job_page_shows_runs_gallery_and_component_timings(populated: Populate
     for column in ("load", "text encoder", "UNet (all steps)", "VAE decoder", "total", "pushed"):
         assert f"<th>{column}</th>" in page
     assert "0.60 s" in page  # the UNet's three 0.2 s steps
+    assert page.count("2.0.0 x86_64 <code>bbbbbbbbbbbb</code>") == 3  # the runner behind each run
     images = re.findall(r'<img src="(/ui/images/\d+)"', page)
     assert len(images) == 3
     for url in images:
