@@ -178,6 +178,9 @@ def register_host_runner(settings: Settings) -> str:
     for name in (QNN_EP, "libQnnHtp.so", "libHtpPrepare.so", "libQnnSystem.so"):
         if (wheel / name).is_file():
             shutil.copy2(wheel / name, build / name)
+    # The libraries the wheel's QNN files link against (its auditwheel folder: libc++ and kin).
+    for library in sorted(wheel.with_name(wheel.name + ".libs").glob("lib*.so*")):
+        shutil.copy2(library, build / library.name)
     with ApiClient.from_settings(settings) as client:
         view = register(client, build, "x86_64")
     return f"runner {view['runner_version']} registered for x86_64 ({view['sha256'][:12]})"

@@ -66,6 +66,9 @@ def register_bundle(
         wheel = Path(onnxruntime_qnn.get_library_path()).parent
         for name in (QNN_EP, QNN_BACKEND, *QNN_SUPPORT):
             paths[name] = wheel / name
+        # What those link against: the wheel's auditwheel folder (libc++ and kin).
+        for library in wheel.with_name(wheel.name + ".libs").glob("lib*.so*"):
+            paths[library.name] = library
     files = [store.put_file(path, name) for name, path in paths.items()]
     return RunnerBundle(
         abi=abi,  # type: ignore[arg-type]
