@@ -21,7 +21,6 @@ from pathlib import Path
 import httpx
 from pydantic import BaseModel
 
-from hexfleet.cli.runner_commands import QNN_EP
 from hexfleet.cli.virtual_device_commands import start_phones, stop_phones
 from hexfleet.device_agent import adb_server
 from hexfleet.errors import InvalidRequest, ServiceUnavailable
@@ -158,10 +157,8 @@ def register_host_runner(settings: Settings) -> str:
     """Build this checkout's runner for the host's ABI (x86_64; an incremental build, a no-op when
     nothing changed) with the onnxruntime-qnn wheel's QNN EP and HTP simulator beside it, and
     register it: what the virtual phones run."""
-    import onnxruntime_qnn
-
     from hexfleet.cli.client import ApiClient
-    from hexfleet.cli.runner_commands import register
+    from hexfleet.cli.runner_commands import qnn_simulator_files, register
 
     script = Path(__file__).resolve().parents[1] / "runner" / "build.sh"
     if not script.is_file():
@@ -174,13 +171,8 @@ def register_host_runner(settings: Settings) -> str:
     if done.returncode != 0:
         tail = done.stderr.strip().splitlines()[-1:] or ["(no output)"]
         raise ServiceUnavailable(f"building the runner failed (runner/build.sh): {tail[0]}")
-    wheel = Path(onnxruntime_qnn.get_library_path()).parent
-    for name in (QNN_EP, "libQnnHtp.so", "libHtpPrepare.so", "libQnnSystem.so"):
-        if (wheel / name).is_file():
-            shutil.copy2(wheel / name, build / name)
-    # The libraries the wheel's QNN files link against (its auditwheel folder: libc++ and kin).
-    for library in sorted(wheel.with_name(wheel.name + ".libs").glob("lib*.so*")):
-        shutil.copy2(library, build / library.name)
+    for name, path in qnn_simulator_files().items():
+        shutil.copy2(path, build / name)
     with ApiClient.from_settings(settings) as client:
         view = register(client, build, "x86_64")
     return f"runner {view['runner_version']} registered for x86_64 ({view['sha256'][:12]})"

@@ -33,6 +33,21 @@ _LIBRARY = re.compile(r"^lib[A-Za-z0-9_+.-]*\.so(\.[0-9]+)*\Z")
 VERSION_FILE = "VERSION"
 
 
+def qnn_simulator_files() -> dict[str, Path]:
+    """The onnxruntime-qnn wheel's files a host (x86_64) bundle needs for the HTP simulator: the
+    plugin EP, the HTP backend and what they load beside them, and the libraries they link
+    against (the wheel's auditwheel folder: libc++ and kin; without them the backend does not
+    load and every node falls to the CPU)."""
+    import onnxruntime_qnn
+
+    wheel = Path(onnxruntime_qnn.get_library_path()).parent
+    names = (QNN_EP, QNN_BACKEND, "libHtpPrepare.so", "libQnnSystem.so")
+    files = {name: wheel / name for name in names if (wheel / name).is_file()}
+    for library in sorted(wheel.with_name(wheel.name + ".libs").glob("lib*.so*")):
+        files[library.name] = library
+    return files
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:

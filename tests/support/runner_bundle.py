@@ -9,15 +9,12 @@ import subprocess
 from pathlib import Path
 
 from hexfleet.bundle import RUNNER_FILE, RunnerBundle
+from hexfleet.cli.runner_commands import QNN_BACKEND, QNN_EP, qnn_simulator_files
 from hexfleet.models.store import ModelStore
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNNER_VERSION = "2.0.0"  # runner/CMakeLists.txt's project version
 ORT_LIBRARY = "libonnxruntime.so.1"
-QNN_EP = "libonnxruntime_providers_qnn.so"
-QNN_BACKEND = "libQnnHtp.so"
-# What the HTP simulator backend loads beside itself (graph preparation, the system library).
-QNN_SUPPORT = ("libHtpPrepare.so", "libQnnSystem.so")
 
 
 def source_hash() -> str:
@@ -61,14 +58,7 @@ def register_bundle(
     plugin EP and HTP simulator backend) by content and describe them as a bundle."""
     paths = {RUNNER_FILE: build / RUNNER_FILE, ORT_LIBRARY: build / ORT_LIBRARY}
     if qnn:
-        import onnxruntime_qnn
-
-        wheel = Path(onnxruntime_qnn.get_library_path()).parent
-        for name in (QNN_EP, QNN_BACKEND, *QNN_SUPPORT):
-            paths[name] = wheel / name
-        # What those link against: the wheel's auditwheel folder (libc++ and kin).
-        for library in wheel.with_name(wheel.name + ".libs").glob("lib*.so*"):
-            paths[library.name] = library
+        paths.update(qnn_simulator_files())
     files = [store.put_file(path, name) for name, path in paths.items()]
     return RunnerBundle(
         abi=abi,  # type: ignore[arg-type]
