@@ -298,7 +298,7 @@ def validate(
     Exit code 0 when every phone passes, 1 when any fails (the report is written either way).
     """
     # Imported here: the comparison's modules load numpy, PIL and ONNX Runtime's quantizer.
-    from hexfleet.orchestrator.validation.rendering import agreement_table, verdict_table
+    from hexfleet.cli.validation_views import agreement_table, verdict_table
     from hexfleet.orchestrator.validation.report import ValidationReport
 
     if prompts is not None and inputs is not None:

@@ -14,8 +14,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
+from hexfleet.cli import views
 from hexfleet.errors import InvalidRequest, NotFound
 from hexfleet.manifest import PRECISIONS, Manifest, check_name
 from hexfleet.models.runtime import HTP_ARCHS, RUNTIMES, Runtime, check_htp_arch
@@ -128,18 +128,7 @@ def list_models(as_json: JsonFlag = False) -> None:
     if not manifests:
         typer.echo("no models yet: hexfleet models train tiny-sd, or hexfleet models import PATH")
         return
-    table = Table("model", "precision", "htp arch", "size", "image", "steps", "from")
-    for m in manifests:
-        table.add_row(
-            f"{m.name}/{m.version}",
-            m.precision,
-            f"v{m.htp_arch}" if m.htp_arch else "-",
-            f"{m.total_size() / 1e6:.1f} MB",
-            f"{m.image_size}px",
-            str(m.default_steps),
-            m.parent or m.source.split(" (")[0],
-        )
-    Console().print(table)
+    views.console_for().print(views.models_table(manifests))
 
 
 @models_app.command()

@@ -20,8 +20,10 @@ from rich.cells import cell_len
 from rich.console import Console, ConsoleOptions, RenderResult
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from hexfleet.cli.client import ApiClient
+from hexfleet.manifest import Manifest
 from hexfleet.states import FINAL_JOB_STATES, FINAL_RUN_STATES
 
 FILE_WIDTH = 80  # a file or a pipe has no width of its own; logs are read in 80 columns
@@ -151,7 +153,8 @@ class FittedTable:
                 column.header, width=column_width, no_wrap=not column.wrap, overflow="fold"
             )
         for cells, style in self.rows:
-            table.add_row(*(cells[i] for i in indexes), style=style)
+            # Text, not markup: a serial, a reason or a prompt may hold "[...]" of its own.
+            table.add_row(*(Text(cells[i]) for i in indexes), style=style)
         return table
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
@@ -164,6 +167,31 @@ def _fmt(value: object, unit: str = "", digits: int = 1) -> str:
     if isinstance(value, float):
         return f"{value:.{digits}f}{unit}"
     return f"{value}{unit}"
+
+
+def models_table(manifests: Sequence[Manifest]) -> FittedTable:
+    """The local store's model variants: name/version, precision, size, target and origin."""
+    columns = [
+        Column("model", 0),
+        Column("precision", 0),
+        Column("size", 1),
+        Column("htp arch", 2),
+        Column("image", 2),
+        Column("steps", 3),
+        Column("from", 4, wrap=True),
+    ]
+    table = FittedTable(columns, title=f"{len(manifests)} models")
+    for m in manifests:
+        table.add_row(
+            f"{m.name}/{m.version}",
+            m.precision,
+            f"{m.total_size() / 1e6:.1f} MB",
+            f"v{m.htp_arch}" if m.htp_arch else "-",
+            f"{m.image_size}px",
+            str(m.default_steps),
+            m.parent or m.source.split(" (")[0],
+        )
+    return table
 
 
 def devices_table(devices: list[dict[str, Any]]) -> FittedTable:

@@ -1,4 +1,4 @@
-"""A validation report rendered: one self-contained HTML file, and rich tables for the terminal.
+"""A validation report rendered as one self-contained HTML file (the terminal's tables: cli/).
 
 The HTML opens offline in any browser: inline CSS, images as data: URIs, no script. Every string
 that came from a user or a phone (prompts, serials, reasons) is escaped.
@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import base64
 from html import escape
-from typing import Any
 
-from rich.table import Table
-
-from hexfleet.orchestrator.validation.report import PhoneVerdict, ValidationReport
+from hexfleet.orchestrator.validation.report import (
+    PhoneVerdict,
+    ValidationReport,
+    number,
+    prompts_summary,
+)
 
 CSS = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 24px; color: #1d1d1f; }
@@ -34,20 +36,6 @@ def _verdict(passed: bool) -> str:
     return '<span class="pass">PASS</span>' if passed else '<span class="fail">FAIL</span>'
 
 
-def _num(value: Any, digits: int = 1, unit: str = "") -> str:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return f"{value:.{digits}f}{unit}"
-    return "-"
-
-
-def _prompts(scores: dict[str, Any]) -> str:
-    """Prompts drawn right, and how many the reference drew right."""
-    if "prompts_correct" not in scores:
-        return "-"
-    n = scores["prompts_judged"]
-    return f"{scores['prompts_correct']}/{n} (ref {scores['reference_prompts_correct']}/{n})"
-
-
 def _heat(psnr: float | None, threshold: float) -> str:
     """Red below the threshold, through yellow at it, to green 20 dB above it."""
     if psnr is None:
@@ -64,18 +52,18 @@ def _phones_table(report: ValidationReport) -> str:
     rows = []
     for phone in report.phones:
         s = phone.scores
-        second = _num(s.get("ssim"), 3) if images else _num(s.get("cosine"), 6)
+        second = number(s.get("ssim"), 3) if images else number(s.get("cosine"), 6)
         if images:
-            third = _prompts(s)
+            third = prompts_summary(s)
         else:
-            third = _num(s.get("rel_error"), 4)
-        seconds = _num(s.get("seconds"), 2, " s")
+            third = number(s.get("rel_error"), 4)
+        seconds = number(s.get("seconds"), 2, " s")
         if s.get("simulated") and seconds != "-":
             seconds += " (simulated)"
         cells = [
             escape(phone.serial),
             _verdict(phone.passed),
-            _num(s.get("psnr_db"), 1, " dB"),
+            number(s.get("psnr_db"), 1, " dB"),
             second,
             third,
             "yes" if s.get("outlier") else "",
@@ -105,10 +93,10 @@ def _matrix(report: ValidationReport) -> str:
                 continue
             cell = report.matrix[a].get(b, {})
             psnr = cell.get("psnr_db")
-            title = f"{second} {_num(cell.get(second), 4)}; agree: {cell.get('agree')}"
+            title = f"{second} {number(cell.get(second), 4)}; agree: {cell.get('agree')}"
             cells.append(
                 f'<td style="background:{_heat(psnr, threshold)}" title="{escape(title)}">'
-                f"{_num(psnr, 1)}</td>"
+                f"{number(psnr, 1)}</td>"
             )
         rows.append(f"<tr><th>{escape(a)}</th>{''.join(cells)}</tr>")
     return (
@@ -139,8 +127,8 @@ def _image_grid(report: ValidationReport, images: dict[str, dict[int, bytes]]) -
             caption = ""
             if output is not None and output.scores:
                 caption = (
-                    f"{_num(output.scores.get('psnr_db'))} dB · SSIM "
-                    f"{_num(output.scores.get('ssim'), 3)}"
+                    f"{number(output.scores.get('psnr_db'))} dB · SSIM "
+                    f"{number(output.scores.get('ssim'), 3)}"
                 )
             bad = output is not None and not output.passed
             png = images.get(phone.serial, {}).get(index)
@@ -162,8 +150,8 @@ def _tensor_table(report: ValidationReport) -> str:
                 continue
             s = output.scores
             text = (
-                f"{_num(s.get('psnr_db'))} dB · cos {_num(s.get('cosine'), 6)} · "
-                f"max err {_num(s.get('max_abs_error'), 4)}"
+                f"{number(s.get('psnr_db'))} dB · cos {number(s.get('cosine'), 6)} · "
+                f"max err {number(s.get('max_abs_error'), 4)}"
             )
             cls = "pass" if output.passed else "fail"
             cells.append(f'<td class="{cls}">{escape(text)}</td>')
@@ -208,57 +196,3 @@ def render_html(report: ValidationReport, images: dict[str, dict[int, bytes]]) -
         f"<title>hexfleet validation {escape(report.job_id[:8])}</title>"
         f"<style>{CSS}</style></head><body>{''.join(body)}</body></html>\n"
     )
-
-
-def verdict_table(report: ValidationReport) -> Table:
-    """Per phone: verdict, scores against the reference, outlier, (simulated) time, reason."""
-    images = report.mode == "images"
-    state = "PASS" if report.passed else ("FAIL" if report.complete else report.state)
-    table = Table(
-        title=f"validation of {report.model} ({report.precision}) against {report.reference}: "
-        f"{state}",
-        caption=(report.consensus or "")
-        + (" — timings simulated (virtual phones)" if report.simulated else ""),
-    )
-    columns = ["phone", "verdict", "PSNR dB", "SSIM" if images else "cosine"]
-    columns += ["prompts", "outlier", "time", "reason"]
-    for column in columns:
-        table.add_column(column, no_wrap=column == "phone", overflow="fold")
-    for phone in report.phones:
-        s = phone.scores
-        seconds = _num(s.get("seconds"), 2, " s")
-        if s.get("simulated") and seconds != "-":
-            seconds += " (simulated)"
-        prompts = _prompts(s)
-        table.add_row(
-            phone.serial,
-            "[green]pass[/]" if phone.passed else "[red]FAIL[/]",
-            _num(s.get("psnr_db")),
-            _num(s.get("ssim"), 3) if images else _num(s.get("cosine"), 6),
-            prompts,
-            "yes" if s.get("outlier") else "",
-            seconds,
-            phone.reason,
-        )
-    return table
-
-
-def agreement_table(report: ValidationReport) -> Table | None:
-    """Mean PSNR (dB) between every two phones; None with fewer than two compared phones."""
-    serials = [p.serial for p in report.phones if report.matrix.get(p.serial)]
-    if len(serials) < 2:
-        return None
-    table = Table(title="agreement between phones (mean PSNR dB; * = disagree)")
-    table.add_column("")
-    for serial in serials:
-        table.add_column(serial, justify="right")
-    for a in serials:
-        cells = []
-        for b in serials:
-            cell = report.matrix[a].get(b)
-            if cell is None:
-                cells.append("-")
-                continue
-            cells.append(_num(cell.get("psnr_db")) + ("" if cell.get("agree") else " *"))
-        table.add_row(a, *cells)
-    return table

@@ -318,3 +318,18 @@ def report_images(session: Session, job: Job) -> dict[str, dict[int, bytes]]:
     else:
         images["reference"] = images.get(golden or "", {})
     return images
+
+
+def number(value: Any, digits: int = 1, unit: str = "") -> str:
+    """`value` with `digits` decimals and a unit, or "-" when it is not a number."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return f"{value:.{digits}f}{unit}"
+    return "-"
+
+
+def prompts_summary(scores: dict[str, Any]) -> str:
+    """Prompts drawn right, and how many the reference drew right."""
+    if "prompts_correct" not in scores:
+        return "-"
+    n = scores["prompts_judged"]
+    return f"{scores['prompts_correct']}/{n} (ref {scores['reference_prompts_correct']}/{n})"

@@ -4,6 +4,7 @@ the CLI receives them: a four-phone farm like `make demo`'s, with one failed run
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -11,9 +12,11 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session
 
+from hexfleet.manifest import ROLES, Component, FileRef, Manifest, TensorInfo, TokenizerSpec
 from hexfleet.orchestrator.api.views import ComparisonView, DeviceView, JobView
 from hexfleet.orchestrator.compare import compare
 from hexfleet.orchestrator.db.schema import Device, Host, Job, Run
+from hexfleet.orchestrator.validation.report import PhoneVerdict, ValidationReport
 from hexfleet.states import JobState, RunState
 
 SERIALS = [f"127.0.0.1:{18500 + i}" for i in range(4)]  # the demo's virtual phones
@@ -149,4 +152,80 @@ def store_farm(session: Session) -> Stored:
         bench=JobView.of(virtual, with_runs=True).model_dump(mode="json"),
         real_bench=JobView.of(real, with_runs=True).model_dump(mode="json"),
         comparison=comparison.model_dump(mode="json"),
+    )
+
+
+def _file(name: str, size: int) -> FileRef:
+    return FileRef(name=name, sha256=hashlib.sha256(name.encode()).hexdigest(), size=size)
+
+
+def manifests() -> list[Manifest]:
+    """Three variants of an imported SD 1.5 export as the local store lists them."""
+    component = Component(
+        file=_file("unet.onnx", 1_000_000),
+        extra_files=[_file("unet.onnx.data", 3_400_000_000)],
+        inputs=[TensorInfo(name="sample", shape=[1, 4, 64, 64], dtype="float32")],
+        outputs=[TensorInfo(name="out_sample", shape=[1, 4, 64, 64], dtype="float32")],
+    )
+    base = Manifest(
+        name="sd15",
+        version="1",
+        components={role: component for role in ROLES},
+        tokenizer=TokenizerSpec(
+            kind="clip-bpe",
+            files=[_file("vocab.json", 1_000), _file("merges.txt", 500)],
+            max_length=77,
+        ),
+        image_size=512,
+        latent_channels=4,
+        latent_size=64,
+        latent_scale=0.18215,
+        scheduler={},
+        source="imported from /data/exports/stable-diffusion-v1-5 (optimum layout)",
+    )
+    return [
+        base,
+        base.model_copy(update={"precision": "w8a16", "parent": base.ref}),
+        base.model_copy(update={"precision": "w8a16", "htp_arch": "73", "parent": base.ref}),
+    ]
+
+
+def validation_report() -> ValidationReport:
+    """A finished image validation of four phones, the last one failing, as the API returns it."""
+    phones = []
+    for serial in SERIALS:
+        bad = serial == FAILED_SERIAL
+        phones.append(
+            PhoneVerdict(
+                serial=serial,
+                passed=not bad,
+                reason="PSNR 14.2 dB below 25.0 dB; SSIM 0.61 below 0.90" if bad else "",
+                scores={
+                    "psnr_db": 14.2 if bad else 47.5,
+                    "ssim": 0.61 if bad else 0.993,
+                    "seconds": 2.41,
+                    "simulated": True,
+                    "outlier": bad,
+                },
+            )
+        )
+    matrix = {
+        a: {b: {"psnr_db": 45.0, "agree": FAILED_SERIAL not in (a, b)} for b in SERIALS if b != a}
+        for a in SERIALS
+    }
+    return ValidationReport(
+        job_id=str(uuid.UUID(int=7)),
+        state="succeeded",
+        complete=True,
+        model="sd15/1",
+        precision="w8a16",
+        mode="images",
+        reference="host-fp32",
+        thresholds={"min_psnr_db": 25.0, "min_ssim": 0.9},
+        phones=phones,
+        matrix=matrix,
+        outliers=[FAILED_SERIAL],
+        consensus="3 of 4 phones agree",
+        prompts=["a red circle"],
+        simulated=True,
     )

@@ -10,10 +10,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from cli_support import FAILED_SERIAL, SERIALS, Stored
+from cli_support import FAILED_SERIAL, SERIALS, Stored, manifests, validation_report
 from rich.cells import cell_len
 
-from hexfleet.cli import views
+from hexfleet.cli import validation_views, views
 
 WIDTHS = [80, 200]
 Tables = dict[str, Callable[[Stored], Any]]
@@ -23,6 +23,9 @@ TABLES: Tables = {
     "runs": lambda s: views.runs_table(s.generate),
     "bench": lambda s: views.bench_table(s.bench),
     "compare": lambda s: views.compare_table(s.comparison),
+    "models": lambda _: views.models_table(manifests()),
+    "validation": lambda _: validation_views.verdict_table(validation_report()),
+    "agreement": lambda _: validation_views.agreement_table(validation_report()),
 }
 
 
@@ -135,3 +138,10 @@ def test_bench_compare_and_runs_tables_show_statistics_labelled_simulated(
 def test_an_empty_list_prints_its_headers(monkeypatch: pytest.MonkeyPatch) -> None:
     text = printed(views.jobs_table([]), monkeypatch, 80)
     assert "0 jobs" in text and "id" in text and "state" in text
+
+
+def test_cells_are_text_not_markup(monkeypatch: pytest.MonkeyPatch) -> None:
+    table = views.FittedTable([views.Column("serial", 0), views.Column("error", 1, wrap=True)])
+    table.add_row("[bold]phone[/]", "exit 1: [red] not found")
+    text = printed(table, monkeypatch, 80)
+    assert "[bold]phone[/]" in text and "exit 1: [red] not found" in text
