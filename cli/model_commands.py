@@ -34,6 +34,10 @@ Version = Annotated[str | None, typer.Option(help="Model version (default: the l
 HtpArch = Annotated[str | None, typer.Option(help=f"Hexagon arch: {', '.join(HTP_ARCHS)}.")]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
 Threads = Annotated[int | None, typer.Option(help="CPU threads for ONNX Runtime.")]
+LocalRuntime = Annotated[str, typer.Option(help="cpu or htp (QNN HTP simulator).")]
+Steps = Annotated[int | None, typer.Option(min=1, max=150, help="Sampling steps.")]
+Scheduler = Annotated[str | None, typer.Option(help=", ".join(SCHEDULERS))]
+Guidance = Annotated[float | None, typer.Option(min=0, max=30, help="Guidance scale.")]
 
 
 def _store() -> ModelStore:
@@ -261,13 +265,13 @@ def evaluate(
     model: ModelName,
     precision: Precision = "fp32",
     version: Version = None,
-    runtime: Annotated[str, typer.Option(help="cpu or htp (QNN HTP simulator).")] = "cpu",
+    runtime: LocalRuntime = "cpu",
     htp_arch: HtpArch = None,
-    steps: Annotated[int | None, typer.Option(help="Sampling steps.")] = None,
+    steps: Steps = None,
     prompts: Annotated[int, typer.Option(help="Held-out prompts to generate.")] = 200,
     seed: Annotated[int, typer.Option(help="Seed of the first prompt (then +1 each).")] = 0,
-    scheduler: Annotated[str | None, typer.Option(help=", ".join(SCHEDULERS))] = None,
-    guidance: Annotated[float | None, typer.Option(help="Guidance scale.")] = None,
+    scheduler: Scheduler = None,
+    guidance: Guidance = None,
     threads: Threads = None,
     as_json: JsonFlag = False,
 ) -> None:
@@ -335,12 +339,12 @@ def sample(
     out: Annotated[Path, typer.Option(help="PNG to write.")] = Path("sample.png"),
     precision: Precision = "fp32",
     version: Version = None,
-    runtime: Annotated[str, typer.Option(help="cpu or htp (QNN HTP simulator).")] = "cpu",
+    runtime: LocalRuntime = "cpu",
     htp_arch: HtpArch = None,
-    steps: Annotated[int | None, typer.Option(help="Sampling steps.")] = None,
+    steps: Steps = None,
     seed: int = 0,
-    scheduler: Annotated[str | None, typer.Option(help=", ".join(SCHEDULERS))] = None,
-    guidance: Annotated[float | None, typer.Option(help="Guidance scale.")] = None,
+    scheduler: Scheduler = None,
+    guidance: Guidance = None,
     threads: Threads = None,
     as_json: JsonFlag = False,
 ) -> None:
