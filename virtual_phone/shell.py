@@ -164,6 +164,16 @@ def _parameter(text: str, i: int, quoted: bool) -> tuple[Segment | None, int]:
     return None, i
 
 
+def _substitution(text: str, i: int, quoted: bool) -> tuple[Segment | None, int]:
+    """A `command` or $parameter starting at text[i]; None where a lone $ is a literal."""
+    if text[i] == "`":
+        end = text.find("`", i + 1)
+        if end < 0:
+            raise ShellSyntaxError("unterminated `")
+        return Segment("sub", text[i + 1 : end], quoted), end + 1
+    return _parameter(text, i + 1, quoted)
+
+
 def _word(text: str, i: int) -> tuple[Word, int]:
     word = Word()
     literal: list[str] = []
@@ -195,17 +205,10 @@ def _word(text: str, i: int) -> tuple[Word, int]:
                 i += 2
             else:
                 i += 1
-        elif c == "`":
-            end = text.find("`", i + 1)
-            if end < 0:
-                raise ShellSyntaxError("unterminated `")
-            flush_literal()
-            word.segments.append(Segment("sub", text[i + 1 : end], False))
-            i = end + 1
-        elif c == "$":
-            segment, j = _parameter(text, i + 1, False)
+        elif c in "`$":
+            segment, j = _substitution(text, i, False)
             if segment is None:
-                literal.append("$")
+                literal.append(c)
                 i += 1
             else:
                 flush_literal()
@@ -235,22 +238,15 @@ def _double_quoted(text: str, i: int, word: Word) -> int:
             if text[i + 1] != "\n":
                 literal.append(text[i + 1])
             i += 2
-        elif c == "$":
-            segment, j = _parameter(text, i + 1, True)
+        elif c in "`$":
+            segment, j = _substitution(text, i, True)
             if segment is None:
-                literal.append("$")
+                literal.append(c)
                 i += 1
             else:
                 flush_literal()
                 word.segments.append(segment)
                 i = j
-        elif c == "`":
-            end = text.find("`", i + 1)
-            if end < 0:
-                raise ShellSyntaxError("unterminated `")
-            flush_literal()
-            word.segments.append(Segment("sub", text[i + 1 : end], True))
-            i = end + 1
         else:
             literal.append(c)
             i += 1

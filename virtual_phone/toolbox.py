@@ -869,9 +869,15 @@ async def _sleep(inv: Invocation, args: list[str]) -> int:
     return 0
 
 
-@command("mv")
-async def _mv(inv: Invocation, args: list[str]) -> int:
-    _, _, operands = parse_flags(args, "finv")
+async def _transfer(
+    inv: Invocation,
+    operands: list[str],
+    move: Callable[[Resolved, str, Path], Awaitable[None]],
+    *,
+    follow: bool,
+) -> int:
+    """mv and cp: every source operand to the last operand (into it when it is a folder);
+    `follow`: a source that is a symlink stands for its target (cp), not itself (mv)."""
     if len(operands) < 2:
         raise Usage("Needs 2 arguments")
     *sources, target = operands
@@ -884,52 +890,49 @@ async def _mv(inv: Invocation, args: list[str]) -> int:
     status = 0
     for source in sources:
         try:
-            origin = inv.resolve(source, follow=False)
-            check_writable(origin.device)
+            origin = inv.resolve(source, follow=follow)
             if not (origin.host.exists() or origin.host.is_symlink()):
                 raise fs_error(errno.ENOENT, source)
-            final = destination.host / origin.host.name if destination.host.is_dir() \
-                else destination.host
-            os.replace(origin.host, final)
+            into = destination.host.is_dir()
+            await move(origin, source, destination.host / origin.host.name if into
+                       else destination.host)
         except OSError as exc:
             await inv.path_error(exc, source)
             status = 1
     return status
+
+
+@command("mv")
+async def _mv(inv: Invocation, args: list[str]) -> int:
+    _, _, operands = parse_flags(args, "finv")
+
+    async def rename(origin: Resolved, _source: str, final: Path) -> None:
+        check_writable(origin.device)
+        os.replace(origin.host, final)
+
+    return await _transfer(inv, operands, rename, follow=False)
 
 
 @command("cp")
 async def _cp(inv: Invocation, args: list[str]) -> int:
     flags, _, operands = parse_flags(args, "rRpfaiv")
-    if len(operands) < 2:
-        raise Usage("Needs 2 arguments")
-    *sources, target = operands
-    try:
-        destination = inv.resolve(target)
-        check_writable(destination.device)
-    except OSError as exc:
-        await inv.path_error(exc, target)
-        return 1
-    status = 0
-    for source in sources:
-        try:
-            origin = inv.resolve(source)
-            if not origin.host.exists():
-                raise fs_error(errno.ENOENT, source)
-            final = destination.host / origin.host.name if destination.host.is_dir() \
-                else destination.host
-            if origin.host.is_dir():
-                if not flags & {"r", "R", "a"}:
-                    await inv.error(f"Skipped dir '{source}'")
-                    status = 1
-                    continue
-                await asyncio.to_thread(shutil.copytree, origin.host, final, symlinks=True,
-                                        dirs_exist_ok=True)
-            else:
-                await asyncio.to_thread(shutil.copyfile, origin.host, final)
-        except OSError as exc:
-            await inv.path_error(exc, source)
-            status = 1
-    return status
+    skipped = False
+
+    async def copy(origin: Resolved, source: str, final: Path) -> None:
+        nonlocal skipped
+        host = origin.host
+        if host.is_dir():
+            if not flags & {"r", "R", "a"}:
+                await inv.error(f"Skipped dir '{source}'")
+                skipped = True
+                return
+            await asyncio.to_thread(shutil.copytree, host, final, symlinks=True,
+                                    dirs_exist_ok=True)
+        else:
+            await asyncio.to_thread(shutil.copyfile, host, final)
+
+    status = await _transfer(inv, operands, copy, follow=True)
+    return 1 if skipped else status
 
 
 @command("touch")
