@@ -164,14 +164,30 @@ def _parameter(text: str, i: int, quoted: bool) -> tuple[Segment | None, int]:
     return None, i
 
 
-def _substitution(text: str, i: int, quoted: bool) -> tuple[Segment | None, int]:
-    """A `command` or $parameter starting at text[i]; None where a lone $ is a literal."""
+def _substitution(
+    text: str,
+    i: int,
+    quoted: bool,
+    word: Word,
+    literal: list[str],
+    flush_literal: Callable[[], None],
+) -> int:
+    """Read a `command` or $parameter at text[i] into `word` (a lone $ stays literal); returns
+    where reading goes on."""
     if text[i] == "`":
         end = text.find("`", i + 1)
         if end < 0:
             raise ShellSyntaxError("unterminated `")
-        return Segment("sub", text[i + 1 : end], quoted), end + 1
-    return _parameter(text, i + 1, quoted)
+        segment: Segment | None = Segment("sub", text[i + 1 : end], quoted)
+        j = end + 1
+    else:
+        segment, j = _parameter(text, i + 1, quoted)
+    if segment is None:
+        literal.append(text[i])
+        return i + 1
+    flush_literal()
+    word.segments.append(segment)
+    return j
 
 
 def _word(text: str, i: int) -> tuple[Word, int]:
@@ -206,14 +222,7 @@ def _word(text: str, i: int) -> tuple[Word, int]:
             else:
                 i += 1
         elif c in "`$":
-            segment, j = _substitution(text, i, False)
-            if segment is None:
-                literal.append(c)
-                i += 1
-            else:
-                flush_literal()
-                word.segments.append(segment)
-                i = j
+            i = _substitution(text, i, False, word, literal, flush_literal)
         else:
             literal.append(c)
             i += 1
@@ -239,14 +248,7 @@ def _double_quoted(text: str, i: int, word: Word) -> int:
                 literal.append(text[i + 1])
             i += 2
         elif c in "`$":
-            segment, j = _substitution(text, i, True)
-            if segment is None:
-                literal.append(c)
-                i += 1
-            else:
-                flush_literal()
-                word.segments.append(segment)
-                i = j
+            i = _substitution(text, i, True, word, literal, flush_literal)
         else:
             literal.append(c)
             i += 1

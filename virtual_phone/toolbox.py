@@ -17,6 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from hexfleet.virtual_phone.filesystem import PhoneFilesystem, Resolved, check_writable, fs_error
 from hexfleet.virtual_phone.health import Health
@@ -72,16 +73,25 @@ class Invocation:
 
 
 CommandFn = Callable[[Invocation, list[str]], Awaitable[int]]
+F = TypeVar("F")
 COMMANDS: dict[str, CommandFn] = {}
 
 
-def command(*names: str) -> Callable[[CommandFn], CommandFn]:
-    def register(fn: CommandFn) -> CommandFn:
-        for name in names:
-            COMMANDS[name] = fn
-        return fn
+def _registrar(table: dict[str, F]) -> Callable[..., Callable[[F], F]]:
+    """A decorator factory: `@deco("ls", "dir")` puts the function in `table` under each name."""
 
-    return register
+    def names(*names: str) -> Callable[[F], F]:
+        def register(fn: F) -> F:
+            for name in names:
+                table[name] = fn
+            return fn
+
+        return register
+
+    return names
+
+
+command = _registrar(COMMANDS)
 
 
 def parse_flags(args: list[str], allowed: str, valued: str = "") -> tuple[set[str], dict, list]:
@@ -242,13 +252,7 @@ SpecialFn = Callable[[Toolbox, Invocation, list[str]], Awaitable[int]]
 SHELL_BUILTINS: dict[str, SpecialFn] = {}
 
 
-def builtin(*names: str) -> Callable[[SpecialFn], SpecialFn]:
-    def register(fn: SpecialFn) -> SpecialFn:
-        for name in names:
-            SHELL_BUILTINS[name] = fn
-        return fn
-
-    return register
+builtin = _registrar(SHELL_BUILTINS)
 
 
 @builtin("cd")
