@@ -40,7 +40,13 @@ from hexfleet.errors import (
 )
 from hexfleet.manifest import FileRef, Manifest
 from hexfleet.messages import ImageOut, RunProgress, RunResult, RunTask
-from hexfleet.models.job_folder import FileSource, write_benchmark, write_generate, write_infer
+from hexfleet.models.job_folder import (
+    FileSource,
+    Placement,
+    write_benchmark,
+    write_generate,
+    write_infer,
+)
 from hexfleet.runner_spec import (
     BenchmarkParams,
     GenerateParams,
@@ -76,31 +82,24 @@ def write_job(
     """The job folder for `task` (contract v2), written on the host: token ids from the host's
     tokenizer (its files from `files`, the host cache), latents, sampler plan, inputs."""
     params = _PARAMS.validate_python(task.params)
-    qnn = qnn_libraries(bundle)
+    placement = Placement(htp_arch=htp_arch, qnn=qnn_libraries(bundle))
     with tempfile.TemporaryDirectory(prefix="hexfleet-job-") as tmp:
         folder = Path(tmp)
         prompts: list[str] = []
         if isinstance(params, GenerateParams):
-            spec = write_generate(
-                folder, files, manifest, params, task.run_id, htp_arch=htp_arch, qnn=qnn
-            )
+            spec = write_generate(folder, files, manifest, params, task.run_id, placement=placement)
             prompts = list(params.prompts)
         elif isinstance(params, BenchmarkParams):
-            spec = write_benchmark(
-                folder, manifest, params, task.run_id, htp_arch=htp_arch, qnn=qnn
-            )
+            spec = write_benchmark(folder, manifest, params, task.run_id, placement=placement)
         else:
             assert isinstance(params, InferParams)
             missing = [name for name in params.inputs if name not in task.inputs]
             if missing:
                 raise InvalidRequest(f"the task carries no tensor for input {missing[0]!r}")
             tensors = [
-                np.load(io.BytesIO(task.inputs[name]), allow_pickle=False)
-                for name in params.inputs
+                np.load(io.BytesIO(task.inputs[name]), allow_pickle=False) for name in params.inputs
             ]
-            spec = write_infer(
-                folder, manifest, params, tensors, task.run_id, htp_arch=htp_arch, qnn=qnn
-            )
+            spec = write_infer(folder, manifest, params, tensors, task.run_id, placement=placement)
         written = {path.name: path.read_bytes() for path in sorted(folder.iterdir())}
     return JobFolder(spec, written, prompts)
 

@@ -8,6 +8,7 @@ from the model's tokenizer (tokens.npy: the negative prompt, then each prompt), 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -36,6 +37,21 @@ from hexfleet.runner_spec import (
 )
 
 SPEC_FILE = "spec.json"
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where on the phone the job runs from and how: the Hexagon arch of a compiled context, the
+    phone's model cache, the QNN libraries of the runner's bundle, and whether nodes the NPU cannot
+    take may fall back to the CPU (off: such a graph fails instead)."""
+
+    htp_arch: str | None = None
+    cache_dir: str = CACHE_DIR
+    qnn: QnnLibraries | None = None
+    allow_cpu_fallback: bool = False
+
+
+DEFAULT_PLACEMENT = Placement()
 
 
 class FileSource(Protocol):
@@ -87,19 +103,16 @@ def _spec(
     roles: tuple[str, ...],
     params: GeneratePlan | BenchmarkPlan | InferPlan,
     runtime: str,
-    htp_arch: str | None,
-    cache_dir: str,
-    qnn: QnnLibraries | None,
-    allow_cpu_fallback: bool,
+    placement: Placement,
 ) -> RunnerSpecV2:
     return RunnerSpecV2(
         run_id=run_id,
         model=manifest.ref,
         runtime=runtime,  # type: ignore[arg-type]
-        htp_arch=htp_arch,
-        allow_cpu_fallback=allow_cpu_fallback,
-        qnn=qnn,
-        cache_dir=cache_dir,
+        htp_arch=placement.htp_arch,
+        allow_cpu_fallback=placement.allow_cpu_fallback,
+        qnn=placement.qnn,
+        cache_dir=placement.cache_dir,
         components={role: manifest.components[role] for role in roles},  # type: ignore[index,misc]
         params=params,
     )
@@ -119,11 +132,7 @@ def write_generate(
     manifest: Manifest,
     params: GenerateParams,
     run_id: str,
-    *,
-    htp_arch: str | None = None,
-    cache_dir: str = CACHE_DIR,
-    qnn: QnnLibraries | None = None,
-    allow_cpu_fallback: bool = False,
+    placement: Placement = DEFAULT_PLACEMENT,
 ) -> RunnerSpecV2:
     """A generate job for the same request `models.pipeline.Pipeline.generate` serves."""
     steps = params.steps or manifest.default_steps
@@ -152,10 +161,7 @@ def write_generate(
         ("text_encoder", "unet", "vae_decoder"),
         generate,
         params.runtime,
-        htp_arch,
-        cache_dir,
-        qnn,
-        allow_cpu_fallback,
+        placement,
     )
     return _write(folder, spec, {TOKENS_FILE: tokens, LATENTS_FILE: np.concatenate(latents)})
 
@@ -181,11 +187,7 @@ def write_benchmark(
     manifest: Manifest,
     params: BenchmarkParams,
     run_id: str,
-    *,
-    htp_arch: str | None = None,
-    cache_dir: str = CACHE_DIR,
-    qnn: QnnLibraries | None = None,
-    allow_cpu_fallback: bool = False,
+    placement: Placement = DEFAULT_PLACEMENT,
 ) -> RunnerSpecV2:
     feeds = synthetic_inputs(manifest.components[params.component].inputs, params.seed)
     plan = BenchmarkPlan(
@@ -202,10 +204,7 @@ def write_benchmark(
         (params.component,),
         plan,
         params.runtime,
-        htp_arch,
-        cache_dir,
-        qnn,
-        allow_cpu_fallback,
+        placement,
     )
     return _write(folder, spec, {input_file(i): a for i, a in enumerate(feeds.values())})
 
@@ -216,11 +215,7 @@ def write_infer(
     params: InferParams,
     inputs: list[np.ndarray],
     run_id: str,
-    *,
-    htp_arch: str | None = None,
-    cache_dir: str = CACHE_DIR,
-    qnn: QnnLibraries | None = None,
-    allow_cpu_fallback: bool = False,
+    placement: Placement = DEFAULT_PLACEMENT,
 ) -> RunnerSpecV2:
     """An infer job: `inputs[i]` is the tensor for `params.inputs[i]`."""
     if len(inputs) != len(params.inputs):
@@ -232,9 +227,6 @@ def write_infer(
         (params.component,),
         plan,
         params.runtime,
-        htp_arch,
-        cache_dir,
-        qnn,
-        allow_cpu_fallback,
+        placement,
     )
     return _write(folder, spec, {input_file(i): a for i, a in enumerate(inputs)})

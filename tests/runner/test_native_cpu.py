@@ -16,7 +16,7 @@ from native_jobs import held_out_prompts, psnr_db
 from PIL import Image
 
 from hexfleet.manifest import Manifest
-from hexfleet.models.job_folder import write_benchmark, write_generate, write_infer
+from hexfleet.models.job_folder import Placement, write_benchmark, write_generate, write_infer
 from hexfleet.models.pipeline import Pipeline
 from hexfleet.models.store import ModelStore
 from hexfleet.runner_env import ENV_FAULTY_NPU, ENV_SLOW_NPU
@@ -44,7 +44,7 @@ def _generate(store: ModelStore, manifest: Manifest, folder: Path, **params: obj
         manifest,
         GenerateParams(runtime="cpu", **params),  # type: ignore[arg-type]
         str(uuid.uuid4()),
-        cache_dir=str(store.blobs),
+        placement=Placement(cache_dir=str(store.blobs)),
     )
 
 
@@ -150,7 +150,9 @@ def test_benchmark_on_a_virtual_phone(
     run_id = str(uuid.uuid4())
     job = f"/data/local/tmp/hexfleet/jobs/{run_id}"
     params = BenchmarkParams(component="unet", runtime="cpu", warmup=2, iterations=5, seed=3)
-    write_benchmark(root / job.lstrip("/"), fp32, params, run_id, cache_dir=cache)
+    write_benchmark(
+        root / job.lstrip("/"), fp32, params, run_id, placement=Placement(cache_dir=cache)
+    )
     argv = sandbox_command(
         root, "x86_64", f"{runner}/hexfleet-runner", [f"{job}/spec.json"], job, tmp_path / "st"
     )
@@ -194,7 +196,7 @@ def test_infer_gives_onnxruntimes_outputs(
         params,
         list(inputs.values()),
         str(uuid.uuid4()),
-        cache_dir=str(model_store.blobs),
+        placement=Placement(cache_dir=str(model_store.blobs)),
     )
     run = run_job(job_dir)
     result = run.result()

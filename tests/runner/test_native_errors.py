@@ -13,7 +13,7 @@ import pytest
 from native_jobs import held_out_prompts
 
 from hexfleet.manifest import Manifest
-from hexfleet.models.job_folder import write_generate
+from hexfleet.models.job_folder import Placement, write_generate
 from hexfleet.models.store import ModelStore
 from hexfleet.runner_spec import GenerateParams
 
@@ -25,7 +25,7 @@ def _job(store: ModelStore, manifest: Manifest, folder: Path, cache: Path) -> di
         manifest,
         GenerateParams(prompts=held_out_prompts(1), steps=2, runtime="cpu"),
         str(uuid.uuid4()),
-        cache_dir=str(cache),
+        placement=Placement(cache_dir=str(cache)),
     )
     return json.loads((folder / "spec.json").read_text())
 

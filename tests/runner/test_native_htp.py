@@ -14,7 +14,7 @@ from PIL import Image
 
 from hexfleet.manifest import Manifest
 from hexfleet.models.compile import compile_model
-from hexfleet.models.job_folder import write_benchmark, write_generate
+from hexfleet.models.job_folder import Placement, write_benchmark, write_generate
 from hexfleet.models.pipeline import Pipeline
 from hexfleet.models.similarity import ssim
 from hexfleet.models.store import ModelStore
@@ -37,9 +37,7 @@ def _generate_and_compare(
         manifest,
         GenerateParams(prompts=prompts, seed=4, steps=3, runtime="htp"),
         str(uuid.uuid4()),
-        htp_arch="73",
-        cache_dir=str(store.blobs),
-        qnn=qnn,
+        placement=Placement(htp_arch="73", cache_dir=str(store.blobs), qnn=qnn),
     )
     run = run_job(folder)
     result = run.result()
@@ -76,9 +74,7 @@ def test_htp_benchmark_places_every_node_on_the_npu(
         quantized["w8a16"],
         params,
         str(uuid.uuid4()),
-        htp_arch="73",
-        cache_dir=str(model_store.blobs),
-        qnn=PLUGIN,
+        placement=Placement(htp_arch="73", cache_dir=str(model_store.blobs), qnn=PLUGIN),
     )
     metrics = run_job(job_dir).result()["metrics"]
     assert metrics["npu_share"] == 1.0 and metrics["npu_nodes"] > 100 and metrics["cpu_nodes"] == 0
@@ -89,7 +85,11 @@ def test_an_fp32_graph_on_htp_fails_in_one_line(
 ) -> None:
     params = BenchmarkParams(component="vae_decoder", runtime="htp", warmup=0, iterations=1)
     write_benchmark(
-        job_dir, fp32, params, str(uuid.uuid4()), cache_dir=str(model_store.blobs), qnn=PLUGIN
+        job_dir,
+        fp32,
+        params,
+        str(uuid.uuid4()),
+        placement=Placement(cache_dir=str(model_store.blobs), qnn=PLUGIN),
     )
     done = run_job(job_dir)
     assert done.returncode == 1
@@ -107,8 +107,9 @@ def test_built_in_qnn_missing_from_this_onnxruntime_is_one_line(
         quantized["w8a16"],
         params,
         str(uuid.uuid4()),
-        cache_dir=str(model_store.blobs),
-        qnn=QnnLibraries(backend_path=PLUGIN.backend_path),
+        placement=Placement(
+            cache_dir=str(model_store.blobs), qnn=QnnLibraries(backend_path=PLUGIN.backend_path)
+        ),
     )
     done = run_job(job_dir)
     assert done.returncode == 1
