@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <memory>
 
+#include "device.hpp"
 #include "engine.hpp"
 #include "failure.hpp"
 #include "kinds.hpp"
@@ -233,7 +234,11 @@ nlohmann::json run_generate(const Job& job) {
         {"vae_decoder_s", vae_times},
         {"images", per_image},
         {"total_s", seconds_since(started)}}},
-      {"metrics", {{"steps", steps}, {"guidance", params.guidance}, {"scheduler", params.scheduler}}},
+      {"metrics",
+       {{"steps", steps},
+        {"guidance", params.guidance},
+        {"scheduler", params.scheduler},
+        {"peak_rss_mb", peak_rss_mb()}}},
       {"outputs", outputs},
   };
 }

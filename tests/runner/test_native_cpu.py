@@ -67,11 +67,13 @@ def test_images_equal_the_host_pipelines(
         assert psnr_db(image, expected) >= MIN_PSNR_DB, (precision, prompt)
         assert np.array_equal(image, expected), (precision, prompt)  # in fact: identical
         assert result.outputs[index].seed == 11 and result.outputs[index].prompt is None
+    peak_mb = result.metrics.pop("peak_rss_mb")
     assert result.metrics == {
         "steps": 6,
         "guidance": manifest.default_guidance,
         "scheduler": manifest.default_scheduler,
     }
+    assert 10 < peak_mb < 4096  # the runner process's own high-water mark (getrusage)
 
 
 @pytest.mark.parametrize("scheduler", ["euler", "dpm++2m"])
