@@ -1,6 +1,7 @@
 """The runner on a phone: the bundle for its ABI, installed once, and the command that runs it.
 
-A bundle's files are pushed (verified by sha256 on the phone, as model files are) straight into
+A bundle's files are pushed (verified by sha256 on the phone, and only if /data has room for them,
+as model files are) straight into
 `/data/local/tmp/hexfleet/runners/<bundle sha256>/<file name>`, the runner with mode 0755; the
 folder's listing is trusted for the worker's lifetime once it matched the bundle, and listed
 again after a failed run (`recheck`). Other bundles' folders are removed when a new one is
@@ -18,7 +19,7 @@ import time
 from hexfleet.bundle import RUNNER_FILE, RunnerBundle
 from hexfleet.device_agent.host_cache import HostCache
 from hexfleet.device_agent.phone import Phone, job_dir, runner_dir
-from hexfleet.device_agent.push import PushReport, push_verified
+from hexfleet.device_agent.push import RESERVE_BYTES, PushReport, no_room, push_verified
 from hexfleet.errors import InvalidRequest
 from hexfleet.runner_spec import RUNNERS_DIR, QnnLibraries
 
@@ -69,9 +70,12 @@ def qnn_libraries(bundle: RunnerBundle) -> QnnLibraries | None:
 class RunnerInstaller:
     """Keeps one phone's runner bundle installed."""
 
-    def __init__(self, phone: Phone, host_cache: HostCache) -> None:
+    def __init__(
+        self, phone: Phone, host_cache: HostCache, reserve_bytes: int = RESERVE_BYTES
+    ) -> None:
         self.phone = phone
         self.host_cache = host_cache
+        self.reserve_bytes = reserve_bytes  # left free on /data, as the model pusher does
         self._installed: set[str] = set()  # bundles whose folder matched, as this worker saw it
 
     def ensure(self, bundle: RunnerBundle) -> PushReport:
@@ -88,10 +92,15 @@ class RunnerInstaller:
         report.cached_files = len(bundle.files) - len(missing)
         if missing:
             self._remove_others(bundle)
+            incoming = sum(ref.size for ref in missing)
+            free = self.phone.free_bytes()
+            if free is not None and free - incoming < self.reserve_bytes:
+                raise no_room(self.phone, incoming, free, self.reserve_bytes, 0)
             mark = time.perf_counter()
             for ref in missing:
                 mode = 0o755 if ref.name == RUNNER_FILE else 0o644
-                push_verified(self.phone, self.host_cache, ref, f"{folder}/{ref.name}", mode)
+                target = f"{folder}/{ref.name}"
+                push_verified(self.phone, self.host_cache, ref, target, report, mode)
                 report.pushed_files += 1
                 report.pushed_bytes += ref.size
             report.push_seconds = time.perf_counter() - mark

@@ -313,6 +313,8 @@ class Executor:
             cached_files=models.cached_files + runner.cached_files,
             evicted=models.evicted,
             push_seconds=models.push_seconds + runner.push_seconds,
+            verify_seconds=models.verify_seconds + runner.verify_seconds,
+            link_retries=models.link_retries + runner.link_retries,
             seconds=models.seconds + runner.seconds,
             listed=models.listed and runner.listed,
         )

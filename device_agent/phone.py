@@ -28,7 +28,7 @@ from pathlib import Path
 import adbutils
 
 from hexfleet.bundle import RUNNER_FILE
-from hexfleet.errors import DeviceLost, InvalidRequest
+from hexfleet.errors import DeviceFull, DeviceLost, InvalidRequest
 from hexfleet.messages import DeviceFacts, DeviceHealth
 from hexfleet.runner_spec import CACHE_DIR, DEVICE_ROOT_DIR, JOBS_DIR, RUNNERS_DIR
 
@@ -105,6 +105,8 @@ SHELL_STDOUT, SHELL_STDERR, SHELL_EXIT = 1, 2, 3
 SYNC_DATA_MAX = 64 * 1024  # the largest DATA chunk adbd accepts (SYNC.TXT)
 SEND_BATCH = 16  # DATA chunks handed to the kernel at once: 1 MiB per send
 _SYNC_HEADER = struct.Struct("<4sI")
+# adbd's answer to a SEND that filled the disk: "write failed: " + strerror(ENOSPC).
+_NO_SPACE = "No space left on device"
 _DENT = struct.Struct("<4sIIII")  # LIST entry: id, mode, size, mtime, name length
 
 
@@ -203,6 +205,18 @@ class Phone:
             raise DeviceLost(f"{self.serial}: `{argv[0]}` failed ({code}): {err.strip()[:200]}")
         return out
 
+    def wait_online(self, timeout: float) -> None:
+        """Wait until the adb server has this phone as a device again (it reconnects a dropped
+        TCP link by itself); DeviceLost when it is not back within `timeout` seconds."""
+        with (
+            lost_on_failure(self.serial, "waiting for it to come back"),
+            closing(socket.create_connection(self._server, timeout=timeout)) as sock,
+        ):
+            _request(sock, f"host-serial:{self.serial}:wait-for-any-device")
+            status = _recv_exactly(sock, 4)
+            if status != b"OKAY":
+                raise adbutils.AdbError(f"the adb server answered {status!r} to wait-for-device")
+
     # facts and health -------------------------------------------------------------------
 
     def properties(self) -> dict[str, str]:
@@ -234,6 +248,8 @@ class Phone:
         )
 
     def free_bytes(self) -> int | None:
+        """Bytes free on /data (where hexfleet's folder is), as `df -k` reports them; None when
+        its output does not parse."""
         out = self.checked("df", "-k", "/data")
         rows = [line.split() for line in out.splitlines()[1:] if line.strip()]
         if rows and len(rows[-1]) >= 4 and rows[-1][3].isdigit():
@@ -294,7 +310,10 @@ class Phone:
         sock.sendall(_SYNC_HEADER.pack(b"DONE", int(time.time())))
         status, length = _SYNC_HEADER.unpack(_recv_exactly(sock, _SYNC_HEADER.size))
         if status == b"FAIL":
-            raise _sync_fail(sock, length)
+            failure = _sync_fail(sock, length)
+            if _NO_SPACE in str(failure):
+                raise DeviceFull(f"{self.serial}: no room for {device_path}: {failure}")
+            raise failure
         if status != b"OKAY":
             raise adbutils.AdbError(f"unexpected sync answer {status!r} to SEND")
         return sent

@@ -14,23 +14,40 @@ the phone's clock is taken to be within a minute of the host's).
 Anything the trusted listing lacks is listed again before pushing, and a run that fails after a
 trusted listing makes the executor list again (`recheck`), in case the phone lost files behind
 the agent's back.
+
+Before pushing, the phone's free space on /data is read (`df -k /data`, a fixed command): files
+the run does not need go, least recently used first, until the push fits with `reserve_bytes` to
+spare; if it cannot fit, DeviceFull says so in one line before anything is removed or pushed. A
+link dropped mid-push is waited out (the adb server reconnects) and the file pushed again; the
+`.part` a failed attempt leaves is removed, and leftovers of a crashed agent go with the next push.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hexfleet.device_agent.host_cache import HostCache
-from hexfleet.device_agent.phone import Phone, cache_path
-from hexfleet.errors import ArtifactMismatch, InvalidRequest
+from hexfleet.device_agent.phone import SHA256, Phone, cache_path
+from hexfleet.errors import ArtifactMismatch, DeviceFull, DeviceLost, InvalidRequest
 from hexfleet.manifest import FileRef
+from hexfleet.runner_spec import CACHE_DIR
+
+log = logging.getLogger(__name__)
 
 DEFAULT_QUOTA_BYTES = 8 << 30
-PUSH_ATTEMPTS = 2
+PUSH_ATTEMPTS = 2  # pushes of a file whose bytes hash wrong on the phone
+LINK_RETRIES = 2  # pushes again after a dropped link, per file
+RECONNECT_S = 30.0  # how long a dropped phone may take to come back before DeviceLost
+# Left free on /data after a push: a phone filled to the last byte breaks its own apps.
+RESERVE_BYTES = 256 << 20
 LISTING_TRUST_S = 30.0
 TOUCH_AFTER_S = 60.0
+PART = ".part"
+MB = 1_000_000
 
 
 @dataclass
@@ -39,7 +56,9 @@ class PushReport:
     pushed_bytes: int = 0
     cached_files: int = 0
     evicted: list[str] = field(default_factory=list)
-    push_seconds: float = 0.0
+    push_seconds: float = 0.0  # pushing and verifying
+    verify_seconds: float = 0.0  # of which hashing on the phone
+    link_retries: int = 0  # files pushed again after a dropped link
     seconds: float = 0.0
     listed: bool = True  # the phone's cache was listed (not taken from the trusted listing)
 
@@ -54,6 +73,8 @@ class ArtifactPusher:
         listing_trust_s: float = LISTING_TRUST_S,
         touch_after_s: float = TOUCH_AFTER_S,
         clock: Callable[[], float] = time.time,
+        reserve_bytes: int = RESERVE_BYTES,
+        reconnect_s: float = RECONNECT_S,
     ) -> None:
         self.phone = phone
         self.host_cache = host_cache
@@ -62,9 +83,13 @@ class ArtifactPusher:
         self.listing_trust_s = listing_trust_s
         self.touch_after_s = touch_after_s
         self.clock = clock
+        self.reserve_bytes = reserve_bytes
+        self.reconnect_s = reconnect_s
         # sha256 → (size, mtime) as last listed, pushed or touched; when it was listed.
         self._known: dict[str, tuple[int, float]] = {}
         self._listed_at = float("-inf")
+        # `<sha256>.part` files the last listing found (a crashed push's): name → size.
+        self._partials: dict[str, int] = {}
 
     def _listing(self, needed: dict[str, FileRef]) -> tuple[dict[str, tuple[int, float]], bool]:
         """The phone's cache: the trusted listing if it is fresh and has every needed file at
@@ -74,8 +99,14 @@ class ArtifactPusher:
             self._known.get(sha, (-1, 0))[0] == ref.size for sha, ref in needed.items()
         ):
             return dict(self._known), False
+        listing = self.phone.listing(CACHE_DIR)
         self._known = {
-            sha: (size, float(mtime)) for sha, (size, mtime) in self.phone.cache_entries().items()
+            name: (size, float(mtime)) for name, (size, mtime) in listing.items()
+            if SHA256.fullmatch(name)
+        }
+        self._partials = {
+            name: size for name, (size, _) in listing.items()
+            if name.endswith(PART) and SHA256.fullmatch(name.removesuffix(PART))
         }
         self._listed_at = self.clock()
         return dict(self._known), True
@@ -108,7 +139,10 @@ class ArtifactPusher:
             report.evicted = self._make_room(present, needed, sum(r.size for r in missing))
             mark = time.perf_counter()
             for ref in missing:
-                self._push_verified(ref)
+                push_verified(
+                    self.phone, self.host_cache, ref, cache_path(ref.sha256), report,
+                    reconnect_s=self.reconnect_s,
+                )
                 self._known[ref.sha256] = (ref.size, self.clock())
                 report.pushed_files += 1
                 report.pushed_bytes += ref.size
@@ -129,42 +163,93 @@ class ArtifactPusher:
         self.phone.remove(cache_path(sha256))
 
     def _make_room(
-        self, present: dict[str, tuple[int, int]], needed: dict[str, FileRef], incoming: int
+        self, present: dict[str, tuple[int, float]], needed: dict[str, FileRef], incoming: int
     ) -> list[str]:
+        """Evict cached files the run does not need, least recently used first, until the cache
+        is within its quota and the phone's disk has room for `incoming` bytes; leftover
+        `.part` files go too. DeviceFull, with nothing removed, when no eviction makes room."""
         used = sum(size for size, _ in present.values())
+        free = self.phone.free_bytes()
+        reclaimed = sum(self._partials.values())
+
+        def fits() -> bool:
+            disk = free is None or free + reclaimed - incoming >= self.reserve_bytes
+            return disk and used + incoming <= self.quota_bytes
+
         evicted = []
         for sha, (size, _mtime) in sorted(present.items(), key=lambda item: item[1][1]):
-            if used + incoming <= self.quota_bytes:
+            if fits():
                 break
             if sha in needed:
                 continue
             evicted.append(sha)
             used -= size
-        if evicted:
+            reclaimed += size
+        if free is not None and free + reclaimed - incoming < self.reserve_bytes:
+            raise no_room(self.phone, incoming, free, self.reserve_bytes, reclaimed)
+        doomed = [cache_path(sha) for sha in evicted]
+        doomed += [f"{CACHE_DIR}/{name}" for name in self._partials]
+        if doomed:
             for sha in evicted:
                 self._known.pop(sha, None)
-            self.phone.remove(*(cache_path(sha) for sha in evicted))
+            self.phone.remove(*doomed)
+            self._partials = {}
         return evicted
 
-    def _push_verified(self, ref: FileRef) -> None:
-        push_verified(self.phone, self.host_cache, ref, cache_path(ref.sha256))
+
+def no_room(phone: Phone, incoming: int, free: int, reserve: int, reclaimable: int) -> DeviceFull:
+    """The one-line error of a phone whose /data cannot take a push."""
+    evictable = f" (+{reclaimable / MB:.0f} MB hexfleet can evict)" if reclaimable else ""
+    return DeviceFull(
+        f"{phone.serial}: no room on the phone for {incoming / MB:.0f} MB: "
+        f"{free / MB:.0f} MB free on /data{evictable}, and {reserve / MB:.0f} MB must stay free; "
+        f"free some space on the phone"
+    )
 
 
 def push_verified(
-    phone: Phone, host_cache: HostCache, ref: FileRef, final: str, mode: int = 0o644
+    phone: Phone,
+    host_cache: HostCache,
+    ref: FileRef,
+    final: str,
+    report: PushReport,
+    mode: int = 0o644,
+    reconnect_s: float = RECONNECT_S,
 ) -> None:
-    """Push to `<final>.part`, hash it on the phone, rename it; one retry on a mismatch.
+    """Push to `<final>.part`, hash it on the phone, rename it.
 
-    One file at a time, so a phone lost mid-push leaves at most one `.part` behind."""
+    Bytes that hash wrong are pushed once more. A link dropped on the way is waited out (up to
+    `reconnect_s`) and the file pushed again from its start, at most LINK_RETRIES times; the
+    `.part` an attempt leaves is removed first. One file at a time, so a phone lost for good
+    leaves at most one `.part` behind (the next push's listing finds and removes it)."""
     local = host_cache.path(ref)
-    partial = f"{final}.part"
-    for attempt in range(1, PUSH_ATTEMPTS + 1):
-        phone.push(local, partial, mode)
-        if phone.sha256(partial) == ref.sha256:
-            phone.rename(partial, final)
-            return
-        phone.remove(partial)
-        if attempt == PUSH_ATTEMPTS:
+    partial = f"{final}{PART}"
+    drops = mismatches = 0
+    while True:
+        try:
+            phone.push(local, partial, mode)
+            mark = time.perf_counter()
+            digest = phone.sha256(partial)
+            report.verify_seconds += time.perf_counter() - mark
+            if digest == ref.sha256:
+                phone.rename(partial, final)
+                return
+            phone.remove(partial)
+        except DeviceFull:
+            with contextlib.suppress(DeviceLost):
+                phone.remove(partial)
+            raise
+        except DeviceLost as exc:
+            drops += 1
+            if drops > LINK_RETRIES:
+                raise
+            log.warning("%s; pushing %s again (retry %d of %d)", exc, ref.name, drops, LINK_RETRIES)
+            phone.wait_online(reconnect_s)
+            phone.remove(partial)
+            report.link_retries += 1
+            continue
+        mismatches += 1
+        if mismatches == PUSH_ATTEMPTS:
             # The host's copy may be the corrupt one: fetch it again next time.
             host_cache.forget(ref)
             raise ArtifactMismatch(

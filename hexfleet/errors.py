@@ -6,6 +6,7 @@
     ├── ServiceUnavailable  a server we need (database, broker, adb, API) does not answer (exit 5)
     ├── DeviceError         something went wrong on a phone
     │   ├── DeviceLost      the phone disappeared or the connection broke (retry elsewhere)
+    │   ├── DeviceFull      the phone has no room for what must be pushed to it
     │   └── RunnerFailed    the on-device runner exited non-zero (a failed run, no retry)
     ├── ArtifactMismatch    a file's sha256 is not the one it is named by
     └── ModelError          a model file or manifest is unusable
@@ -37,6 +38,10 @@ class DeviceError(HexfleetError):
 
 
 class DeviceLost(DeviceError):
+    pass
+
+
+class DeviceFull(DeviceError):
     pass
 
 

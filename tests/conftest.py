@@ -25,6 +25,24 @@ REDIS_TEST_URL = "redis://127.0.0.1:6379/13"
 POSTGRES_ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=5"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--real-size",
+        action="store_true",
+        help="also run the tests marked real_size (SD 1.5 at its real size: GBs, minutes)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked real_size run on demand only (`--real-size`); CI runs their shrunk twins."""
+    if config.getoption("--real-size"):
+        return
+    chosen = [item for item in items if item.get_closest_marker("real_size") is None]
+    if len(chosen) < len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i not in chosen])
+        items[:] = chosen
+
+
 def _require_services() -> bool:
     return Settings().require_services
 

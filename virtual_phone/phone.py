@@ -21,6 +21,7 @@ from hexfleet.virtual_phone.profiles import FEATURES, Profile
 from hexfleet.virtual_phone.programs import Programs
 from hexfleet.virtual_phone.protocol import device_banner
 from hexfleet.virtual_phone.shell_service import serve_shell
+from hexfleet.virtual_phone.storage import Capacity, Storage
 from hexfleet.virtual_phone.sync import serve_sync
 from hexfleet.virtual_phone.toolbox import PhoneContext, Toolbox
 
@@ -43,6 +44,8 @@ class PhoneConfig:
     reboot_s: float = 3.0
     bandwidth_mb_s: float | None = None
     faulty_npu: float = 0.0
+    # The /data partition (None: the profile's capacity).
+    capacity: Capacity | None = None
 
 
 class VirtualPhone:
@@ -54,6 +57,7 @@ class VirtualPhone:
         self.serialno = config.profile.serialno(config.index)
         self.props = config.profile.properties(self.serialno, config.abi)
         self.fs = PhoneFilesystem(config.root)
+        self.storage = Storage(self.fs, config.capacity or Capacity.of(config.profile))
         self.health = Health(config.thermal)
         self.processes = ProcessTable()
         self.faults = LinkFaults()
@@ -69,6 +73,7 @@ class VirtualPhone:
         )
         self.context = PhoneContext(
             fs=self.fs,
+            storage=self.storage,
             profile=self.profile,
             props=self.props,
             health=self.health,
@@ -181,7 +186,7 @@ class VirtualPhone:
         if destination.startswith(("shell:", "shell,", "exec:")):
             return lambda stream: serve_shell(stream, self.toolbox, destination)
         if destination == "sync:":
-            return lambda stream: serve_sync(stream, self.fs)
+            return lambda stream: serve_sync(stream, self.fs, self.storage)
         if destination.startswith("reboot:"):
             return self._reboot_service
         return None

@@ -1,11 +1,14 @@
 """The `sync:` service: STAT/LIST/SEND/RECV (and STA2/LST2/LIS2) on the phone's confined filesystem.
 
 Written from AOSP's SYNC.TXT and the v2 stat/dirent layouts of file_sync_protocol.h; every path
-goes through `PhoneFilesystem.resolve`, so nothing outside the phone's folder is reachable.
+goes through `PhoneFilesystem.resolve`, so nothing outside the phone's folder is reachable. A SEND
+fills /data no further than its free space (`storage.py`): past it, adbd's answer on a full phone
+(`write failed: No space left on device`), and the file it created is removed, as adbd does.
 """
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import os
@@ -15,6 +18,7 @@ from typing import BinaryIO
 
 from hexfleet.virtual_phone.adbd import Stream
 from hexfleet.virtual_phone.filesystem import PhoneFilesystem, check_writable, fs_error
+from hexfleet.virtual_phone.storage import Storage
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +32,10 @@ MAX_PATH = 1024
 class SyncService:
     """One `sync:` session: requests are served in order until QUIT or end of stream."""
 
-    def __init__(self, stream: Stream, fs: PhoneFilesystem) -> None:
+    def __init__(self, stream: Stream, fs: PhoneFilesystem, storage: Storage) -> None:
         self._stream = stream
         self._fs = fs
+        self._storage = storage
 
     async def serve(self) -> None:
         while True:
@@ -143,6 +148,7 @@ class SyncService:
             if resolved.host.is_dir() or path.endswith("/"):
                 raise fs_error(errno.EISDIR, resolved.device)
             created = not resolved.host.exists()
+            room = await asyncio.to_thread(self._storage.room_for, resolved.host)
             resolved.host.parent.mkdir(parents=True, exist_ok=True)
             flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
             fd = os.open(resolved.host, flags, (mode & 0o777) or 0o644)
@@ -153,10 +159,16 @@ class SyncService:
         complete = False
         try:
             with os.fdopen(fd, "wb", buffering=1024 * 1024) as handle:
-                mtime = await self._receive_into(handle)
+                mtime = await self._receive_into(handle, room)
             os.chmod(resolved.host, (mode & 0o777) or 0o644)
             os.utime(resolved.host, (mtime, mtime))
             complete = True
+        except _DiskFull:
+            # adbd reports the failed write at once, then swallows what the host still sends.
+            await self._fail(f"write failed: {os.strerror(errno.ENOSPC)}")
+            await self._stream.flush()
+            await self._discard_upload()
+            return False
         except _UploadError as exc:
             await self._fail(str(exc))
             return False
@@ -166,7 +178,8 @@ class SyncService:
         await self._stream.write(REQUEST.pack(b"OKAY", 0))
         return True
 
-    async def _receive_into(self, handle: BinaryIO) -> int:
+    async def _receive_into(self, handle: BinaryIO, room: int) -> int:
+        """Write the DATA that follows a SEND, up to `room` bytes; the DONE's mtime."""
         write = handle.write
         while True:
             ident, length = REQUEST.unpack(await self._stream.read_exactly(REQUEST.size))
@@ -176,6 +189,10 @@ class SyncService:
                 raise _UploadError("invalid data message")
             if length > SYNC_DATA_MAX:
                 raise _UploadError("oversize data message")
+            room -= length
+            if room < 0:
+                await self._stream.read_exactly(length)
+                raise _DiskFull
             write(await self._stream.read_exactly(length))
 
     async def _discard_upload(self) -> None:
@@ -216,6 +233,10 @@ class _UploadError(Exception):
     """The host broke the SEND sub-protocol."""
 
 
+class _DiskFull(Exception):
+    """The file being sent does not fit in /data."""
+
+
 def _list_done(v2: bool) -> bytes:
     """The end of a listing: a whole (zeroed) dirent of the listing's version, with id DONE."""
     if v2:
@@ -238,6 +259,6 @@ def _v2_fields(info: os.stat_result) -> tuple[int, ...]:
     )
 
 
-async def serve_sync(stream: Stream, fs: PhoneFilesystem) -> None:
+async def serve_sync(stream: Stream, fs: PhoneFilesystem, storage: Storage) -> None:
     """The `sync:` service handler."""
-    await SyncService(stream, fs).serve()
+    await SyncService(stream, fs, storage).serve()

@@ -26,6 +26,7 @@ from hexfleet.virtual_phone.processes import SYSTEM_PROCESSES, ProcessTable
 from hexfleet.virtual_phone.profiles import Profile
 from hexfleet.virtual_phone.programs import Programs
 from hexfleet.virtual_phone.shell import IO, SHELL_PATH, Interpreter, ShellExit, ShellState
+from hexfleet.virtual_phone.storage import Storage
 
 PATH_DIRS = ("/product/bin", "/apex/com.android.runtime/bin", "/system/bin", "/system/xbin",
              "/vendor/bin")
@@ -41,6 +42,7 @@ class PhoneContext:
     """What the toolbox may touch on its phone."""
 
     fs: PhoneFilesystem
+    storage: Storage
     profile: Profile
     props: dict[str, str]
     health: Health
@@ -687,10 +689,8 @@ def _human(size_kb: float) -> str:
 @command("df")
 async def _df(inv: Invocation, args: list[str]) -> int:
     flags, _, operands = parse_flags(args, "hkPa")
-    fs = inv.phone.fs
-    total_kb = inv.phone.profile.storage_gb * 1_000_000_000 // 1024 - 8 * 1024 * 1024
-    used_kb = await asyncio.to_thread(fs.used_bytes) // 1024 + 1_234_567
-    free_kb = max(0, min(total_kb - used_kb, fs.free_host_bytes() // 1024))
+    usage = await asyncio.to_thread(inv.phone.storage.usage)
+    total_kb, used_kb, free_kb = usage.size // 1024, usage.used // 1024, usage.free // 1024
     mounts = {
         "/": ("/dev/block/dm-7", 6_152_812, 6_120_044, 16_384),
         "/data": ("/dev/block/dm-52", total_kb, used_kb, free_kb),

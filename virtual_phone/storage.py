@@ -1,0 +1,69 @@
+"""A virtual phone's `/data` partition: its size, what the rest of the phone keeps there, the room
+left. `df` reports it and a sync push may fill it, and no further (ENOSPC, as on a phone).
+
+The size is the profile's marketed capacity less the system partitions, unless the phone's
+configuration gives its own `Capacity` (a nearly full phone, in tests).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from hexfleet.virtual_phone.filesystem import PhoneFilesystem
+from hexfleet.virtual_phone.profiles import Profile
+
+# What a phone's marketed capacity loses to its system, vendor and other partitions.
+SYSTEM_PARTITIONS_BYTES = 8 * 1024**3
+# What the phone's own apps and their data already take on /data (an arbitrary, fixed figure).
+OTHERS_BYTES = 1_234_567 * 1024
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """The /data partition's size, and how much of it the phone's other data takes."""
+
+    size_bytes: int
+    others_bytes: int = OTHERS_BYTES
+
+    @classmethod
+    def of(cls, profile: Profile) -> Capacity:
+        return cls(profile.storage_gb * 1_000_000_000 - SYSTEM_PARTITIONS_BYTES)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What `df` shows for /data, in bytes."""
+
+    size: int
+    used: int
+    free: int
+
+
+class Storage:
+    """The /data partition of one phone, over the folder that holds the phone's files."""
+
+    def __init__(self, fs: PhoneFilesystem, capacity: Capacity) -> None:
+        self.fs = fs
+        self.capacity = capacity
+
+    def usage(self) -> Usage:
+        """Size, used and free bytes (walks the phone's folder: call it off the event loop).
+
+        Free is also bounded by the host's own free space, so a push never fills the host."""
+        used = self.fs.used_bytes() + self.capacity.others_bytes
+        free = min(self.capacity.size_bytes - used, self.fs.free_host_bytes())
+        return Usage(self.capacity.size_bytes, used, max(0, free))
+
+    def room_for(self, target: Path) -> int:
+        """How many bytes a file written over `target` (a host path) may hold: the free space
+        plus what the file it replaces takes now."""
+        try:
+            info = os.lstat(target)
+        except FileNotFoundError:
+            replaced = 0
+        else:
+            replaced = info.st_blocks * 512 if stat.S_ISREG(info.st_mode) else 0
+        return self.usage().free + replaced
