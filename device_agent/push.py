@@ -38,16 +38,16 @@ from hexfleet.runner_spec import CACHE_DIR
 
 log = logging.getLogger(__name__)
 
+MB = 1_000_000
 DEFAULT_QUOTA_BYTES = 8 << 30
 PUSH_ATTEMPTS = 2  # pushes of a file whose bytes hash wrong on the phone
 LINK_RETRIES = 2  # pushes again after a dropped link, per file
 RECONNECT_S = 30.0  # how long a dropped phone may take to come back before DeviceLost
 # Left free on /data after a push: a phone filled to the last byte breaks its own apps.
-RESERVE_BYTES = 256 << 20
+RESERVE_BYTES = 256 * MB
 LISTING_TRUST_S = 30.0
 TOUCH_AFTER_S = 60.0
 PART = ".part"
-MB = 1_000_000
 
 
 @dataclass

@@ -49,7 +49,7 @@ UUID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 FIXED_WORD = re.compile(
     "|".join(
         [
-            r"mkdir|rm|touch|sha256sum|mv|ps|kill|dumpsys|-[a-zA-Z0-9]+|PID,ARGS|[0-9]+|cd|&&",
+            r"mkdir|rm|touch|sha256sum|mv|ps|kill|dumpsys|df|/data|-[a-zA-Z0-9]+|PID,ARGS|[0-9]+|cd|&&",
             rf"{re.escape(CACHE_DIR)}/[0-9a-f]{{64}}(\.part)?",
             rf"{re.escape(JOBS_DIR)}/{UUID}(/spec\.json)?",
             rf"{re.escape(RUNNERS_DIR)}/[0-9a-f]{{64}}/[A-Za-z0-9._+-]+",
