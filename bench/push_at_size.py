@@ -1,14 +1,16 @@
 """Pushing SD 1.5 at w8a16 (about a gigabyte) to a virtual phone: the agent's push path against the
 adb binary's `adb push`, side by side on the same phone, and what a second push moves.
 
-Run: `.venv/bin/python bench/push_at_size.py` (about five minutes). It writes the model's three
+Run: `.venv/bin/python bench/push_at_size.py` (about six minutes). It writes the model's three
 files (random bytes: UNet data 860 MB, text encoder 123 MB, VAE decoder 49 MB; `--scale 4` for a
 quarter) to a temporary folder, starts a private adb server and one phone in its own process, then
 alternates `--rounds` times: `adb -s SERIAL push` of the three files into an empty folder, and the
 agent's `ArtifactPusher.ensure` into an empty cache (each file to `.part`, sha256 on the phone,
-renamed). It prints the medians in MB/s (1 MB = 10^6 bytes), the ratio agent/adb for the transfer
-alone (the like-for-like figure) and for the whole verified push, and what a second `ensure` (a
-new agent, listing the phone) pushes.
+renamed). It prints the medians in MB/s (1 MB = 10^6 bytes), the ratio agent/adb of those
+medians and the median of each round's ratio (its two pushes back to back, who goes first
+alternating, so a change in the machine's load hits both), for the transfer alone (the
+like-for-like figure) and for the whole verified push, and what a second `ensure` (a new agent,
+listing the phone) pushes.
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ def load() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=int, default=1, help="push 1/SCALE of the real size")
-    parser.add_argument("--rounds", type=int, default=5, help="alternations; medians are shown")
+    parser.add_argument("--rounds", type=int, default=7, help="pairs of pushes; medians shown")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="hexfleet-push-") as folder:
@@ -114,19 +116,25 @@ def main() -> None:
             print(f"host cache: the agent hashed its {total / MB:.0f} MB in {host_hash_s:.1f} s "
                   f"(once per agent process, not timed below)")
             adb_s, transfer_s, ensure_s, verify_s = [], [], [], []
-            for _ in range(args.rounds):
+
+            def adb_push() -> None:
                 phone.checked("mkdir", "-p", ADB_FOLDER)
                 mark = time.perf_counter()
                 adb(server_port, "-s", serial, "push", *map(str, paths), ADB_FOLDER)
                 adb_s.append(time.perf_counter() - mark)
                 phone.remove(ADB_FOLDER)
 
+            def agent_push() -> None:
                 report = ArtifactPusher(phone, cache).ensure(refs)
                 assert report.pushed_bytes == total, report
                 ensure_s.append(report.seconds)
                 verify_s.append(report.verify_seconds)
                 transfer_s.append(report.push_seconds - report.verify_seconds)
                 phone.remove(CACHE_DIR)
+
+            for index in range(args.rounds):  # adb first, then the agent first: load drifts
+                for push in (adb_push, agent_push) if index % 2 == 0 else (agent_push, adb_push):
+                    push()
             ArtifactPusher(phone, cache).ensure(refs)
             second = ArtifactPusher(phone, cache).ensure(refs)  # a new agent: lists the phone
         finally:
@@ -137,13 +145,19 @@ def main() -> None:
     def rate(seconds: list[float]) -> float:
         return total / statistics.median(seconds) / MB
 
-    adb_rate, transfer_rate, ensure_rate = rate(adb_s), rate(transfer_s), rate(ensure_s)
-    print(f"\n{'adb push (the binary)':44}{adb_rate:8.1f} MB/s")
-    print(f"{'agent push, transfer (SEND to .part)':44}{transfer_rate:8.1f} MB/s"
-          f"   agent/adb {transfer_rate / adb_rate:.3f}")
-    print(f"{'agent push, verified (+ sha256 on phone, mv)':44}{ensure_rate:8.1f} MB/s"
-          f"   agent/adb {ensure_rate / adb_rate:.3f}")
-    print(f"{'  of which sha256 on the phone':44}{statistics.median(verify_s):8.1f} s "
+    def paired(agent: list[float]) -> float:
+        """The median over rounds of agent/adb throughput, each pair measured back to back."""
+        return statistics.median(a / b for a, b in zip(adb_s, agent, strict=True))
+
+    print(f"\n{'':46}{'median':>11}{'agent/adb':>11}{'paired':>8}")
+    print(f"{'adb push (the binary)':46}{rate(adb_s):6.1f} MB/s")
+    for label, seconds in (
+        ("agent push, transfer (SEND to .part, mv)", transfer_s),
+        ("agent push, verified (+ sha256 on the phone)", ensure_s),
+    ):
+        print(f"{label:46}{rate(seconds):6.1f} MB/s{rate(seconds) / rate(adb_s):11.3f}"
+              f"{paired(seconds):8.3f}")
+    print(f"{'  of which sha256 on the phone':46}{statistics.median(verify_s):6.1f} s   "
           f"({rate(verify_s):.0f} MB/s)")
     print(f"per round (s): adb {' '.join(f'{s:.1f}' for s in adb_s)} | "
           f"agent transfer {' '.join(f'{s:.1f}' for s in transfer_s)}")
