@@ -1,6 +1,7 @@
 """`hexfleet agent`: watches the adb server for phones and keeps one worker process per online one.
 
-A phone that appears (or comes back) gets a worker within a poll interval; one that disappears or
+A phone that appears (or comes back) gets a worker within a poll interval (a worker dies
+with the agent: hexfleet.children); one that disappears or
 goes `offline` has its worker stopped and is reported offline. Stopping does not hold up the scan
 (a Celery worker's warm shutdown takes seconds): the worker is signalled, then reaped, or killed
 after STOP_GRACE_S, by later scans. A worker that dies while its phone is still online is
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 import adbutils
 
 from hexfleet.broker import INGEST_HEARTBEAT_TASK, INGEST_QUEUE, Publisher, make_celery
+from hexfleet.children import die_with_parent
 from hexfleet.errors import ServiceUnavailable
 from hexfleet.messages import DeviceFacts, DeviceHealth, Heartbeat
 from hexfleet.settings import Settings
@@ -63,8 +65,13 @@ class Agent:
 
     def start_worker(self, serial: str) -> None:
         log.info("phone %s online: starting its worker", serial)
+        # Killed with the agent (SIGKILL: a run in flight is retried by the orchestrator's
+        # reconciliation): a restarted agent starts a worker of its own for every phone, and an
+        # orphan beside it would drive the same phone at the same time.
         process = subprocess.Popen(  # noqa: S603 - fixed argv; the serial came from adb itself
-            [sys.executable, "-m", "hexfleet.device_agent.worker", serial], start_new_session=True
+            [sys.executable, "-m", "hexfleet.device_agent.worker", serial],
+            start_new_session=True,
+            preexec_fn=die_with_parent(signal.SIGKILL),  # noqa: PLW1509 - one prctl, no locks
         )
         self.workers[serial] = WorkerProcess(serial, process)
 

@@ -8,9 +8,13 @@ runs and ends the attempts nobody works on any more:
   by `deadline_margin_s`, is marked lost with the reason and retried on another eligible phone
   (`jobs.retry_lost`, under the retry limit); with no retry left it is failed with the reason;
 - a *queued* attempt whose broker message is gone (a broker restarted without persistence, a
-  flushed queue) is sent again as a new attempt on the same queue after `queued_s`. "Gone" is
-  counted per queue: when a queue holds fewer messages than it has queued runs older than
-  `queued_s`, the oldest of those are the missing ones (a queue is first in, first out). A queued
+  flushed queue) is sent again as a new attempt on the same queue once it has been missing for
+  `queued_s`. "Missing" is counted per queue: when a queue holds fewer messages than it has
+  queued runs, the oldest of those are the missing ones (a queue is first in, first out). A
+  count is a snapshot: a phone takes its queue's oldest message seconds before its heartbeat
+  names the run, and a finished run stays queued until its result is ingested, so the oldest run
+  of a long queue is often "missing" for a moment. Only a run counted missing in every pass for
+  `queued_s` is sent again (the reconciler remembers since when, `missing_since`). A queued
   attempt pinned to a phone silent for `silence_s` is retried on another phone instead.
 
 A superseded attempt's message that turns up after all is stopped by its agent (it asks the
@@ -122,10 +126,37 @@ def _age_s(since: dt.datetime | None, now: dt.datetime) -> float:
     return (now - since).total_seconds() if since is not None else 0.0
 
 
+@dataclass(frozen=True)
+class Hearing:
+    """How far the reconciler can trust a phone's silence: `lag_s`, how late the ingest writes
+    heartbeats right now (the newest one written was sent that long before it was written),
+    and `since`, when this reconciler's process started listening (None: long ago).
+
+    A phone is silent only for the time the ingest was listening and caught up: an ingest
+    behind by 12 s under load, or one started a moment ago with the queue's backlog still to
+    write, is not a fleet of silent phones (found in the chaos suite: 114 runs of a fault-free
+    storm lost to phones "silent for 20 s" while the ingest was 200 messages behind).
+    """
+
+    lag_s: float = 0.0
+    since: dt.datetime | None = None
+
+    def silence_s(self, device: Device, now: dt.datetime) -> float:
+        silent = heartbeat_age_s(device, now) - self.lag_s
+        if self.since is not None:
+            silent = min(silent, _age_s(self.since, now))
+        return max(0.0, silent)
+
+
 def why_running_is_lost(
-    run: Run, device: Device | None, now: dt.datetime, bounds: Bounds
+    run: Run,
+    device: Device | None,
+    now: dt.datetime,
+    bounds: Bounds,
+    hearing: Hearing | None = None,
 ) -> str | None:
     """The reason a running attempt is no longer being worked on, or None while it may be."""
+    hearing = hearing or Hearing()
     running_for = _age_s(run.started_at, now)
     if run.deadline_s + bounds.deadline_margin_s < running_for:
         return (
@@ -136,7 +167,7 @@ def why_running_is_lost(
         if running_for > bounds.silence_s:
             return f"its phone {run.device_serial} is not known to the farm"
         return None
-    silent = heartbeat_age_s(device, now)
+    silent = hearing.silence_s(device, now)
     if silent > bounds.silence_s and running_for > bounds.silence_s:
         return f"phone {device.serial} sent no heartbeat for {silent:.0f} s"
     # A heartbeat composed `grace_s` after the run started that names something else: the phone
@@ -242,13 +273,11 @@ def _resend(
     log.warning("run %s attempt %d: %s; sent again as %s", run.id, run.attempt, reason, again.id)
 
 
-def _missing_messages(
-    queued: list[Run], depths: Mapping[str, int], now: dt.datetime, bounds: Bounds
-) -> list[Run]:
-    """The queued attempts whose messages are not in the broker any more.
+def _missing_messages(queued: list[Run], depths: Mapping[str, int]) -> list[Run]:
+    """The queued attempts whose messages are not in the broker right now.
 
-    Per queue: it holds `depth` messages; its runs queued longer than `queued_s` beyond that
-    many (oldest first, as the broker hands them out) have no message left to be delivered.
+    Per queue: it holds `depth` messages; its runs beyond that many (oldest first, as the broker
+    hands them out) have no message waiting to be delivered.
     """
     by_queue: dict[str, list[Run]] = {}
     for run in sorted(queued, key=lambda r: (r.created_at, r.id)):
@@ -257,9 +286,38 @@ def _missing_messages(
     for queue, runs in by_queue.items():
         # The newest `depth` runs may be the ones whose messages the queue still holds.
         keep = depths.get(queue, 0)
-        candidates = runs[: max(0, len(runs) - keep)]
-        missing += [r for r in candidates if _age_s(r.created_at, now) > bounds.queued_s]
+        missing += runs[: max(0, len(runs) - keep)]
     return missing
+
+
+def _missing_for_long(
+    queued: list[Run],
+    depths: Mapping[str, int],
+    now: dt.datetime,
+    bounds: Bounds,
+    missing_since: dict[str, dt.datetime],
+    hearing: Hearing,
+) -> list[Run]:
+    """The queued attempts counted missing in every pass for `queued_s` plus the ingest's lag
+    (and queued that long).
+
+    `missing_since` (run id -> first pass that counted it missing) is updated in place: a run
+    counted present again, or no longer queued, is forgotten.
+    """
+    missing = _missing_messages(queued, depths)
+    now_missing = {r.id for r in missing}
+    for run_id in [r for r in missing_since if r not in now_missing]:
+        del missing_since[run_id]
+    for run in missing:
+        missing_since.setdefault(run.id, now)
+    # What the database says lags the broker by the ingest's lag: a run a phone took (or
+    # finished) that long ago may still look queued.
+    wait_s = bounds.queued_s + hearing.lag_s
+    return [
+        r
+        for r in missing
+        if _age_s(missing_since[r.id], now) >= wait_s and _age_s(r.created_at, now) > wait_s
+    ]
 
 
 def reconcile_once(
@@ -268,14 +326,20 @@ def reconcile_once(
     now: dt.datetime,
     bounds: Bounds,
     depths: QueueDepths | None = None,
+    missing_since: dict[str, dt.datetime] | None = None,
+    hearing: Hearing | None = None,
 ) -> Summary:
     """One pass over unfinished runs (see the module docstring); commits what it changed.
 
     New attempts are sent after the commit (a message never names an attempt that is not
     stored). `depths` tells how many messages wait on each queue; without it (or when the broker
     does not answer) queued runs are left alone this pass: a message cannot be called lost
-    unseen.
+    unseen. `missing_since` is the caller's memory of which queued runs earlier passes counted
+    missing, and since when (a fresh one each call when not given: nothing is sent again then).
+    `hearing` corrects phones' silence for the ingest's lag (see Hearing).
     """
+    missing_since = {} if missing_since is None else missing_since
+    hearing = hearing or Hearing()
     summary = Summary()
     held = _AfterCommit(dispatcher)
     if _locked_elsewhere(session):
@@ -308,13 +372,13 @@ def reconcile_once(
             continue  # a cancelled job's runs are ended by the cancel itself
         device = devices.get(run.device_serial) if run.device_serial else None
         if run.state == RunState.RUNNING:
-            reason = why_running_is_lost(run, device, now, bounds)
+            reason = why_running_is_lost(run, device, now, bounds, hearing)
             if reason is not None:
                 _lose(session, run, RunState.RUNNING, reason, now, held, summary)
             continue
         waited = _age_s(run.created_at, now)
         if device is not None and waited > bounds.queued_s:
-            silent = heartbeat_age_s(device, now)
+            silent = hearing.silence_s(device, now)
             if silent > bounds.silence_s:
                 reason = f"its phone {device.serial} was silent for {silent:.0f} s while it waited"
                 _lose(session, run, RunState.QUEUED, reason, now, held, summary)
@@ -326,9 +390,12 @@ def reconcile_once(
             counted = depths({r.queue for r in queued})
         except (redis.RedisError, KombuError, OSError) as exc:
             log.warning("reconciliation: cannot count the broker's queues: %s", exc)
+            missing_since.clear()  # unseen, not missing: count again from the next answer
         else:
-            for run in _missing_messages(queued, counted, now, bounds):
+            for run in _missing_for_long(queued, counted, now, bounds, missing_since, hearing):
                 _resend(session, run, now, held, summary)
+    else:
+        missing_since.clear()
     for job in {session.get_one(Run, r).job for r in {*summary.lost, *summary.failed}}:
         settle_job(session, job)
     session.commit()
@@ -355,6 +422,7 @@ class Reconciler:
         interval_s: float,
         depths: QueueDepths | None,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        ingest_lag: Callable[[], float] | None = None,
     ) -> None:
         self.sessions = sessions
         self.dispatcher = dispatcher
@@ -362,11 +430,16 @@ class Reconciler:
         self.interval_s = interval_s
         self.depths = depths
         self.clock = clock
+        self.ingest_lag = ingest_lag or (lambda: 0.0)
+        self.listening_since: dt.datetime | None = None
         self.passes = 0
+        # Queued runs the last passes counted missing from the broker, and since when.
+        self.missing_since: dict[str, dt.datetime] = {}
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="reconciler", daemon=True)
 
     def start(self) -> Reconciler:
+        self.listening_since = self.clock()
         self._thread.start()
         return self
 
@@ -379,7 +452,13 @@ class Reconciler:
         try:
             with self.sessions() as session:
                 return reconcile_once(
-                    session, self.dispatcher, self.clock(), self.bounds, self.depths
+                    session,
+                    self.dispatcher,
+                    self.clock(),
+                    self.bounds,
+                    self.depths,
+                    self.missing_since,
+                    Hearing(self.ingest_lag(), self.listening_since),
                 )
         except (SQLAlchemyError, HexfleetError, KombuError, redis.RedisError, OSError) as exc:
             log.warning("reconciliation pass failed, next one in %.0f s: %s", self.interval_s, exc)
@@ -403,6 +482,7 @@ def from_settings(
     sessions: sessionmaker[Session],
     dispatcher: Dispatcher,
     depths: QueueDepths | None,
+    ingest_lag: Callable[[], float] | None = None,
 ) -> Reconciler:
     return Reconciler(
         sessions,
@@ -410,4 +490,5 @@ def from_settings(
         Bounds.from_settings(settings),
         settings.reconcile_interval_s,
         depths,
+        ingest_lag=ingest_lag,
     )

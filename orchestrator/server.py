@@ -18,6 +18,7 @@ import uvicorn
 from pydantic import SecretStr
 
 from hexfleet.broker import make_celery
+from hexfleet.children import die_with_parent
 from hexfleet.errors import InvalidRequest
 from hexfleet.models.store import ModelStore
 from hexfleet.orchestrator.api.app import create_app
@@ -126,7 +127,13 @@ class IngestSupervisor:
         with self._lock:
             if self._stopping.is_set():
                 return False
-            self.process = subprocess.Popen(self.argv)  # noqa: S603 - fixed argv
+            # SIGTERM (a warm shutdown: its prefetched messages go back to the queue) when
+            # `serve` dies: a restarted `serve` starts its own worker, and an orphan would go on
+            # beside it unwatched.
+            self.process = subprocess.Popen(  # noqa: S603 - fixed argv
+                self.argv,
+                preexec_fn=die_with_parent(signal.SIGTERM),  # noqa: PLW1509 - one prctl
+            )
             return True
 
     def _watch(self) -> None:

@@ -11,6 +11,7 @@ reader never sees the job settled without them, and nothing computes a report wh
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 import time
@@ -114,13 +115,30 @@ def _sweep(sessions: sessionmaker[Session], store: ModelStore, stop: threading.E
             return
 
 
+class IngestLag:
+    """How late this process writes heartbeats: the newest one written was sent `lag_s()`
+    before it was written (0 until one is). The reconciler in the same process takes a phone's
+    silence as its heartbeat's age minus this (reconciliation.Hearing)."""
+
+    def __init__(self) -> None:
+        self._lag_s = 0.0
+
+    def observe(self, sent_at: dt.datetime) -> None:
+        self._lag_s = max(0.0, (dt.datetime.now(dt.UTC) - sent_at).total_seconds())
+
+    def lag_s(self) -> float:
+        return self._lag_s
+
+
 def make_ingest_app(
     settings: Settings,
     sessions: sessionmaker[Session] | None = None,
     store: ModelStore | None = None,
+    lag: IngestLag | None = None,
 ) -> Celery:
     """The orchestrator's Celery app with the three ingest tasks bound to the database (and to
-    the model store, for the host reference of validation jobs)."""
+    the model store, for the host reference of validation jobs); `lag` learns how late each
+    heartbeat is written."""
     app = make_celery(settings, name="hexfleet-ingest")
     # Ingest is short and idempotent: no reason to fetch one message at a time (prefetch 1
     # throttles kombu's polling transports to one message per polling interval).
@@ -180,9 +198,14 @@ def make_ingest_app(
     def progress(body: str) -> None:
         _write("progress", RunProgress, body, record_progress, durable=False)
 
+    def _heartbeat(session: Session, beat: Heartbeat) -> None:
+        ingest_heartbeat(session, beat)
+        if lag is not None:
+            lag.observe(beat.sent_at)
+
     @app.task(name=INGEST_HEARTBEAT_TASK, shared=False)
     def heartbeat(body: str) -> None:
-        _write("heartbeat", Heartbeat, body, ingest_heartbeat, durable=False)
+        _write("heartbeat", Heartbeat, body, _heartbeat, durable=False)
 
     return app
 
@@ -200,13 +223,14 @@ def run_ingest_worker(settings: Settings) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     sessions = session_factory(make_engine(settings.resolved_database_url))
     store = ModelStore.from_settings(settings)
-    app = make_ingest_app(settings, sessions, store)
+    lag = IngestLag()
+    app = make_ingest_app(settings, sessions, store, lag)
     stop = threading.Event()
     sweep = threading.Thread(
         target=_sweep, args=(sessions, store, stop), name="validation-sweep", daemon=True
     )
     sweep.start()
-    reconciler = start_reconciler(settings, sessions)
+    reconciler = start_reconciler(settings, sessions, lag)
     try:
         app.Worker(
             queues=[INGEST_QUEUE],
@@ -223,9 +247,15 @@ def run_ingest_worker(settings: Settings) -> None:
         reconciler.stop()
 
 
-def start_reconciler(settings: Settings, sessions: sessionmaker[Session]) -> Reconciler:
+def start_reconciler(
+    settings: Settings, sessions: sessionmaker[Session], lag: IngestLag | None = None
+) -> Reconciler:
     """The reconciler thread, with a dispatcher (a broker connection) of its own."""
     dispatcher = CeleryDispatcher(make_celery(settings, name="reconciler"), settings.outage_wait_s)
     return reconciler_from_settings(
-        settings, sessions, dispatcher, lambda queues: queue_depths(settings, queues)
+        settings,
+        sessions,
+        dispatcher,
+        lambda queues: queue_depths(settings, queues),
+        lag.lag_s if lag is not None else None,
     ).start()

@@ -1,7 +1,9 @@
 """A Redis server of a test's own, on a free port, that the test may kill and start again.
 
 Started as `redis-server --port N --save "" --appendonly no` (no persistence: a restart loses
-every message, as a broker without persistence does), never the shared server on 6379.
+every message, as a broker without persistence does), or with `persistent=True` as
+docker-compose.yml runs it (`--appendonly yes`: a restart keeps every acknowledged write); never
+the shared server on 6379.
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ def free_port() -> int:
 class RedisProcess:
     """`start()`, `kill()` (SIGKILL: no goodbye to clients) and `start()` again on the same port."""
 
-    def __init__(self, folder: Path, port: int | None = None) -> None:
+    def __init__(self, folder: Path, port: int | None = None, *, persistent: bool = False) -> None:
         self.folder = folder
         self.port = port or free_port()
+        self.persistent = persistent
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -51,7 +54,7 @@ class RedisProcess:
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes" if self.persistent else "no",
                 "--daemonize",
                 "no",
                 "--dir",
