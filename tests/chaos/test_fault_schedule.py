@@ -24,6 +24,7 @@ from chaos_farm import (
     ChaosFarm,
     audit,
     chaos_farm,
+    drop_mid_push,
     env_seed,
     run_faults,
     schedule,
