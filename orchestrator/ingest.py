@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, aliased
 from hexfleet.errors import NotFound
 from hexfleet.messages import Heartbeat, RunProgress, RunResult
 from hexfleet.orchestrator.db.schema import Device, Host, Image, Job, Metric, Run
-from hexfleet.orchestrator.jobs import Dispatcher, retry_lost
+from hexfleet.orchestrator.jobs import Dispatcher, retry_lost, why_not_retried
 from hexfleet.states import FINAL_RUN_STATES, JobState, PhoneState, RunState
 
 
@@ -129,8 +129,11 @@ def _store_result(
     if result.outcome == RunState.LOST:
         if device is not None:
             device.state = PhoneState.OFFLINE
-        if dispatcher is not None:
-            retry_lost(session, run, dispatcher)
+        if dispatcher is not None and retry_lost(session, run, dispatcher) is None:
+            # No new attempt: the slot's answer is this failure, and the job view says why (a
+            # bare `lost` with no successor left the slot unanswered and unexplained).
+            run.state = RunState.FAILED
+            run.reason = f"its phone was lost; not retried: {why_not_retried(run)}"
     elif device is not None and device.current_run_id == run.id:
         # ... and its result that it is free again (until its next heartbeat says more).
         device.state = PhoneState.IDLE

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Protocol
 
@@ -112,9 +112,21 @@ def online_devices(session: Session) -> list[dict[str, object]]:
     """Phones that may take work: not reported offline, and heard from within STALE_AFTER_S
     (a phone whose agent died without a goodbye must not be given runs)."""
     heard_since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=STALE_AFTER_S)
-    rows = session.scalars(
-        select(Device).where(Device.state != PhoneState.OFFLINE, Device.last_seen >= heard_since)
+    return _facts(
+        session.scalars(
+            select(Device).where(
+                Device.state != PhoneState.OFFLINE, Device.last_seen >= heard_since
+            )
+        )
     )
+
+
+def known_devices(session: Session) -> list[dict[str, object]]:
+    """Every phone the farm has heard of, online or not."""
+    return _facts(session.scalars(select(Device)))
+
+
+def _facts(rows: Iterable[Device]) -> list[dict[str, object]]:
     return [
         {
             "serial": d.serial,
@@ -289,11 +301,27 @@ def retry_lost(session: Session, lost: Run, dispatcher: Dispatcher) -> Run | Non
     if job.kind == JobKind.VALIDATE:
         return None  # a validation run belongs to its phone: another phone's answer is no answer
     lost_serials = {r.device_serial for r in job.runs if r.slot == lost.slot and r.device_serial}
-    target = retry_queue(parse_selector(job.selector), online_devices(session), lost_serials)
+    selector = parse_selector(job.selector)
+    load = pending_runs(session)
+    target = retry_queue(selector, online_devices(session), lost_serials, load)
+    if target is None:
+        # No eligible phone heard from lately (its host's agent restarting, the ingest behind):
+        # the attempt waits in a known one's queue. Should that phone stay silent, the
+        # reconciler moves the attempt on after its bounds, within the retry limit.
+        target = retry_queue(selector, known_devices(session), lost_serials, load)
     if target is None:
         return None
     queue, serial = target
     return send_attempt(session, lost, queue, serial, dispatcher)
+
+
+def why_not_retried(run: Run) -> str:
+    """Why `retry_lost` gave `run`'s slot no new attempt."""
+    if run.attempt > RETRY_LIMIT:
+        return f"retry limit ({RETRY_LIMIT}) reached"
+    if run.job.kind == JobKind.VALIDATE:
+        return "a validation run belongs to its phone"
+    return "no other eligible phone"
 
 
 def send_attempt(

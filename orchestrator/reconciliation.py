@@ -43,11 +43,11 @@ from hexfleet.errors import HexfleetError
 from hexfleet.messages import RunTask
 from hexfleet.orchestrator.db.schema import Device, Run
 from hexfleet.orchestrator.ingest import settle_job
-from hexfleet.orchestrator.jobs import Dispatcher, retry_lost, send_attempt
+from hexfleet.orchestrator.jobs import Dispatcher, retry_lost, send_attempt, why_not_retried
 from hexfleet.orchestrator.presence import heartbeat_age_s
 from hexfleet.orchestrator.scheduler import RETRY_LIMIT
 from hexfleet.settings import Settings
-from hexfleet.states import FINAL_JOB_STATES, JobKind, PhoneState, RunState
+from hexfleet.states import FINAL_JOB_STATES, PhoneState, RunState
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +222,7 @@ def _lose(
     except (ValueError, HexfleetError) as exc:  # a job stored before its spec's rules changed
         retry, why_not = None, f"its job cannot be sent again ({exc})"
     else:
-        why_not = _why_not_retried(run)
+        why_not = why_not_retried(run)
     if retry is not None:
         summary.retried[run.id] = retry.id
         log.warning(
@@ -233,14 +233,6 @@ def _lose(
     run.reason = f"{reason}; not retried: {why_not}"
     summary.failed[run.id] = run.reason
     log.warning("run %s attempt %d failed: %s", run.id, run.attempt, run.reason)
-
-
-def _why_not_retried(run: Run) -> str:
-    if run.attempt > RETRY_LIMIT:
-        return f"retry limit ({RETRY_LIMIT}) reached"
-    if run.job.kind == JobKind.VALIDATE:
-        return "a validation run belongs to its phone"
-    return "no other eligible phone"
 
 
 def _resend(

@@ -88,10 +88,17 @@ def retry_queue(
     selector: Selector,
     devices: Sequence[Mapping[str, object]],
     lost_serials: set[str],
+    load: Mapping[str, int] | None = None,
 ) -> tuple[str, str] | None:
-    """(queue, serial) for a lost run's next attempt: another matching phone, never a lost one."""
+    """(queue, serial) for a lost run's next attempt: another matching phone, never a lost one;
+    the least loaded (`load`: each phone's runs still queued or running), then by serial. (Always
+    the first serial piled every retry of a storm onto one phone, whose next fault lost them
+    all again.)"""
     candidates = [d for d in selector.select(devices) if str(d["serial"]) not in lost_serials]
     if not candidates:
         return None
-    serial = str(sorted(candidates, key=lambda d: str(d["serial"]))[0]["serial"])
+    pending = load or {}
+    serial = min(
+        (str(d["serial"]) for d in candidates), key=lambda s: (pending.get(s, 0), s)
+    )
     return device_queue(serial), serial

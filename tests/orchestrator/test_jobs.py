@@ -159,6 +159,33 @@ def test_a_lost_run_is_retried_on_another_phone_up_to_the_bound(
         assert session.get_one(Device, "b").state == "offline"
 
 
+def test_a_lost_run_waits_for_a_known_phone_when_none_was_heard_from_lately(
+    db_engine: Engine, dispatcher: CeleryDispatcher, add_fleet: AddFleet, redis_url: str
+) -> None:
+    """Found in the chaos suite: with the other phones' heartbeats late (their agent restarting,
+    the ingest behind), a run its agent reported lost got no new attempt and its slot stayed
+    unanswered. It now waits in a known phone's queue; with no other phone at all, it fails
+    with the reason."""
+    with Session(db_engine) as session:
+        add_fleet(session, FLEET)
+        job = submit(session, request(selector="all", repeat=1), dispatcher, "alice")
+        run = next(r for r in job.runs if r.device_serial == "a")
+        lonely = submit(session, request(selector="serial=a"), dispatcher, "alice").runs[0]
+        for device in session.scalars(select(Device)):
+            device.last_seen = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+        session.commit()
+        ingest_result(session, _lost(run), dispatcher)
+        session.commit()
+        retry = max((r for r in job.runs if r.slot == run.slot), key=lambda r: r.attempt)
+        assert retry.attempt == 2 and retry.device_serial in {"b", "c"}
+        assert len(_queued(redis_url, f"device.{retry.device_serial}")) == 2  # its own + retry
+
+        ingest_result(session, _lost(lonely), dispatcher)
+        session.commit()
+        assert lonely.state == "failed"
+        assert lonely.reason == "its phone was lost; not retried: no other eligible phone"
+
+
 def test_a_more_urgent_run_is_taken_first(
     db_engine: Engine, dispatcher: CeleryDispatcher, add_fleet: AddFleet
 ) -> None:

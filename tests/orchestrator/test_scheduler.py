@@ -70,6 +70,12 @@ def test_retry_never_goes_back_to_a_lost_phone() -> None:
     assert retry_queue(selector, FLEET, {"a", "b"}) is None
 
 
+def test_a_retry_goes_to_the_least_loaded_phone() -> None:
+    everyone = parse_selector("all")
+    assert retry_queue(everyone, FLEET, {"a"}, {"b": 4, "c": 1}) == ("device.c", "c")
+    assert retry_queue(everyone, FLEET, {"a"}, {"b": 1, "c": 1}) == ("device.b", "b")
+
+
 def test_device_queues_are_safe_names_for_every_transport() -> None:
     queue = device_queue("127.0.0.1:5555")
     assert re.fullmatch(r"[A-Za-z0-9._-]+", queue)

@@ -39,7 +39,7 @@ SOCS = ["sm8450", "sm8550", "sm8650", "sm8750"] * 2
 # scenario takes a couple of minutes, and what `settle_bound_s` is computed from.
 BOUNDS = {
     "HEXFLEET_RECONCILE_INTERVAL_S": "1",
-    "HEXFLEET_RECONCILE_SILENCE_S": "20",
+    "HEXFLEET_RECONCILE_SILENCE_S": "30",
     "HEXFLEET_RECONCILE_GRACE_S": "15",
     "HEXFLEET_RECONCILE_DEADLINE_MARGIN_S": "10",
     "HEXFLEET_RECONCILE_QUEUED_S": "15",
