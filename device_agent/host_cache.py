@@ -7,8 +7,10 @@ after their hash checked out, so a half-downloaded or corrupt file is never used
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import httpx
@@ -17,10 +19,23 @@ from hexfleet.errors import ArtifactMismatch, NotFound, ServiceUnavailable
 from hexfleet.manifest import FileRef
 from hexfleet.models.store import sha256_file
 
+log = logging.getLogger(__name__)
+
+
+# Pauses between tries while the orchestrator does not answer (the last one repeats).
+OUTAGE_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
+
 
 class HostCache:
-    def __init__(self, root: Path, api_url: str, token: str | None) -> None:
+    """`outage_wait_s`: how long a fetch waits for an orchestrator that does not answer (a
+    `hexfleet serve` restarting), trying again with backoff, before it gives up with
+    ServiceUnavailable. Without it, every run a phone took while the API restarted failed."""
+
+    def __init__(
+        self, root: Path, api_url: str, token: str | None, outage_wait_s: float = 0.0
+    ) -> None:
         self.root = root
+        self.outage_wait_s = outage_wait_s
         self.root.mkdir(parents=True, exist_ok=True)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(base_url=api_url.rstrip("/"), headers=headers, timeout=60)
@@ -54,13 +69,28 @@ class HostCache:
         (self.root / ref.sha256).unlink(missing_ok=True)
 
     def _fetch(self, ref: FileRef, target: Path) -> None:
+        give_up = time.monotonic() + self.outage_wait_s
+        tries = 0
+        while True:
+            try:
+                self._fetch_once(ref, target)
+                return
+            except ServiceUnavailable as exc:
+                pause = OUTAGE_BACKOFF_S[min(tries, len(OUTAGE_BACKOFF_S) - 1)]
+                tries += 1
+                if time.monotonic() + pause > give_up:
+                    raise
+                log.warning("%s (%s): try %d in %.1f s", exc, ref.name, tries + 1, pause)
+                time.sleep(pause)
+
+    def _fetch_once(self, ref: FileRef, target: Path) -> None:
         digest = hashlib.sha256()
         with tempfile.NamedTemporaryFile(dir=self.root, prefix=".fetch-", delete=False) as tmp:
             try:
                 with self.http.stream("GET", f"/api/v1/artifacts/{ref.sha256}") as response:
                     if response.status_code == 404:
                         raise NotFound(f"the orchestrator has no artifact {ref.sha256[:12]}")
-                    if response.status_code >= 400:
+                    if response.status_code >= 400:  # 503 while serve's parts restart
                         raise ServiceUnavailable(
                             f"fetching {ref.name} failed: HTTP {response.status_code}"
                         )

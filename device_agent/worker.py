@@ -140,7 +140,10 @@ class PhoneWorker:
         self.chores = Errands("adb-chores")
         self._progress_sent: Future[None] | None = None
         cache = HostCache(
-            settings.data_dir / "agent-cache", settings.api_url, settings.client_token()
+            settings.data_dir / "agent-cache",
+            settings.api_url,
+            settings.client_token(),
+            settings.outage_wait_s,
         )
         self.executor = Executor(
             self.phone,
