@@ -40,8 +40,9 @@ REPEAT = 7  # per phone and job: 4 x 7 x 8 phones = 224 runs
 # Settling after the last fault: the reconciler notices what the fault left behind within its
 # longest bound (a silent phone, HEXFLEET_RECONCILE_SILENCE_S = 30 s; a lost message,
 # HEXFLEET_RECONCILE_QUEUED_S = 15 s plus the ingest's lag) and a pass (1 s), then the work still
-# queued behind the retried runs is done. Measured: docs/chaos.md.
-SETTLE_BOUND_S = 150.0
+# queued behind the retried runs is done: that part grows with the machine's load (52 s on a
+# quiet run, 145 s with the 2 cores shared by a busy CI). Measured: docs/chaos.md.
+SETTLE_BOUND_S = 240.0
 
 ALL_FAULTS = ["agent", "offline", "broker", "serve", "database"]
 
