@@ -13,7 +13,6 @@ import pwd
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from types import TracebackType
 
@@ -48,7 +47,6 @@ class PostgresCluster:
         self.folder = Path(tempfile.mkdtemp(prefix="hexfleet-pg-"))
         self.data = self.folder / "data"
         self.log = self.folder / "server.log"
-        self.restarts = 0
         self._as_owner: list[str] = []
         if os.geteuid() == 0:
             owner = pwd.getpwnam(OWNER)
@@ -93,7 +91,6 @@ class PostgresCluster:
     def restart(self) -> None:
         """Stop the server at once (`-m immediate`: every connection cut, no shutdown
         checkpoint) and start it again; returns once it accepts connections."""
-        self.restarts += 1
         self._pg_ctl("restart", "-m", "immediate")
 
     def stop(self) -> None:
@@ -102,21 +99,6 @@ class PostgresCluster:
 
     def admin_dsn(self) -> str:
         return f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres connect_timeout=5"
-
-    def accepting(self) -> bool:
-        try:
-            with psycopg.connect(self.admin_dsn()) as conn:
-                conn.execute("SELECT 1")
-            return True
-        except psycopg.OperationalError:
-            return False
-
-    def wait_accepting(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while not self.accepting():
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"PostgreSQL on port {self.port} does not accept connections")
-            time.sleep(0.1)
 
     def __enter__(self) -> PostgresCluster:
         self.start()
