@@ -107,6 +107,11 @@ class LinkFaults:
         with self._lock:
             self._drop_budget = max(0, int(nbytes))
 
+    def drop_armed(self) -> bool:
+        """Whether a drop set by `drop_after_bytes` is still waiting for its bytes."""
+        with self._lock:
+            return self._drop_budget is not None
+
     def drop_in(self, seconds: float) -> None:
         """Cut every connection `seconds` from now."""
         with self._lock:

@@ -135,8 +135,11 @@ def test_every_slot_succeeds_once_through_every_fault_with_a_persistent_broker(
     """224 runs; the agent, a phone (offline mid-run), another's link (mid-push), Redis (with
     its append-only file), `hexfleet serve` and PostgreSQL all fail once, in a seeded order."""
     figures = storm(chaos, env_seed(17), ALL_FAULTS, tmp_path, cut_push=True)
-    # The cut link's phone lost the run it was pushing for (its agent said so).
-    assert any("lost while pushing" in why for why in figures["retries by reason"])  # type: ignore[attr-defined]
+    # The link was cut in the middle of that phone's first push (bundle or model): the agent
+    # pushed again, or the run was retried (which, depends on the faults around it); either way
+    # storm() found every one of that phone's slots succeeded once.
+    victim = figures["link cut mid-push on phone"]
+    assert isinstance(victim, int) and not chaos.phones[victim].faults.drop_armed()
 
 
 @pytest.mark.timeout(600)
