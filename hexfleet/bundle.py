@@ -24,6 +24,7 @@ RUNNER_FILE = "hexfleet-runner"
 _MACHINES = {62: "x86_64", 183: "arm64-v8a"}
 # A bundle file's name is used verbatim in device paths: plain file names only.
 _FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}\Z")
+_FILE_NAME_SCHEMA = _FILE_NAME.pattern.replace("\\Z", "$")
 
 
 def elf_abi(path: Path) -> str | None:
@@ -46,8 +47,15 @@ class RunnerBundle(BaseModel):
 
     version: Literal[1] = 1
     abi: Abi
-    runner_version: str = Field(min_length=1, max_length=64)
-    files: list[FileRef] = Field(min_length=1)
+    runner_version: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
+    # The schema says what the validator below checks, but for unique names (JSON Schema cannot).
+    files: list[FileRef] = Field(
+        min_length=1,
+        json_schema_extra={
+            "contains": {"properties": {"name": {"const": RUNNER_FILE}}, "required": ["name"]},
+            "allOf": [{"items": {"properties": {"name": {"pattern": _FILE_NAME_SCHEMA}}}}],
+        },
+    )
     qnn_ep: str | None = None
     qnn_backend: str | None = None
 

@@ -2,6 +2,8 @@
 
     HexfleetError
     ├── InvalidRequest      user input that cannot be accepted (exit 2, HTTP 400/422)
+    │   └── Conflict        well-formed, but refused by the farm's current state: no phone
+    │                       matches, a model lacks the words, a job has not ended (HTTP 409)
     ├── NotFound            a named thing does not exist (exit 3, HTTP 404)
     ├── ServiceUnavailable  a server we need (database, broker, adb, API) does not answer (exit 5)
     ├── DeviceError         something went wrong on a phone
@@ -23,6 +25,10 @@ class HexfleetError(Exception):
 
 class InvalidRequest(HexfleetError):
     exit_code = 2
+
+
+class Conflict(InvalidRequest):
+    """A request the API's schema admits that what is stored refuses now (HTTP 409)."""
 
 
 class NotFound(HexfleetError):

@@ -7,9 +7,16 @@ One manifest per (name, version, precision, htp_arch); it crosses process and ho
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
 
 from hexfleet.errors import InvalidRequest, ModelError
 
@@ -19,6 +26,15 @@ PRECISIONS: tuple[str, ...] = ("fp32", "w8a8", "w8a16")
 ROLES: tuple[Role, ...] = ("text_encoder", "unet", "vae_decoder")
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}\Z")
 SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}\Z")
+# A file name: no folder part, not . or .., no control character, at most 255 characters.
+_NAME_CHAR = r"[^/\\\x00-\x1f\x7f]"
+_FIRST_CHAR = r"[^/\\.\x00-\x1f\x7f]"
+FILE_NAME_PATTERN = re.compile(
+    rf"^(?:{_FIRST_CHAR}{_NAME_CHAR}*|\.{_FIRST_CHAR}{_NAME_CHAR}*|\.\.{_NAME_CHAR}+)$"
+)
+# The same patterns as the API's schema states them (JSON Schema has no \Z).
+NAME_SCHEMA = {"pattern": NAME_PATTERN.pattern.replace("\\Z", "$")}
+SHA256_SCHEMA = {"pattern": SHA256_PATTERN.pattern.replace("\\Z", "$")}
 
 
 def check_name(kind: str, value: str) -> str:
@@ -37,8 +53,10 @@ class _Strict(BaseModel):
 class FileRef(_Strict):
     """A file by content: its sha256, byte size and the name it had (or must have) on disk."""
 
-    name: str
-    sha256: str
+    name: str = Field(
+        max_length=255, json_schema_extra={"pattern": FILE_NAME_PATTERN.pattern}
+    )
+    sha256: str = Field(json_schema_extra=SHA256_SCHEMA)
     size: int = Field(ge=0)
 
     @field_validator("sha256")
@@ -51,7 +69,7 @@ class FileRef(_Strict):
     @field_validator("name")
     @classmethod
     def _plain(cls, value: str) -> str:
-        if not value or "/" in value or "\\" in value or value in (".", ".."):
+        if not FILE_NAME_PATTERN.fullmatch(value):
             raise ValueError(f"file name must be a plain name, not {value!r}")
         return value
 
@@ -128,11 +146,12 @@ class Manifest(_Strict):
     """
 
     schema_version: Literal[1] = 1
-    name: str
-    version: str
+    name: str = Field(json_schema_extra=NAME_SCHEMA)
+    version: str = Field(json_schema_extra=NAME_SCHEMA)
     precision: Precision = "fp32"
-    htp_arch: str | None = None
-    components: dict[Role, Component]
+    # Part of the variant's name, so of a file name in the store: digits only (e.g. "73").
+    htp_arch: Annotated[str, StringConstraints(pattern=r"^[0-9]{1,4}$")] | None = None
+    components: dict[Role, Component] = Field(json_schema_extra={"required": list(ROLES)})
     tokenizer: TokenizerSpec
     image_size: int = Field(gt=0)
     latent_channels: int = Field(gt=0)

@@ -7,9 +7,16 @@ into a job folder (models/job_folder.py).
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+)
 
 from hexfleet.manifest import Component as ManifestComponent
 
@@ -20,22 +27,61 @@ JOBS_DIR = f"{DEVICE_ROOT_DIR}/jobs"
 # One folder per runner bundle, named by the bundle's sha256, holding its files by name.
 RUNNERS_DIR = f"{DEVICE_ROOT_DIR}/runners"
 # The samplers a spec may name; hexfleet.models.schedulers implements exactly these.
-SCHEDULER_NAMES = ("ddim", "euler", "dpm++2m")
+SchedulerName = Literal["ddim", "euler", "dpm++2m"]
+SCHEDULER_NAMES: tuple[str, ...] = get_args(SchedulerName)
 Runtime = Literal["htp", "cpu"]
 Component = Literal["text_encoder", "unet", "vae_decoder"]
 TensorName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:/\-]{1,128}$")]
 
 
+# Spaces, tabs and newlines around a prompt are dropped; nothing else counts as blank.
+BLANK = " \t\n"
+# What check_prompt accepts, as the API's schema says it: something besides blanks, and no
+# control character but tab and newline (at most MAX_PROMPT_CHARS characters in all).
+PROMPT_PATTERN = r"^[\t\n ]*[^\x00-\x20\x7f][^\x00-\x08\x0b-\x1f\x7f]*$"
+TEXT_PATTERN = r"^[^\x00-\x08\x0b-\x1f\x7f]*$"
+
+
 def check_prompt(text: str) -> str:
     """A prompt is 1–1000 characters of text, no control characters but tab and newline."""
-    stripped = text.strip()
+    if len(text) > MAX_PROMPT_CHARS:
+        raise ValueError(f"a prompt must be at most {MAX_PROMPT_CHARS} characters")
+    if any((ord(c) < 32 and c not in "\t\n") or c == "\x7f" for c in text):
+        raise ValueError("a prompt must not contain control characters")
+    stripped = text.strip(BLANK)
     if not stripped:
         raise ValueError("a prompt must not be empty")
-    if len(stripped) > MAX_PROMPT_CHARS:
-        raise ValueError(f"a prompt must be at most {MAX_PROMPT_CHARS} characters")
-    if any((ord(c) < 32 and c not in "\t\n") or c == "\x7f" for c in stripped):
-        raise ValueError("a prompt must not contain control characters")
     return stripped
+
+
+def _check_negative(text: str) -> str:
+    return check_prompt(text) if text.strip(BLANK) else ""
+
+
+def _check_scheduler(value: str) -> str:
+    if value not in SCHEDULER_NAMES:
+        names = ", ".join(SCHEDULER_NAMES)
+        raise ValueError(f"unknown scheduler {value!r}; choose one of {names}")
+    return value
+
+
+# Checked by the functions above (their messages say what is wrong); the API's schema says the
+# same with a pattern (tests/orchestrator/api/test_request_schemas.py holds the two equal).
+Prompt = Annotated[
+    str,
+    AfterValidator(check_prompt),
+    WithJsonSchema({"type": "string", "maxLength": MAX_PROMPT_CHARS, "pattern": PROMPT_PATTERN}),
+]
+NegativePrompt = Annotated[  # blank (no negative prompt) or a prompt
+    str,
+    AfterValidator(_check_negative),
+    WithJsonSchema({"type": "string", "maxLength": MAX_PROMPT_CHARS, "pattern": TEXT_PATTERN}),
+]
+Scheduler = Annotated[
+    str,
+    AfterValidator(_check_scheduler),
+    WithJsonSchema({"type": "string", "enum": list(SCHEDULER_NAMES)}),
+]
 
 
 class _Strict(BaseModel):
@@ -44,32 +90,14 @@ class _Strict(BaseModel):
 
 class GenerateParams(_Strict):
     kind: Literal["generate"] = "generate"
-    prompts: list[str] = Field(min_length=1, max_length=16)
-    negative_prompt: str = ""
+    prompts: list[Prompt] = Field(min_length=1, max_length=16)
+    negative_prompt: NegativePrompt = ""
     seed: int = Field(default=0, ge=0, lt=2**32)
     steps: int | None = Field(default=None, ge=1, le=150)
     guidance: float | None = Field(default=None, ge=0, le=30)
-    scheduler: str | None = None
+    scheduler: Scheduler | None = None
     images_per_prompt: int = Field(default=1, ge=1, le=8)
     runtime: Runtime = "htp"
-
-    @field_validator("prompts")
-    @classmethod
-    def _prompts(cls, value: list[str]) -> list[str]:
-        return [check_prompt(p) for p in value]
-
-    @field_validator("negative_prompt")
-    @classmethod
-    def _negative(cls, value: str) -> str:
-        return check_prompt(value) if value.strip() else ""
-
-    @field_validator("scheduler")
-    @classmethod
-    def _scheduler(cls, value: str | None) -> str | None:
-        if value is not None and value.lower() not in SCHEDULER_NAMES:
-            names = ", ".join(SCHEDULER_NAMES)
-            raise ValueError(f"unknown scheduler {value!r}; choose one of {names}")
-        return value.lower() if value else None
 
 
 class BenchmarkParams(_Strict):

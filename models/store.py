@@ -118,6 +118,10 @@ class ModelStore:
     # manifests ---------------------------------------------------------------------------
 
     def _manifest_path(self, name: str, version: str, variant: str) -> Path:
+        # Each part becomes a path part: plain names only, so no manifest lands outside the store.
+        check_name("model name", name)
+        check_name("version", version)
+        check_name("variant", variant)
         return self.manifests / name / version / f"{variant}.json"
 
     def save(self, manifest: Manifest) -> Path:

@@ -18,7 +18,7 @@ import numpy as np
 from scipy import stats as sps
 from sqlalchemy.orm import Session
 
-from hexfleet.errors import InvalidRequest
+from hexfleet.errors import Conflict, InvalidRequest
 from hexfleet.orchestrator.db.schema import Job, Run
 from hexfleet.orchestrator.jobs import get_job
 from hexfleet.orchestrator.statistics import CONFIDENCE, bootstrap_medians, runs_by_phone
@@ -222,7 +222,7 @@ def setup_differences(job_a: Job, job_b: Job) -> list[str]:
 
 def _finished(job: Job) -> Job:
     if job.state not in FINAL_JOB_STATES:
-        raise InvalidRequest(f"job {job.id} is still {job.state}; compare it once it has finished")
+        raise Conflict(f"job {job.id} is still {job.state}; compare it once it has finished")
     return job
 
 
@@ -270,7 +270,7 @@ def compare_jobs(
                 )
             )
     if not changes:
-        raise InvalidRequest(
+        raise Conflict(
             f"jobs {job_a.id} and {job_b.id} have no phone with timings in both "
             "(compare jobs of the same kind that succeeded on the same phones)"
         )

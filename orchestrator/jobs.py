@@ -8,14 +8,23 @@ anything is stored or sent.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
-import json
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+    field_validator,
+)
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -27,7 +36,7 @@ from hexfleet.orchestrator.presence import STALE_AFTER_S
 from hexfleet.orchestrator.runners import bundles as runner_bundles
 from hexfleet.orchestrator.runners import check_abis
 from hexfleet.orchestrator.scheduler import RETRY_LIMIT, plan_runs, retry_queue
-from hexfleet.orchestrator.selectors import MAX_LENGTH, parse_selector
+from hexfleet.orchestrator.selectors import SelectorText, parse_selector
 from hexfleet.runner_spec import (
     BenchmarkParams,
     Component,
@@ -43,14 +52,36 @@ Precision = Literal["fp32", "w8a8", "w8a16"]
 MAX_TENSOR_BYTES = 64 << 20
 
 
+BASE64_PATTERN = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+
+
+def _from_base64(value: object) -> object:
+    """Standard base64 with its padding, nothing else (what BASE64_PATTERN says)."""
+    if isinstance(value, str):
+        try:
+            return base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("not base64 (standard alphabet, padded)") from None
+    return value
+
+
+Base64Bytes = Annotated[
+    bytes,
+    BeforeValidator(_from_base64),
+    WithJsonSchema({"type": "string", "pattern": BASE64_PATTERN, "contentEncoding": "base64"}),
+]
+
+
 class InferRequestParams(BaseModel):
     """An infer job as submitted: the input tensors themselves (.npy bytes, base64 in JSON)."""
 
-    model_config = ConfigDict(extra="forbid", val_json_bytes="base64")
+    model_config = ConfigDict(extra="forbid", ser_json_bytes="base64")
 
     component: Component
     runtime: Runtime = "htp"
-    tensors: dict[TensorName, bytes] = Field(min_length=1, max_length=16)
+    tensors: dict[TensorName, Base64Bytes] = Field(
+        min_length=1, max_length=16, json_schema_extra={"additionalProperties": False}
+    )
 
     @field_validator("tensors")
     @classmethod
@@ -68,7 +99,7 @@ PARAMS: dict[str, type[BaseModel]] = {
 
 
 class JobRequest(BaseModel):
-    """The body of a job submission."""
+    """A job as submitted and stored; the API takes one of its typed forms (JobSubmission)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -76,7 +107,7 @@ class JobRequest(BaseModel):
     kind: RunKind
     model: ModelName
     precision: Precision = "w8a16"
-    selector: Annotated[str, StringConstraints(min_length=1, max_length=MAX_LENGTH)] = "all"
+    selector: SelectorText = "all"
     repeat: int = Field(default=1, ge=1, le=1000)
     count: int | None = Field(default=None, ge=1, le=10000)
     priority: int = Field(default=5, ge=0, le=9)
@@ -84,8 +115,10 @@ class JobRequest(BaseModel):
     params: dict[str, Any] = {}
 
     def typed_params(self) -> BaseModel:
+        if isinstance(self.params, BaseModel):
+            return self.params
         try:
-            return PARAMS[self.kind].model_validate_json(json.dumps(self.params))
+            return PARAMS[self.kind].model_validate(self.params)
         except ValueError as exc:
             raise InvalidRequest(f"{self.kind} parameters: {exc}") from exc
 
@@ -98,6 +131,28 @@ class JobRequest(BaseModel):
             )
             return runner.model_dump(mode="json"), dict(typed.tensors)
         return typed.model_dump(mode="json"), {}
+
+
+class GenerateJobRequest(JobRequest):
+    kind: Literal[JobKind.GENERATE]  # type: ignore[assignment]
+    params: GenerateParams  # type: ignore[assignment]
+
+
+class BenchmarkJobRequest(JobRequest):
+    kind: Literal[JobKind.BENCHMARK]  # type: ignore[assignment]
+    params: BenchmarkParams = BenchmarkParams()  # type: ignore[assignment]
+
+
+class InferJobRequest(JobRequest):
+    kind: Literal[JobKind.INFER]  # type: ignore[assignment]
+    params: InferRequestParams  # type: ignore[assignment]
+
+
+# The body of POST /api/v1/jobs: one typed form per kind, so the API's schema says exactly which
+# parameters each kind takes (a client generated from it builds only requests the server accepts).
+JobSubmission = Annotated[
+    GenerateJobRequest | BenchmarkJobRequest | InferJobRequest, Field(discriminator="kind")
+]
 
 
 class Dispatcher(Protocol):

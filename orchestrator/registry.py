@@ -12,7 +12,7 @@ import hashlib
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from hexfleet.errors import InvalidRequest
+from hexfleet.errors import Conflict
 from hexfleet.manifest import Manifest
 from hexfleet.models.store import ModelStore
 from hexfleet.orchestrator.db.schema import Artifact, Model, ModelArtifact
@@ -23,8 +23,10 @@ def manifest_sha256(manifest: Manifest) -> str:
 
 
 def register(session: Session, store: ModelStore, manifest: Manifest) -> Model:
-    """Record `manifest` (whose files must all be in `store`, hash-checked) and its artifacts."""
-    store.save(manifest)
+    """Record `manifest` (whose files must all be in `store`, hash-checked) and its artifacts.
+
+    Refused (Conflict) when the name/version/variant is registered with other content: then
+    neither the store nor the database changes."""
     digest = manifest_sha256(manifest)
     existing = session.scalars(
         select(Model).where(
@@ -35,11 +37,13 @@ def register(session: Session, store: ModelStore, manifest: Manifest) -> Model:
     ).first()
     if existing is not None:
         if existing.manifest_sha256 != digest:
-            raise InvalidRequest(
+            raise Conflict(
                 f"{manifest.ref} is already registered with other content; "
                 "register it under a new version"
             )
+        store.save(manifest)
         return existing
+    store.save(manifest)
     model = Model(
         name=manifest.name,
         version=manifest.version,

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from hexfleet.bundle import RunnerBundle
-from hexfleet.errors import InvalidRequest
+from hexfleet.errors import Conflict
 from hexfleet.models.store import ModelStore
 from hexfleet.orchestrator.db.schema import Artifact, RunnerBundleRow
 
@@ -24,7 +24,7 @@ def register_bundle(session: Session, store: ModelStore, bundle: RunnerBundle) -
     for ref in bundle.files:
         path = store.blobs / ref.sha256
         if not path.is_file() or path.stat().st_size != ref.size:
-            raise InvalidRequest(
+            raise Conflict(
                 f"bundle file {ref.name} ({ref.sha256[:12]}) is not in the store with its size; "
                 "upload it first (PUT /api/v1/artifacts/<sha256>)"
             )
@@ -51,7 +51,7 @@ def check_abis(session: Session, abis: Iterable[str]) -> None:
     registered = {row for row in session.scalars(select(RunnerBundleRow.abi))}
     missing = sorted({abi for abi in abis if abi and abi not in registered})
     if missing:
-        raise InvalidRequest(
+        raise Conflict(
             f"no runner is registered for ABI {missing[0]} (a selected phone's); register one: "
             f"hexfleet runners register --abi {missing[0]} FOLDER"
         )

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from hexfleet.broker import ANY_QUEUE, arch_queue, device_queue, soc_queue
-from hexfleet.errors import InvalidRequest
+from hexfleet.errors import Conflict, InvalidRequest
 from hexfleet.orchestrator.selectors import Selector
 
 RETRY_LIMIT = 2
@@ -63,7 +63,7 @@ def plan_runs(
         raise InvalidRequest("repeat and count must be at least 1")
     matching = sorted(selector.select(devices), key=lambda d: str(d["serial"]))
     if not matching:
-        raise InvalidRequest(f"no online phone matches the selector {str(selector)!r}")
+        raise Conflict(f"no online phone matches the selector {str(selector)!r}")
     if count is None:
         # Round by round (every phone's first run, then every phone's second...): dispatched
         # in slot order, so the last phone's first run is not queued behind everyone's repeats.

@@ -1,4 +1,5 @@
-"""Strict JSON request bodies: NaN, Infinity and numbers that overflow to infinity are refused.
+"""Strict JSON request bodies: NaN, Infinity, numbers that overflow to infinity and bytes that are
+not UTF-8 are refused.
 
 Python's json module accepts them, but they are not JSON (RFC 8259), PostgreSQL's JSON columns
 refuse them, and a deadline or threshold of NaN passes every `<` check. Routes of the app use
@@ -33,11 +34,16 @@ def _finite_float(token: str) -> float:
 
 def loads_finite(text: str | bytes) -> Any:
     """`json.loads`, but NaN, Infinity and overflowing numbers raise json.JSONDecodeError."""
+    if isinstance(text, bytes):
+        try:  # JSON is UTF-8 (RFC 8259); other bytes are malformed JSON, not an unknown error
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as err:
+            doc = text.decode("utf-8", "replace")
+            raise json.JSONDecodeError(f"not UTF-8: {err.reason}", doc, err.start) from None
     try:
         return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
     except _NotFinite as err:
-        doc = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
-        raise json.JSONDecodeError(str(err), doc, 0) from None
+        raise json.JSONDecodeError(str(err), text, 0) from None
 
 
 class StrictJSONRequest(Request):

@@ -17,6 +17,20 @@ from hexfleet.states import FINAL_JOB_STATES, JobKind
 API_VERSION: Literal[1] = 1
 
 
+class ErrorBody(BaseModel):
+    """Every refusal's body (4xx, 5xx): the error's kind and a one-line reason."""
+
+    error: str
+    detail: str
+
+
+class ArtifactView(BaseModel):
+    """A file now in the orchestrator's store."""
+
+    sha256: str
+    size: int
+
+
 class ImageView(BaseModel):
     id: int
     index: int

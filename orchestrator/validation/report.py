@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
-from hexfleet.errors import InvalidRequest, NotFound
+from hexfleet.errors import Conflict, InvalidRequest, NotFound
 from hexfleet.manifest import Manifest
 from hexfleet.models.store import ModelStore
 from hexfleet.orchestrator.db.schema import Base, Job, Model, Run, ValidationResult
@@ -294,7 +294,7 @@ def load_report(session: Session, job_id: str) -> ValidationReport:
     or the worker has not stored its verdicts yet. Never computes anything."""
     job = get_job(session, job_id)
     if job.kind != JobKind.VALIDATE:
-        raise InvalidRequest(f"job {job_id} is a {job.kind} job, not a validation")
+        raise Conflict(f"job {job_id} is a {job.kind} job, not a validation")
     manifest = _manifest(session, job)
     if job.state not in FINAL_JOB_STATES:
         return _pending(job, manifest, "runs not finished")

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 from sqlalchemy.orm import Session
 
 from hexfleet.broker import device_queue
-from hexfleet.errors import InvalidRequest
+from hexfleet.errors import Conflict
 from hexfleet.manifest import Manifest
 from hexfleet.models.evaluate import held_out_prompts
 from hexfleet.models.store import ModelStore
@@ -27,10 +27,17 @@ from hexfleet.orchestrator.jobs import (
 )
 from hexfleet.orchestrator.runners import check_abis
 from hexfleet.orchestrator.scheduler import plan_runs
-from hexfleet.orchestrator.selectors import MAX_LENGTH, parse_selector
+from hexfleet.orchestrator.selectors import SelectorText, parse_selector
 from hexfleet.orchestrator.validation.reference import CPU_FP32, fp32_manifest, golden_serial
 from hexfleet.orchestrator.validation.storage import to_npy
-from hexfleet.runner_spec import Component, GenerateParams, InferParams, Runtime
+from hexfleet.runner_spec import (
+    Component,
+    GenerateParams,
+    InferParams,
+    Prompt,
+    Runtime,
+    Scheduler,
+)
 from hexfleet.states import JobKind
 
 RECORDING_STEPS = 2  # denoising steps per prompt when recording held-out component inputs
@@ -42,21 +49,30 @@ Reference = Annotated[
 class ValidationRequest(BaseModel):
     """The body of a validation submission (POST /api/v1/validations)."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Prompts (images) or inputs (tensors), not both: the schema says so too.
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "not": {
+                "required": ["prompts", "inputs"],
+                "properties": {"prompts": {"type": "array"}, "inputs": {"type": "integer"}},
+            }
+        },
+    )
 
     version: Literal[1] = 1
     model: ModelName
     precision: Precision = "w8a16"
-    selector: Annotated[str, StringConstraints(min_length=1, max_length=MAX_LENGTH)] = "all"
+    selector: SelectorText = "all"
     reference: Reference = CPU_FP32
-    prompts: list[str] | None = Field(default=None, min_length=1, max_length=16)
+    prompts: list[Prompt] | None = Field(default=None, min_length=1, max_length=16)
     prompt_count: int = Field(default=8, ge=1, le=16)
     inputs: int | None = Field(default=None, ge=1, le=64)
     component: Component = "unet"
     seed: int = Field(default=0, ge=0, lt=2**32)
     steps: int | None = Field(default=None, ge=1, le=150)
     guidance: float | None = Field(default=None, ge=0, le=30)
-    scheduler: str | None = None
+    scheduler: Scheduler | None = None
     runtime: Runtime = "htp"
     priority: int = Field(default=5, ge=0, le=9)
     deadline_s: float = Field(default=600, gt=0, le=6 * 3600)
@@ -65,8 +81,6 @@ class ValidationRequest(BaseModel):
     def _one_mode(self) -> ValidationRequest:
         if self.prompts is not None and self.inputs is not None:
             raise ValueError("give prompts (images) or inputs (tensors), not both")
-        # The runner's own parameter model checks prompts and the scheduler name.
-        GenerateParams(prompts=self.prompts or ["x"], scheduler=self.scheduler)
         return self
 
     @property
@@ -107,7 +121,7 @@ def _check_vocabulary(store: ModelStore, manifest: Manifest, prompts: list[str])
         unknown = tokenizer.unknown_words(prompt)
         if unknown:
             words = ", ".join(repr(w) for w in unknown)
-            raise InvalidRequest(f"words not in the {manifest.name} vocabulary: {words}")
+            raise Conflict(f"words not in the {manifest.name} vocabulary: {words}")
 
 
 def _generate_params(
@@ -166,7 +180,7 @@ def submit_validation(
     check_abis(session, (str(d["abi"]) for d in devices if d["serial"] in serials))
     golden = request.reference_serial
     if golden is not None and golden not in serials:
-        raise InvalidRequest(
+        raise Conflict(
             f"the reference phone {golden} is not among the selected online phones "
             f"({', '.join(serials)})"
         )
