@@ -82,14 +82,14 @@ def test_submit_show_list_cancel(client: TestClient) -> None:
 
 def test_user_errors_are_4xx_with_a_json_reason(client: TestClient) -> None:
     nothing = client.post("/api/v1/jobs", json={**JOB, "selector": "soc=SM8750"}, headers=SUBMIT)
-    assert nothing.status_code == 400
+    assert nothing.status_code == 409
     assert nothing.json() == {
-        "error": "InvalidRequest",
+        "error": "Conflict",
         "detail": "no online phone matches the selector 'soc=SM8750'",
     }
     bad_model = client.post("/api/v1/jobs", json={**JOB, "model": "a b"}, headers=SUBMIT)
     assert bad_model.status_code == 422
-    assert client.get("/api/v1/jobs/not-a-uuid", headers=VIEW).status_code == 400
+    assert client.get("/api/v1/jobs/not-a-uuid", headers=VIEW).status_code == 422
     missing = client.get("/api/v1/jobs/00000000-0000-0000-0000-000000000000", headers=VIEW)
     assert missing.status_code == 404
 
@@ -143,4 +143,4 @@ def test_models_and_artifacts(client: TestClient, settings: Settings) -> None:
     assert created.status_code == 201, created.text
     assert len(client.get("/api/v1/models", headers=VIEW).json()) == 2
     broken = {**renamed, "version": "3", "image_size": -1}
-    assert client.post("/api/v1/models", json=broken, headers=SUBMIT).status_code == 400
+    assert client.post("/api/v1/models", json=broken, headers=SUBMIT).status_code == 422

@@ -66,13 +66,13 @@ def test_compare_flags_the_slowed_phone_and_labels_simulated_timings(
     strict = client.get(f"{url}&threshold=0.5", headers=VIEW).json()
     assert strict["regressions"] == 0, "an 8 % change is below a 50 % threshold"
 
-    assert client.get(f"{url}&threshold=-1", headers=VIEW).status_code == 400
+    assert client.get(f"{url}&threshold=-1", headers=VIEW).status_code == 422
     bad = client.get(f"/api/v1/compare?a=x;reboot&b={jobs['slow']}", headers=VIEW)
-    assert bad.status_code == 400 and bad.json()["error"] == "InvalidRequest"
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["query", "a"]
     missing = f"/api/v1/compare?a=00000000-0000-0000-0000-000000000000&b={jobs['slow']}"
     assert client.get(missing, headers=VIEW).status_code == 404
     unfinished = client.get(f"/api/v1/compare?a={jobs['base']}&b={jobs['running']}", headers=VIEW)
-    assert unfinished.status_code == 400 and "still running" in unfinished.json()["detail"]
+    assert unfinished.status_code == 409 and "still running" in unfinished.json()["detail"]
 
 
 def test_a_finished_benchmark_job_shows_its_statistics_per_phone(

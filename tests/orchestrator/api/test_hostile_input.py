@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 from sqlalchemy.orm import Session
 from validation_support import RecordingDispatcher
 
+from hexfleet.models.store import ModelStore
 from hexfleet.orchestrator.api.app import create_app
 from hexfleet.orchestrator.db.engine import make_engine, upgrade
 from hexfleet.settings import Settings
@@ -132,7 +134,7 @@ def test_hostile_submissions_are_4xx(client: TestClient, body: str) -> None:
 def test_hostile_writes_elsewhere_are_4xx(client: TestClient) -> None:
     for path in (f"/api/v1/jobs/{NEWLINE}/cancel", f"/api/v1/jobs/{NUL}/cancel"):
         response = client.post(path, headers=SUBMIT)
-        assert response.status_code == 400, (path, response.text)
+        assert response.status_code == 422, (path, response.text)
         assert _is_json_error(response)
     models = ('{"name": "x", "image_size": NaN}', '{"name": "x", "latent_scale": Infinity}')
     for body in models:
@@ -142,7 +144,51 @@ def test_hostile_writes_elsewhere_are_4xx(client: TestClient) -> None:
     data = b"bytes"
     named = hashlib.sha256(data).hexdigest()
     newline = client.put(f"/api/v1/artifacts/{named}{quote(chr(10))}", content=data, headers=SUBMIT)
-    assert newline.status_code == 400 and _is_json_error(newline)
+    assert newline.status_code == 422 and _is_json_error(newline)
+
+
+def test_a_manifest_cannot_name_a_path_outside_the_store(
+    client: TestClient, model_store: ModelStore, tmp_path: Path
+) -> None:
+    """A manifest's htp_arch becomes part of a file name in the store: digits only, or a 422
+    (it once wrote `manifests/<name>/<version>/fp32-v<htp_arch>.json` wherever `..` led)."""
+    target = tmp_path / "outside"
+    manifest = model_store.load("tiny-sd").model_dump(mode="json")
+    for htp_arch in ("/../../../../../../../../.." + str(target), "../x", "7\n3", "73\u0000"):
+        body = {**manifest, "version": "9", "htp_arch": htp_arch}
+        refused = client.post("/api/v1/models", json=body, headers=SUBMIT)
+        assert refused.status_code == 422, (htp_arch, refused.text)
+    named = {**manifest, "version": "9"}
+    named["tokenizer"]["files"][0]["name"] = "vocab\u0000.json"
+    assert client.post("/api/v1/models", json=named, headers=SUBMIT).status_code == 422
+    assert not list(tmp_path.glob("outside*"))
+    assert [p.name for p in (model_store.manifests / "tiny-sd").iterdir()] == ["1"]
+
+
+def test_bodies_that_are_not_utf8_are_a_422(client: TestClient) -> None:
+    for path in ("/api/v1/jobs", "/api/v1/models", "/api/v1/validations", "/api/v1/runners"):
+        response = client.post(path, content=b"\xff\xfe{", headers={**SUBMIT, **JSON})
+        assert response.status_code == 422, (path, response.text)
+        assert response.json()["detail"][0]["type"] == "json_invalid"
+
+
+def test_refusals_share_one_body_and_405_names_every_method(client: TestClient) -> None:
+    unauthenticated = client.get("/api/v1/jobs")
+    assert unauthenticated.status_code == 401
+    assert unauthenticated.json() == {
+        "error": "Unauthorized", "detail": "a valid bearer token is required"
+    }
+    assert unauthenticated.headers["WWW-Authenticate"] == "Bearer"
+    forbidden = client.post("/api/v1/jobs", content=JOB + "}", headers={**VIEW, **JSON})
+    assert forbidden.status_code == 403 and forbidden.json()["error"] == "Forbidden"
+    for path, methods in (
+        ("/api/v1/jobs", "GET, POST"),
+        ("/api/v1/models", "GET, POST"),
+        (f"/api/v1/artifacts/{'a' * 64}", "GET, PUT"),
+    ):
+        answer = client.delete(path, headers=SUBMIT)
+        assert answer.status_code == 405 and answer.headers["Allow"] == methods, path
+        assert answer.json()["error"] == "MethodNotAllowed"
 
 
 @hypothesis_settings(

@@ -85,7 +85,7 @@ def _register(client: TestClient, bundle: RunnerBundle, data: bytes = RUNNER) ->
 def test_a_bundle_registers_once_its_files_are_uploaded(client: TestClient) -> None:
     bundle = _bundle("x86_64", b"never uploaded")
     refused = client.post("/api/v1/runners", json=bundle.model_dump(mode="json"), headers=SUBMIT)
-    assert refused.status_code == 400 and "upload it first" in refused.json()["detail"]
+    assert refused.status_code == 409 and "upload it first" in refused.json()["detail"]
     viewer = client.post("/api/v1/runners", json=bundle.model_dump(mode="json"), headers=VIEW)
     assert viewer.status_code == 403
     assert _register(client, _bundle("x86_64")) == 201
@@ -105,7 +105,7 @@ def test_a_job_is_refused_when_a_selected_phones_abi_has_no_runner(
 ) -> None:
     assert _register(client, _bundle("x86_64")) == 201
     refused = client.post("/api/v1/jobs", json=JOB, headers=SUBMIT)
-    assert refused.status_code == 400
+    assert refused.status_code == 409
     assert "no runner is registered for ABI arm64-v8a" in refused.json()["detail"]
     assert dispatcher.sent == []
     only_x86 = client.post("/api/v1/jobs", json={**JOB, "selector": "soc=SM8550"}, headers=SUBMIT)

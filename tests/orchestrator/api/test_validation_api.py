@@ -106,7 +106,7 @@ def test_refused_bodies_and_reports_of_other_jobs(api: Api) -> None:
         assert api.client.post("/api/v1/validations", json=bad, headers=SUBMIT).status_code == 422
     unknown = {**BODY, "prompts": ["a red circle; reboot"]}
     refused = api.client.post("/api/v1/validations", json=unknown, headers=SUBMIT)
-    assert refused.status_code == 400 and "vocabulary" in refused.json()["detail"]
+    assert refused.status_code == 409 and "vocabulary" in refused.json()["detail"]
     generate = {
         "kind": "generate",
         "model": "tiny-sd",
@@ -115,7 +115,7 @@ def test_refused_bodies_and_reports_of_other_jobs(api: Api) -> None:
     }
     job = api.client.post("/api/v1/jobs", json=generate, headers=SUBMIT).json()
     answer = api.client.get(f"/api/v1/jobs/{job['id']}/validation", headers=VIEW)
-    assert answer.status_code == 400 and "not a validation" in answer.json()["detail"]
+    assert answer.status_code == 409 and "not a validation" in answer.json()["detail"]
     missing = "00000000-0000-0000-0000-000000000000"
     assert api.client.get(f"/api/v1/jobs/{missing}/validation", headers=VIEW).status_code == 404
 
