@@ -419,13 +419,38 @@ def demo(
     demo_run.run(Settings(), out, prompt, keep=keep, steps=steps, scheduler=scheduler)
 
 
+def error_line(exc: HexfleetError) -> str:
+    """The one line a hexfleet error is shown as: control characters a user typed (a newline in
+    a path, an escape sequence) are shown escaped, so they can neither split nor paint it."""
+    text = "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in str(exc)
+    )
+    return f"error: {text}"
+
+
+def user_error(exc: BaseException) -> HexfleetError | None:
+    """The hexfleet error a failure is for the user: itself, or for an OS error on a path they
+    named (too long, not allowed, a file where a folder should be) an InvalidRequest naming it.
+    None: a bug, whose traceback is wanted."""
+    if isinstance(exc, HexfleetError):
+        return exc
+    if isinstance(exc, OSError) and exc.filename is not None:
+        name = str(exc.filename)
+        shown = name if len(name) <= 120 else f"{name[:60]}...{name[-40:]} ({len(name)} chars)"
+        return InvalidRequest(f"{exc.strerror or exc}: {shown}")
+    return None
+
+
 def main() -> None:
     """Console-script entry point: run the app, turning hexfleet errors into one-line messages."""
     try:
         app()
-    except HexfleetError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)
+    except (HexfleetError, OSError) as exc:
+        error = user_error(exc)
+        if error is None:
+            raise
+        typer.echo(error_line(error), err=True)
+        sys.exit(error.exit_code)
 
 
 if __name__ == "__main__":

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given
+from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from hexfleet.errors import InvalidRequest
-from hexfleet.orchestrator.selectors import parse_selector
+from hexfleet.orchestrator.selectors import SELECTOR_PATTERN, parse_selector
 
 FLEET = [
     {"serial": "vp-8450", "soc": "SM8450", "htp_arch": 69, "model": "Galaxy S22", "sdk": 33},
@@ -77,3 +80,22 @@ def test_any_string_parses_or_is_an_invalid_request(text: str) -> None:
 def test_round_trip_of_valid_terms(field: str, value: str) -> None:
     selector = parse_selector(f"{field}={value}")
     assert str(selector) == f"{field}={value}"
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(
+    text=st.one_of(
+        st.text(max_size=40),
+        st.from_regex(SELECTOR_PATTERN, fullmatch=True).filter(lambda s: len(s) <= 512),
+        st.text(alphabet="socmdelhtp_arbiky =!<>~,|.:-0123456789SMAXZ\n\t", max_size=40),
+    )
+)
+def test_the_schema_pattern_admits_exactly_what_the_parser_accepts(text: str) -> None:
+    """The API's schema carries SELECTOR_PATTERN: a client generated from it must never build a
+    selector the server refuses, nor be told a selector is wrong that the server would take."""
+    try:
+        parse_selector(text)
+        accepted = True
+    except InvalidRequest:
+        accepted = False
+    assert accepted == bool(re.fullmatch(SELECTOR_PATTERN, text) and len(text) <= 512), text
