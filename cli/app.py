@@ -43,6 +43,8 @@ app.add_typer(virtual_devices_app, name="virtual-devices")
 app.add_typer(agent_app, name="agent")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+# click's UsageError as typer raises it (newer typers vendor click): a bad option or argument.
+UsageError: type[Exception] = typer.BadParameter.__mro__[1]
 Devices = Annotated[str, typer.Option("--devices", "-d", help="Device selector, e.g. soc=SM8550")]
 
 
@@ -434,6 +436,9 @@ def user_error(exc: BaseException) -> HexfleetError | None:
     None: a bug, whose traceback is wanted."""
     if isinstance(exc, HexfleetError):
         return exc
+    if isinstance(exc, UsageError):  # a bad option or argument: one line, as any other
+        where = exc.ctx.command_path if exc.ctx else "hexfleet"  # type: ignore[attr-defined]
+        return InvalidRequest(f"{exc.format_message()} (see {where} --help)")  # type: ignore[attr-defined]
     if isinstance(exc, OSError) and exc.filename is not None:
         name = str(exc.filename)
         shown = name if len(name) <= 120 else f"{name[:60]}...{name[-40:]} ({len(name)} chars)"
@@ -444,13 +449,19 @@ def user_error(exc: BaseException) -> HexfleetError | None:
 def main() -> None:
     """Console-script entry point: run the app, turning hexfleet errors into one-line messages."""
     try:
-        app()
-    except (HexfleetError, OSError) as exc:
+        code = app(standalone_mode=False)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(1)
+    except (HexfleetError, OSError, UsageError) as exc:
+        if isinstance(exc, UsageError) and not exc.format_message():  # type: ignore[attr-defined]
+            sys.exit(2)  # a group without its command: its help is printed already
         error = user_error(exc)
         if error is None:
             raise
         typer.echo(error_line(error), err=True)
         sys.exit(error.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

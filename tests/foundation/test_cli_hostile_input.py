@@ -58,7 +58,7 @@ COMMANDS: list[list[object]] = [
     ["validate", "tiny-sd", "--prompts", V, "--no-wait"],
     ["serve", "--role", V],
     ["models", "sample", V, "a red circle"],
-    ["models", "sample", "tiny-sd", V, "--steps", "0"],
+    ["models", "sample", "tiny-sd", V, "--scheduler", "pndm"],
     ["models", "sample", "tiny-sd", "a red circle", "--version", V],
     ["models", "sample", "tiny-sd", "a red circle", "--precision", V],
     ["models", "evaluate", V],
@@ -73,6 +73,12 @@ COMMANDS: list[list[object]] = [
     ["runners", "register", "build", "--abi", V],
     ["virtual-devices", "fault", V, "offline"],
     ["virtual-devices", "fault", "127.0.0.1:1", V],
+    # Options that take numbers: a bad value is click's usage error, on one line too.
+    ["jobs", "--limit", V],
+    ["generate", "a red circle", "--steps", V],
+    ["bench", "tiny-sd", "--iterations", V],
+    ["up", "--count", V],
+    [V],
 ]
 
 
@@ -101,7 +107,7 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def _run(argv: list[str]) -> tuple[int, str]:
     """The console script in this process (as `main` runs it): exit code and stderr."""
     runner = CliRunner()
-    result = runner.invoke(app, argv)
+    result = runner.invoke(app, argv, standalone_mode=False)
     error = user_error(result.exception) if result.exception is not None else None
     if error is not None:
         return error.exit_code, error_line(error) + "\n"
