@@ -206,8 +206,26 @@ class Phone:
         return out
 
     def wait_online(self, timeout: float) -> None:
-        """Wait until the adb server has this phone as a device again (it reconnects a dropped
-        TCP link by itself); DeviceLost when it is not back within `timeout` seconds."""
+        """Wait until the phone answers again after a dropped link; DeviceLost when it does not
+        within `timeout` seconds.
+
+        The adb server reconnects a dropped TCP link by itself, but until it notices the drop it
+        still lists the old transport as a device: being listed is not enough, the phone must
+        run a command (`true`) on the new one.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = max(deadline - time.monotonic(), 0.1)
+            self._wait_for_device(remaining)
+            try:
+                self.shell("true", timeout=min(remaining, 5.0))
+                return
+            except DeviceLost:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.25)
+
+    def _wait_for_device(self, timeout: float) -> None:
         with (
             lost_on_failure(self.serial, "waiting for it to come back"),
             closing(socket.create_connection(self._server, timeout=timeout)) as sock,
