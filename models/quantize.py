@@ -22,7 +22,7 @@ from onnxruntime.quantization.execution_providers.qnn import (
     get_qnn_qdq_config,
     qnn_preprocess_model,
 )
-from onnxruntime.tools.onnx_model_utils import fix_output_shapes, make_input_shape_fixed
+from onnxruntime.tools.onnx_model_utils import make_input_shape_fixed
 
 from hexfleet.errors import InvalidRequest, ModelError
 from hexfleet.manifest import ROLES, Manifest, Precision, Thresholds
@@ -41,7 +41,13 @@ from hexfleet.models.htp_rewrites import (
     instance_norm_4d,
 )
 from hexfleet.models.pipeline import Pipeline
-from hexfleet.models.registration import store_component
+from hexfleet.models.registration import (
+    attach_external_data,
+    external_tensors,
+    load_onnx,
+    save_onnx,
+    store_component,
+)
 from hexfleet.models.runtime import Placement, node_placement, open_session
 from hexfleet.models.store import ModelStore
 
@@ -104,13 +110,19 @@ def rel_error(actual: np.ndarray, reference: np.ndarray) -> float:
 
 def prepare_graph(source: Path, target: Path, feed: dict[str, np.ndarray]) -> Path:
     """The FP32 graph as the HTP needs it: free dimensions fixed to a real feed's (HTP shapes
-    are static), static shapes on every tensor, and the SiLU rewrite of models.htp_rewrites."""
-    model = onnx.load(str(source))
+    are static), static shapes on every tensor, and the SiLU rewrite of models.htp_rewrites.
+
+    The rewrites work on the graph alone (weights stay in their external file, if any, until
+    it is written out), so a 3.4 GB UNet is rewritten like a small one and written with
+    external data again.
+    """
+    model = load_onnx(source)
+    external = bool(external_tensors(model))
     for value in model.graph.input:
         dims = value.type.tensor_type.shape.dim
         if value.name in feed and any(not d.HasField("dim_value") for d in dims):
             make_input_shape_fixed(model.graph, value.name, list(feed[value.name].shape))
-    fix_output_shapes(model)
+    _fix_output_shapes(model)
     # Exporters leave shape annotations with free dimensions on intermediate tensors; the QNN
     # EP sizes its buffers from them (MEM_ALLOC at finalize), so infer them again, static.
     del model.graph.value_info[:]
@@ -120,8 +132,21 @@ def prepare_graph(source: Path, target: Path, feed: dict[str, np.ndarray]) -> Pa
     flatten_silu(model)
     drop_unused_initializers(model)
     model = onnx.shape_inference.infer_shapes(model, data_prop=True)
-    onnx.save(model, str(target))
-    return target
+    if external:
+        # Read only now, into the inferred graph: shape inference serializes the model, which
+        # protobuf cannot do past 2 GB.
+        model = attach_external_data(model, source)
+    return save_onnx(model, target, external)
+
+
+def _fix_output_shapes(model: onnx.ModelProto) -> None:
+    """Static output shapes from shape inference (onnxruntime's fix_output_shapes also runs
+    onnx's checker, which looks for external data files relative to the working folder)."""
+    inferred = onnx.shape_inference.infer_shapes(model)
+    for declared, found in zip(model.graph.output, inferred.graph.output, strict=True):
+        dims = found.type.tensor_type.shape.dim
+        if dims and all(d.HasField("dim_value") for d in dims):
+            declared.CopyFrom(found)
 
 
 def timestep_only_tensors(model: onnx.ModelProto, name: str = "timestep") -> list[str]:
@@ -168,11 +193,19 @@ def quantize_component(
     fixed = prepare_graph(source, workdir / f"{target.stem}.fixed.onnx", feeds[0])
     pre = workdir / f"{target.stem}.pre.onnx"
     # qnn_preprocess_model writes nothing when it has nothing to change.
-    if not qnn_preprocess_model(str(fixed), str(pre), fuse_layernorm=True):
+    external = bool(external_tensors(load_onnx(fixed)))
+    if not qnn_preprocess_model(
+        str(fixed),
+        str(pre),
+        fuse_layernorm=True,
+        save_as_external_data=external,
+        all_tensors_to_one_file=True,
+        external_data_location=f"{pre.name}.data",
+    ):
         pre = fixed
     overrides = None
     if precision == "w8a8":
-        path = timestep_only_tensors(onnx.load(str(pre)))
+        path = timestep_only_tensors(onnx.load(str(pre), load_external_data=False))
         overrides = {t: [{"quant_type": QuantType.QUInt16}] for t in path} or None
     config = get_qnn_qdq_config(
         str(pre),
