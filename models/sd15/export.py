@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -139,15 +140,18 @@ class _SubmodelProgress(logging.Handler):
     def __init__(self, on_stage: StageCallback) -> None:
         super().__init__(logging.INFO)
         self.on_stage = on_stage
+        self.total = 1
 
     def emit(self, record: logging.LogRecord) -> None:
         match = _SUBMODEL.search(record.getMessage())
         if match:
-            self.on_stage("export", int(match.group(1)) - 1, int(match.group(2)))
+            self.total = int(match.group(2))
+            self.on_stage("export", int(match.group(1)) - 1, self.total)
 
 
 @contextmanager
 def _export_progress(on_stage: StageCallback | None) -> Iterator[None]:
+    """Submodel i of n being exported → on_stage("export", i - 1, n); n of n once done."""
     if on_stage is None:
         yield
         return
@@ -159,6 +163,7 @@ def _export_progress(on_stage: StageCallback | None) -> Iterator[None]:
     logger.propagate = False
     try:
         yield
+        on_stage("export", handler.total, handler.total)
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
@@ -238,7 +243,10 @@ def build_and_export(
             torch.no_grad(),
             _forced_external_data(config.force_external_data),
             _export_progress(on_stage),
+            warnings.catch_warnings(),
         ):
+            # torch's tracer warns about every Python-level shape check in diffusers' code.
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
             onnx_export_from_model(pipeline, scratch, do_validation=validate, task="text-to-image")
         del pipeline
         exported = time.perf_counter()
@@ -246,8 +254,6 @@ def build_and_export(
         missing = [r for r in ROLES if not (scratch / r / "model.onnx").is_file()]
         if missing:
             raise ModelError(f"optimum's export wrote no model.onnx for {missing}")
-        if on_stage:
-            on_stage("export", 1, 1)
         (scratch / BUILD_INFO).write_text(
             json.dumps(
                 {
