@@ -17,7 +17,14 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from hexfleet.cli import views
 from hexfleet.errors import InvalidRequest, NotFound
@@ -25,6 +32,7 @@ from hexfleet.manifest import PRECISIONS, Manifest, check_name
 from hexfleet.models.runtime import HTP_ARCHS, RUNTIMES, Runtime, check_htp_arch
 from hexfleet.models.schedulers import SCHEDULERS
 from hexfleet.models.store import ModelStore
+from hexfleet.progress import StageCallback
 from hexfleet.settings import Settings
 
 models_app = typer.Typer(
@@ -111,6 +119,20 @@ def _progress(label: str) -> Progress:
         transient=True,
         disable=not console.is_terminal,
     )
+
+
+def _stage_bars(bar: Progress) -> StageCallback:
+    """A progress callback drawing one bar per stage ("unet: check" and "unet: store" share the
+    "unet" bar)."""
+    tasks: dict[str, TaskID] = {}
+
+    def on_stage(stage: str, done: int, total: int) -> None:
+        key = stage.split(":")[0]
+        if key not in tasks:
+            tasks[key] = bar.add_task(stage, total=total)
+        bar.update(tasks[key], description=stage, completed=done, total=total)
+
+    return on_stage
 
 
 @contextmanager
@@ -224,7 +246,7 @@ def quantize(
         prompts = [line.strip() for line in prompts_file.read_text().splitlines() if line.strip()]
         if not prompts:
             raise InvalidRequest(f"{prompts_file} has no prompts")
-    with _measured("quantize"):
+    with _progress("quantize: {task.description}") as bar, _measured("quantize"):
         report = quantize_model(
             store,
             fp32,
@@ -235,6 +257,7 @@ def quantize(
             htp_arch=htp_arch,
             check_htp=htp_check,
             threads=threads,
+            on_stage=_stage_bars(bar),
         )
     if as_json:
         _print_json(report.to_dict())
@@ -262,8 +285,9 @@ def compile_cmd(
 
     store = _store()
     check_htp_arch(htp_arch)
-    with _measured("compile"):
-        report = compile_model(store, _load(store, model, version, precision), htp_arch, threads)
+    quantized = _load(store, model, version, precision)
+    with _progress("compile: {task.description}") as bar, _measured("compile"):
+        report = compile_model(store, quantized, htp_arch, threads, on_stage=_stage_bars(bar))
     summary = report.to_dict()
     if as_json:
         _print_json(summary)
@@ -340,8 +364,10 @@ def import_cmd(
     from hexfleet.models.sd_import import import_optimum_sd
 
     store = _store()
-    with _measured("import"):
-        manifest = import_optimum_sd(store, path, name=name, version=version)
+    with _progress("import: {task.description}") as bar, _measured("import"):
+        manifest = import_optimum_sd(
+            store, path, name=name, version=version, on_stage=_stage_bars(bar)
+        )
     if as_json:
         _print_json(json.loads(manifest.model_dump_json()))
         return
@@ -428,15 +454,8 @@ def build_sd15(
     settings = Settings()
     folder = out or settings.ensure_data_dir() / "exports" / config.name
     with _progress(f"{config.name}: {{task.description}}") as bar, _measured("build-sd15"):
-        tasks: dict[str, object] = {}
-
-        def on_stage(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(stage, total=total)
-            bar.update(tasks[stage], completed=done, total=total)  # type: ignore[arg-type]
-
         report = build_and_export(
-            config, folder, seed=seed, force=force, validate=validate, on_stage=on_stage
+            config, folder, seed=seed, force=force, validate=validate, on_stage=_stage_bars(bar)
         )
     if as_json:
         _print_json(report.to_dict())

@@ -50,6 +50,7 @@ from hexfleet.models.registration import (
 )
 from hexfleet.models.runtime import Placement, node_placement, open_session
 from hexfleet.models.store import ModelStore
+from hexfleet.progress import StageCallback
 
 ACTIVATION_TYPES = {"w8a8": QuantType.QUInt8, "w8a16": QuantType.QUInt16}
 ACCURACY_KEPT = {"w8a8": 0.85, "w8a16": 0.95}
@@ -213,11 +214,19 @@ def quantize_component(
         activation_type=ACTIVATION_TYPES[precision],
         weight_type=QuantType.QUInt8,
         init_overrides=overrides,
-        stride=calibration_stride(len(feeds)),
+        # At real size one feed's activations are gigabytes: collect ranges feed by feed.
+        stride=1 if external else calibration_stride(len(feeds)),
     )
     with _quiet_root_logger():
         quantize(str(pre), str(target), config)
     return target
+
+
+def _remove_scratch(workdir: Path) -> None:
+    """Drop a finished component's intermediate files: at real size each is gigabytes."""
+    for path in workdir.iterdir():
+        if path.is_file():
+            path.unlink()
 
 
 @contextmanager
@@ -287,8 +296,18 @@ def quantize_model(
     htp_arch: str | None = None,
     check_htp: bool = True,
     threads: int | None = None,
+    on_stage: StageCallback | None = None,
 ) -> QuantizationReport:
-    """Quantize an FP32 manifest to `precision`, store the QDQ manifest, report per component."""
+    """Quantize an FP32 manifest to `precision`, store the QDQ manifest, report per component.
+
+    Progress: on_stage("calibration", prompts run, prompts), then on_stage(f"{role}: {step}",
+    steps done, 3) through each component's quantize, check and store.
+    """
+
+    def stage(name: str, done: int, total: int) -> None:
+        if on_stage:
+            on_stage(name, done, total)
+
     if precision not in ACTIVATION_TYPES:
         raise InvalidRequest(
             f"precision must be one of {list(ACTIVATION_TYPES)}, not {precision!r}"
@@ -298,7 +317,14 @@ def quantize_model(
     start = time.perf_counter()
     prompts = prompts or default_prompts(manifest, calibration_prompts)
     pipeline = Pipeline.from_manifest(manifest, store, "cpu", threads=threads)
-    activations: Activations = record_activations(pipeline, prompts, steps=calibration_steps)
+    stage("calibration", 0, len(prompts))
+    activations: Activations = record_activations(
+        pipeline,
+        prompts,
+        steps=calibration_steps,
+        on_prompt=lambda done, total: stage("calibration", done, total),
+    )
+    del pipeline  # a real-size model's sessions hold gigabytes the quantizer needs
     components = {}
     reports = {}
     with tempfile.TemporaryDirectory(prefix="hexfleet-quantize-") as tmp:
@@ -307,9 +333,20 @@ def quantize_model(
             fp32 = store.component_path(manifest.components[role])
             target = workdir / f"{role}.{precision}.onnx"
             feeds = activations.feeds[role]
+            large = bool(external_tensors(load_onnx(fp32)))
+            stage(f"{role}: quantize", 0, 3)
             quantize_component(fp32, target, feeds, precision, workdir)
-            reports[role] = check_component(role, fp32, target, feeds, htp_arch, check_htp, threads)
+            stage(f"{role}: check", 1, 3)
+            # Each real-size UNet run takes seconds to minutes: check on fewer samples.
+            samples = _spread(feeds, 2 if large else ERROR_SAMPLES)
+            reports[role] = check_component(
+                role, fp32, target, samples, htp_arch, check_htp, threads
+            )
+            reports[role].samples = len(feeds)
+            stage(f"{role}: store", 2, 3)
             components[role] = store_component(store, target, role)
+            stage(f"{role}: store", 3, 3)
+            _remove_scratch(workdir)
     parent = manifest.thresholds.min_prompt_accuracy
     quantized = Manifest.model_validate(
         {

@@ -10,7 +10,7 @@ the model comes from (a symlink or an external-data location cannot pull in anot
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
@@ -267,11 +267,15 @@ def check_component(path: Path, role: Role, root: Path | None = None) -> Checked
     )
 
 
-def put_component(store: ModelStore, checked: CheckedComponent) -> Component:
+def put_component(
+    store: ModelStore, checked: CheckedComponent, on_bytes: Callable[[int], None] | None = None
+) -> Component:
     """Put a checked component's files in the store."""
     return Component(
-        file=store.put_file(checked.file.path, name=checked.file.name),
-        extra_files=[store.put_file(f.path, name=f.name) for f in checked.extra_files],
+        file=store.put_file(checked.file.path, name=checked.file.name, on_bytes=on_bytes),
+        extra_files=[
+            store.put_file(f.path, name=f.name, on_bytes=on_bytes) for f in checked.extra_files
+        ],
         format="epcontext" if checked.epcontext else "onnx",
         inputs=checked.inputs,
         outputs=checked.outputs,

@@ -19,7 +19,7 @@ import re
 import shutil
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +28,7 @@ from typing import Any
 from hexfleet.errors import InvalidRequest, ModelError
 from hexfleet.models.sd15.config import MAX_LENGTH, Sd15Config
 from hexfleet.models.sd15.vocab import write_vocab_files
+from hexfleet.progress import StageCallback
 
 BUILD_INFO = "hexfleet-build.json"
 ROLES = ("text_encoder", "unet", "vae_decoder")
@@ -35,8 +36,7 @@ ROLES = ("text_encoder", "unet", "vae_decoder")
 _OPTIMUM_LOGGER = "optimum.exporters.onnx.convert"
 _SUBMODEL = re.compile(r"Exporting submodel (\d+)/(\d+)")
 
-# on_stage(stage, done, total): "build" (components built) and "export" (submodels exported).
-StageCallback = Callable[[str, int, int], None]
+# Stages reported: "build" (the networks built) and "export" (optimum's submodels exported).
 
 
 @dataclass

@@ -57,6 +57,7 @@ def test_build_import_quantize_generate(store: ModelStore, shrunk_export: Path) 
         assert part.fully_on_htp, (role, part.to_dict())
     quantized = report.manifest.components["unet"]
     assert [f.name for f in quantized.extra_files] == ["unet.w8a16.onnx.data"]
+    assert quantized.inputs[0].shape == [2, 4, 8, 8]  # guided: uncond and cond in one batch
     pipeline = Pipeline.from_manifest(report.manifest, store, "htp")
     image = pipeline.generate("a photo of an astronaut riding a horse on mars", steps=2).image
     assert image.shape == (64, 64, 3)
