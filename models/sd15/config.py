@@ -147,5 +147,3 @@ SHRUNK = Sd15Config(
     },
     force_external_data=True,
 )
-
-CONFIGS = {c.name: c for c in (REAL, SHRUNK)}
