@@ -56,6 +56,9 @@ ACTIVATION_TYPES = {"w8a8": QuantType.QUInt8, "w8a16": QuantType.QUInt16}
 ACCURACY_KEPT = {"w8a8": 0.85, "w8a16": 0.95}
 MIN_PSNR_DB = {"w8a8": 20.0, "w8a16": 25.0}
 ERROR_SAMPLES = 8
+# QuantizeLinear/DequantizeLinear take 16-bit types from opset 21 on (w8a16, and w8a8's
+# timestep path).
+QDQ_OPSET = 21
 WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 
 
@@ -119,6 +122,7 @@ def prepare_graph(source: Path, target: Path, feed: dict[str, np.ndarray]) -> Pa
     """
     model = load_onnx(source)
     external = bool(external_tensors(model))
+    model = _at_least_opset(model, QDQ_OPSET)
     for value in model.graph.input:
         dims = value.type.tensor_type.shape.dim
         if value.name in feed and any(not d.HasField("dim_value") for d in dims):
@@ -138,6 +142,16 @@ def prepare_graph(source: Path, target: Path, feed: dict[str, np.ndarray]) -> Pa
         # protobuf cannot do past 2 GB.
         model = attach_external_data(model, source)
     return save_onnx(model, target, external)
+
+
+def _at_least_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
+    """The graph converted to `opset` if older. onnxruntime's quantizer would convert it too,
+    but with the weights inside, and protobuf cannot serialize a model past 2 GB: here the
+    weights are still in their external file."""
+    current = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if current >= opset:
+        return model
+    return onnx.version_converter.convert_version(model, opset)
 
 
 def _fix_output_shapes(model: onnx.ModelProto) -> None:
