@@ -57,7 +57,9 @@ ACCURACY_KEPT = {"w8a8": 0.85, "w8a16": 0.95}
 MIN_PSNR_DB = {"w8a8": 20.0, "w8a16": 25.0}
 ERROR_SAMPLES = 8
 # QuantizeLinear/DequantizeLinear take 16-bit types from opset 21 on (w8a16, and w8a8's
-# timestep path).
+# timestep path). onnxruntime's quantizer converts an older graph itself, but with its weights
+# inside, which protobuf cannot serialize past 2 GB (SD 1.5's real UNet): so the graph is
+# converted here, its weights left in their external file.
 QDQ_OPSET = 21
 WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 
@@ -122,7 +124,6 @@ def prepare_graph(source: Path, target: Path, feed: dict[str, np.ndarray]) -> Pa
     """
     model = load_onnx(source)
     external = bool(external_tensors(model))
-    model = _at_least_opset(model, QDQ_OPSET)
     for value in model.graph.input:
         dims = value.type.tensor_type.shape.dim
         if value.name in feed and any(not d.HasField("dim_value") for d in dims):
@@ -144,14 +145,8 @@ def prepare_graph(source: Path, target: Path, feed: dict[str, np.ndarray]) -> Pa
     return save_onnx(model, target, external)
 
 
-def _at_least_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
-    """The graph converted to `opset` if older. onnxruntime's quantizer would convert it too,
-    but with the weights inside, and protobuf cannot serialize a model past 2 GB: here the
-    weights are still in their external file."""
-    current = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-    if current >= opset:
-        return model
-    return onnx.version_converter.convert_version(model, opset)
+def _opset(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
 def _fix_output_shapes(model: onnx.ModelProto) -> None:
@@ -218,6 +213,10 @@ def quantize_component(
         external_data_location=f"{pre.name}.data",
     ):
         pre = fixed
+    # After qnn_preprocess_model, whose GELU fusion expects the exporter's opset.
+    graph = load_onnx(pre)
+    if _opset(graph) < QDQ_OPSET:
+        onnx.save_model(onnx.version_converter.convert_version(graph, QDQ_OPSET), str(pre))
     overrides = None
     if precision == "w8a8":
         path = timestep_only_tensors(onnx.load(str(pre), load_external_data=False))
