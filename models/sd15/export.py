@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 from hexfleet.errors import InvalidRequest, ModelError
 from hexfleet.models.sd15.config import MAX_LENGTH, Sd15Config
@@ -172,19 +173,13 @@ def _export_progress(on_stage: StageCallback | None) -> Iterator[None]:
 
 @contextmanager
 def _forced_external_data(force: bool) -> Iterator[None]:
-    """optimum's own switch (an environment variable) for saving a small model with external
-    data; set only around the export."""
-    name = "FORCE_ONNX_EXTERNAL_DATA"
-    before = os.environ.get(name)
-    if force:
-        os.environ[name] = "1"
-    try:
+    """optimum's own switch (an environment variable it reads at export time) for saving a
+    small model with external data; set only around the export, then restored."""
+    if not force:
         yield
-    finally:
-        if before is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = before
+        return
+    with patch.dict(os.environ, {"FORCE_ONNX_EXTERNAL_DATA": "1"}):
+        yield
 
 
 def folder_sizes(folder: Path) -> dict[str, int]:
