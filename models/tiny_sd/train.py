@@ -104,6 +104,11 @@ def _progress() -> Progress:
     )
 
 
+def _log_decoder(run: Path, step: int, loss: float | None, lr: float, start: float) -> None:
+    record = {"phase": "decoder", "step": step, "loss": loss, "lr": lr}
+    _log(run / "loss.jsonl", {**record, "elapsed": time.time() - start})
+
+
 def train_decoder(settings: TrainSettings, cfg: TinySDConfig, data: Dataset, run: Path) -> Decoder:
     """Trains the 2x upsampling decoder for ae_minutes (or loads it when already done)."""
     path = run / "decoder.pt"
@@ -135,16 +140,9 @@ def train_decoder(settings: TrainSettings, cfg: TinySDConfig, data: Dataset, run
             loss_ema = loss.item() if loss_ema is None else 0.95 * loss_ema + 0.05 * loss.item()
             bar.update(task, completed=elapsed, status=f"step {step} loss {loss_ema:.4f}")
             if step % 25 == 0:
-                _log(
-                    run / "loss.jsonl",
-                    {
-                        "phase": "decoder",
-                        "step": step,
-                        "loss": loss_ema,
-                        "lr": opt.param_groups[0]["lr"],
-                        "elapsed": time.time() - start,
-                    },
-                )
+                _log_decoder(run, step, loss_ema, opt.param_groups[0]["lr"], start)
+    if step % 25:  # the phase's last loss, also when the budget ran out between two records
+        _log_decoder(run, step, loss_ema, opt.param_groups[0]["lr"], start)
     _save(
         {
             "decoder": decoder.state_dict(),
