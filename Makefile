@@ -21,9 +21,11 @@ demo: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 
-# The tests also train a few steps: torch (the `train` extra), never needed at run time.
-$(VENV)/.installed-train: $(VENV)/.installed
-	$(PY) -m pip install -q -e '.[dev,train]'
+# The tests also train a few steps (the `train` extra: torch) and build and export a shrunk SD 1.5
+# (the `export` extra: diffusers, transformers, optimum-onnx); neither is needed at run time.
+$(VENV)/.installed-train: $(VENV)/.installed pyproject.toml
+	$(PY) -m pip install -q -e '.[dev,train,export]'
+	$(PY) -m pip install -q --no-deps 'open-clip-torch>=2.24'
 	touch $@
 
 test: lint $(VENV)/.installed-train

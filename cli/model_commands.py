@@ -8,12 +8,23 @@ from __future__ import annotations
 
 import json
 import os
+import resource
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from hexfleet.cli import views
 from hexfleet.errors import InvalidRequest, NotFound
@@ -21,6 +32,7 @@ from hexfleet.manifest import PRECISIONS, Manifest, check_name
 from hexfleet.models.runtime import HTP_ARCHS, RUNTIMES, Runtime, check_htp_arch
 from hexfleet.models.schedulers import SCHEDULERS
 from hexfleet.models.store import ModelStore
+from hexfleet.progress import StageCallback
 from hexfleet.settings import Settings
 
 models_app = typer.Typer(
@@ -107,6 +119,31 @@ def _progress(label: str) -> Progress:
         transient=True,
         disable=not console.is_terminal,
     )
+
+
+def _stage_bars(bar: Progress) -> StageCallback:
+    """A progress callback drawing one bar per stage ("unet: check" and "unet: store" share the
+    "unet" bar)."""
+    tasks: dict[str, TaskID] = {}
+
+    def on_stage(stage: str, done: int, total: int) -> None:
+        key = stage.split(":")[0]
+        if key not in tasks:
+            tasks[key] = bar.add_task(stage, total=total)
+        bar.update(tasks[key], description=stage, completed=done, total=total)
+
+    return on_stage
+
+
+@contextmanager
+def _measured(step: str) -> Iterator[None]:
+    """Print on stderr how long `step` took and this process's peak memory (resident set) once
+    it finished: a step on a real-size model takes minutes and gigabytes."""
+    start = time.perf_counter()
+    yield
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    typer.echo(f"{step}: {seconds:.1f} s, peak memory (RSS) {peak / 2**30:.2f} GiB", err=True)
 
 
 @models_app.command("list")
@@ -209,17 +246,19 @@ def quantize(
         prompts = [line.strip() for line in prompts_file.read_text().splitlines() if line.strip()]
         if not prompts:
             raise InvalidRequest(f"{prompts_file} has no prompts")
-    report = quantize_model(
-        store,
-        fp32,
-        precision,  # type: ignore[arg-type]
-        prompts=prompts,
-        calibration_prompts=calibration_prompts,
-        calibration_steps=calibration_steps,
-        htp_arch=htp_arch,
-        check_htp=htp_check,
-        threads=threads,
-    )
+    with _progress("quantize: {task.description}") as bar, _measured("quantize"):
+        report = quantize_model(
+            store,
+            fp32,
+            precision,  # type: ignore[arg-type]
+            prompts=prompts,
+            calibration_prompts=calibration_prompts,
+            calibration_steps=calibration_steps,
+            htp_arch=htp_arch,
+            check_htp=htp_check,
+            threads=threads,
+            on_stage=_stage_bars(bar),
+        )
     if as_json:
         _print_json(report.to_dict())
         return
@@ -246,7 +285,9 @@ def compile_cmd(
 
     store = _store()
     check_htp_arch(htp_arch)
-    report = compile_model(store, _load(store, model, version, precision), htp_arch, threads)
+    quantized = _load(store, model, version, precision)
+    with _progress("compile: {task.description}") as bar, _measured("compile"):
+        report = compile_model(store, quantized, htp_arch, threads, on_stage=_stage_bars(bar))
     summary = report.to_dict()
     if as_json:
         _print_json(summary)
@@ -322,7 +363,11 @@ def import_cmd(
     """Import a Hugging Face optimum Stable Diffusion ONNX export into the store."""
     from hexfleet.models.sd_import import import_optimum_sd
 
-    manifest = import_optimum_sd(_store(), path, name=name, version=version)
+    store = _store()
+    with _progress("import: {task.description}") as bar, _measured("import"):
+        manifest = import_optimum_sd(
+            store, path, name=name, version=version, on_stage=_stage_bars(bar)
+        )
     if as_json:
         _print_json(json.loads(manifest.model_dump_json()))
         return
@@ -382,3 +427,44 @@ def sample(
         f"UNet {sum(t.unet_steps):.2f} s for {len(t.unet_steps)} steps, "
         f"VAE {t.vae_decoder * 1000:.0f} ms, total {t.total:.2f} s"
     )
+
+
+@models_app.command("build-sd15")
+def build_sd15(
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Export folder (default: <data dir>/exports/sd15 or sd15-shrunk)."),
+    ] = None,
+    shrunk: Annotated[
+        bool, typer.Option(help="The shrunk twin: same architecture, tiny channel counts.")
+    ] = False,
+    seed: int = 0,
+    force: Annotated[bool, typer.Option(help="Rebuild even if the export is cached.")] = False,
+    validate: Annotated[
+        bool, typer.Option(help="optimum's check of each ONNX file against torch.")
+    ] = True,
+    as_json: JsonFlag = False,
+) -> None:
+    """Build SD 1.5's architecture with random weights and export it in optimum's layout
+    (needs the export extra); then: hexfleet models import FOLDER."""
+    from hexfleet.models.sd15.config import REAL, SHRUNK
+    from hexfleet.models.sd15.export import build_and_export
+
+    config = SHRUNK if shrunk else REAL
+    settings = Settings()
+    folder = out or settings.ensure_data_dir() / "exports" / config.name
+    with _progress(f"{config.name}: {{task.description}}") as bar, _measured("build-sd15"):
+        report = build_and_export(
+            config, folder, seed=seed, force=force, validate=validate, on_stage=_stage_bars(bar)
+        )
+    if as_json:
+        _print_json(report.to_dict())
+        return
+    how = "cached" if report.cached else f"built in {report.build_s:.0f} s, exported in "
+    how += "" if report.cached else f"{report.export_s:.0f} s"
+    typer.echo(f"{config.name} at {report.folder} ({how})")
+    for role, count in report.parameters.items():
+        typer.echo(f"  {role}: {count / 1e6:.1f} M parameters")
+    for part, size in report.bytes_on_disk.items():
+        typer.echo(f"  {part}/: {size / 1e6:.1f} MB")
+    typer.echo(f"next: hexfleet models import {report.folder}")

@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from typing import TextIO
 
 PREFIX = "@progress "
+
+# In-process progress of a long step: on_stage(stage, done, total), e.g. ("calibration", 3, 8).
+StageCallback = Callable[[str, int, int], None]
 
 
 def report(stage: str, step: int, total: int, stream: TextIO | None = None) -> None:

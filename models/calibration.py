@@ -6,7 +6,7 @@ text states of real prompts, the VAE the final latents: no random tensors.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -78,8 +78,10 @@ def record_activations(
     steps: int | None = None,
     scheduler: str | None = None,
     seed: int = 0,
+    on_prompt: Callable[[int, int], None] | None = None,
 ) -> Activations:
-    """Run the pipeline over the prompts (seed + i each) and keep every component's inputs."""
+    """Run the pipeline over the prompts (seed + i each) and keep every component's inputs;
+    on_prompt(done, total) after each prompt."""
     recorders = {
         "text_encoder": RecordingGraph(pipeline.text_encoder),
         "unet": RecordingGraph(pipeline.unet),
@@ -96,6 +98,8 @@ def record_activations(
         recording.generate(
             prompt, seed=seed + i, steps=steps, scheduler=scheduler, allow_unknown_words=True
         )
+        if on_prompt:
+            on_prompt(i + 1, len(prompts))
     return Activations({role: r.feeds for role, r in recorders.items()}, list(prompts))
 
 

@@ -1,20 +1,24 @@
 """CLIP's byte-level BPE tokenizer (Stable Diffusion's), read from `vocab.json` + `merges.txt`.
 
-Written from the algorithm (lower-case, split into letter runs / single digits / punctuation
-runs / contractions, map bytes to printable characters, merge the best-ranked pair until none
-applies); no `regex` dependency: Unicode letter and number classes come from `unicodedata`.
+Written from the algorithm (clean the text with ftfy as CLIP and transformers do, lower-case,
+split into letter runs / single digits / punctuation runs / contractions, map bytes to printable
+characters, merge the best-ranked pair until none applies); no `regex` dependency: Unicode letter
+and number classes come from `unicodedata`. It gives the ids transformers' CLIPTokenizer gives
+(tests/models/test_clip_tokenizer_fidelity.py), truncation to max_length included.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import unicodedata
 from functools import lru_cache
 from pathlib import Path
 
+import ftfy
 import numpy as np
 
-from hexfleet.errors import InvalidRequest, ModelError
+from hexfleet.errors import ModelError
 
 START = "<|startoftext|>"
 END = "<|endoftext|>"
@@ -51,9 +55,15 @@ def _kind(char: str) -> str:
     return "other"
 
 
+def clean(text: str) -> str:
+    """CLIP's text cleaning: ftfy's fixes (mojibake, NFC, ligatures, full-width forms, control
+    characters), whitespace runs to one space, lower case."""
+    return re.sub(r"\s+", " ", ftfy.fix_text(text)).strip().lower()
+
+
 def pre_tokenize(text: str) -> list[str]:
     """Split cleaned text like CLIP's pattern: specials, contractions, \\p{L}+, \\p{N}, others+."""
-    text = " ".join(text.split()).lower()
+    text = clean(text)
     pieces: list[str] = []
     i = 0
     while i < len(text):
@@ -185,12 +195,9 @@ class CLIPTokenizer:
         ]
 
     def encode(self, text: str) -> np.ndarray:
-        """Int64 ids of shape (max_length,); InvalidRequest if the prompt does not fit."""
-        body = self.tokens(text)
-        if len(body) > self.max_length - 2:
-            raise InvalidRequest(
-                f"prompt is {len(body)} tokens; this model takes at most {self.max_length - 2}"
-            )
+        """Int64 ids of shape (max_length,): a longer prompt is cut to fit, end token kept (as
+        Stable Diffusion's pipelines do: the text encoder sees its first max_length - 2)."""
+        body = self.tokens(text)[: self.max_length - 2]
         ids = np.full(self.max_length, self.pad_id, dtype=np.int64)
         ids[: len(body) + 2] = [self.start_id, *body, self.end_id]
         return ids

@@ -26,6 +26,7 @@ from hexfleet.models.runtime import (
     session_options,
 )
 from hexfleet.models.store import ModelStore
+from hexfleet.progress import StageCallback
 
 SOC_FOR_ARCH = {
     "68": "SM8350",
@@ -106,9 +107,16 @@ def compile_context(qdq: Path, target: Path, htp_arch: str) -> float:
 
 
 def compile_model(
-    store: ModelStore, manifest: Manifest, htp_arch: str, threads: int | None = None
+    store: ModelStore,
+    manifest: Manifest,
+    htp_arch: str,
+    threads: int | None = None,
+    on_stage: StageCallback | None = None,
 ) -> CompileReport:
-    """Compile a quantized manifest for one Hexagon arch and store the context manifest."""
+    """Compile a quantized manifest for one Hexagon arch and store the context manifest.
+
+    Progress: on_stage(f"{role}: {step}", steps done, 3): compile, load both ways, store.
+    """
     arch = check_htp_arch(htp_arch)
     if manifest.precision == "fp32" or manifest.htp_arch is not None:
         raise InvalidRequest(f"compile a quantized QDQ model (w8a8/w8a16), not {manifest.ref}")
@@ -118,12 +126,18 @@ def compile_model(
         for role in ROLES:
             qdq = store.component_path(manifest.components[role])
             target = Path(tmp) / f"{role}.{manifest.precision}.v{arch}.onnx"
+            if on_stage:
+                on_stage(f"{role}: compile", 0, 3)
             seconds = compile_context(qdq, target, arch)
             found = binary_target(target)
             if found is not None and found[1] != arch:
                 raise ModelError(f"{target.name} was compiled for v{found[1]}, not v{arch}")
+            if on_stage:
+                on_stage(f"{role}: load", 1, 3)
             context = open_session(target, "htp", htp_arch=arch, threads=threads)
             from_qdq = open_session(qdq, "htp", htp_arch=arch, threads=threads)
+            if on_stage:
+                on_stage(f"{role}: store", 2, 3)
             report.components[role] = CompiledComponent(
                 role,
                 seconds,
@@ -133,6 +147,8 @@ def compile_model(
                 None if found is None else found[0],
             )
             components[role] = store_component(store, target, role)
+            if on_stage:
+                on_stage(f"{role}: store", 3, 3)
     compiled = Manifest.model_validate(
         {
             **manifest.model_dump(),

@@ -22,7 +22,7 @@ from onnxruntime.quantization.execution_providers.qnn import (
     get_qnn_qdq_config,
     qnn_preprocess_model,
 )
-from onnxruntime.tools.onnx_model_utils import fix_output_shapes, make_input_shape_fixed
+from onnxruntime.tools.onnx_model_utils import make_input_shape_fixed
 
 from hexfleet.errors import InvalidRequest, ModelError
 from hexfleet.manifest import ROLES, Manifest, Precision, Thresholds
@@ -41,14 +41,26 @@ from hexfleet.models.htp_rewrites import (
     instance_norm_4d,
 )
 from hexfleet.models.pipeline import Pipeline
-from hexfleet.models.registration import store_component
+from hexfleet.models.registration import (
+    attach_external_data,
+    external_tensors,
+    load_onnx,
+    save_onnx,
+    store_component,
+)
 from hexfleet.models.runtime import Placement, node_placement, open_session
 from hexfleet.models.store import ModelStore
+from hexfleet.progress import StageCallback
 
 ACTIVATION_TYPES = {"w8a8": QuantType.QUInt8, "w8a16": QuantType.QUInt16}
 ACCURACY_KEPT = {"w8a8": 0.85, "w8a16": 0.95}
 MIN_PSNR_DB = {"w8a8": 20.0, "w8a16": 25.0}
 ERROR_SAMPLES = 8
+# QuantizeLinear/DequantizeLinear take 16-bit types from opset 21 on (w8a16, and w8a8's
+# timestep path). onnxruntime's quantizer converts an older graph itself, but with its weights
+# inside, which protobuf cannot serialize past 2 GB (SD 1.5's real UNet): so the graph is
+# converted here, its weights left in their external file.
+QDQ_OPSET = 21
 WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 
 
@@ -104,13 +116,19 @@ def rel_error(actual: np.ndarray, reference: np.ndarray) -> float:
 
 def prepare_graph(source: Path, target: Path, feed: dict[str, np.ndarray]) -> Path:
     """The FP32 graph as the HTP needs it: free dimensions fixed to a real feed's (HTP shapes
-    are static), static shapes on every tensor, and the SiLU rewrite of models.htp_rewrites."""
-    model = onnx.load(str(source))
+    are static), static shapes on every tensor, and the SiLU rewrite of models.htp_rewrites.
+
+    The rewrites work on the graph alone (weights stay in their external file, if any, until
+    it is written out), so a 3.4 GB UNet is rewritten like a small one and written with
+    external data again.
+    """
+    model = load_onnx(source)
+    external = bool(external_tensors(model))
     for value in model.graph.input:
         dims = value.type.tensor_type.shape.dim
         if value.name in feed and any(not d.HasField("dim_value") for d in dims):
             make_input_shape_fixed(model.graph, value.name, list(feed[value.name].shape))
-    fix_output_shapes(model)
+    _fix_output_shapes(model)
     # Exporters leave shape annotations with free dimensions on intermediate tensors; the QNN
     # EP sizes its buffers from them (MEM_ALLOC at finalize), so infer them again, static.
     del model.graph.value_info[:]
@@ -120,8 +138,25 @@ def prepare_graph(source: Path, target: Path, feed: dict[str, np.ndarray]) -> Pa
     flatten_silu(model)
     drop_unused_initializers(model)
     model = onnx.shape_inference.infer_shapes(model, data_prop=True)
-    onnx.save(model, str(target))
-    return target
+    if external:
+        # Read only now, into the inferred graph: shape inference serializes the model, which
+        # protobuf cannot do past 2 GB.
+        model = attach_external_data(model, source)
+    return save_onnx(model, target, external)
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def _fix_output_shapes(model: onnx.ModelProto) -> None:
+    """Static output shapes from shape inference (onnxruntime's fix_output_shapes also runs
+    onnx's checker, which looks for external data files relative to the working folder)."""
+    inferred = onnx.shape_inference.infer_shapes(model)
+    for declared, found in zip(model.graph.output, inferred.graph.output, strict=True):
+        dims = found.type.tensor_type.shape.dim
+        if dims and all(d.HasField("dim_value") for d in dims):
+            declared.CopyFrom(found)
 
 
 def timestep_only_tensors(model: onnx.ModelProto, name: str = "timestep") -> list[str]:
@@ -168,11 +203,23 @@ def quantize_component(
     fixed = prepare_graph(source, workdir / f"{target.stem}.fixed.onnx", feeds[0])
     pre = workdir / f"{target.stem}.pre.onnx"
     # qnn_preprocess_model writes nothing when it has nothing to change.
-    if not qnn_preprocess_model(str(fixed), str(pre), fuse_layernorm=True):
+    external = bool(external_tensors(load_onnx(fixed)))
+    if not qnn_preprocess_model(
+        str(fixed),
+        str(pre),
+        fuse_layernorm=True,
+        save_as_external_data=external,
+        all_tensors_to_one_file=True,
+        external_data_location=f"{pre.name}.data",
+    ):
         pre = fixed
+    # After qnn_preprocess_model, whose GELU fusion expects the exporter's opset.
+    graph = load_onnx(pre)
+    if _opset(graph) < QDQ_OPSET:
+        onnx.save_model(onnx.version_converter.convert_version(graph, QDQ_OPSET), str(pre))
     overrides = None
     if precision == "w8a8":
-        path = timestep_only_tensors(onnx.load(str(pre)))
+        path = timestep_only_tensors(onnx.load(str(pre), load_external_data=False))
         overrides = {t: [{"quant_type": QuantType.QUInt16}] for t in path} or None
     config = get_qnn_qdq_config(
         str(pre),
@@ -180,11 +227,19 @@ def quantize_component(
         activation_type=ACTIVATION_TYPES[precision],
         weight_type=QuantType.QUInt8,
         init_overrides=overrides,
-        stride=calibration_stride(len(feeds)),
+        # At real size one feed's activations are gigabytes: collect ranges feed by feed.
+        stride=1 if external else calibration_stride(len(feeds)),
     )
     with _quiet_root_logger():
         quantize(str(pre), str(target), config)
     return target
+
+
+def _remove_scratch(workdir: Path) -> None:
+    """Drop a finished component's intermediate files: at real size each is gigabytes."""
+    for path in workdir.iterdir():
+        if path.is_file():
+            path.unlink()
 
 
 @contextmanager
@@ -254,8 +309,18 @@ def quantize_model(
     htp_arch: str | None = None,
     check_htp: bool = True,
     threads: int | None = None,
+    on_stage: StageCallback | None = None,
 ) -> QuantizationReport:
-    """Quantize an FP32 manifest to `precision`, store the QDQ manifest, report per component."""
+    """Quantize an FP32 manifest to `precision`, store the QDQ manifest, report per component.
+
+    Progress: on_stage("calibration", prompts run, prompts), then on_stage(f"{role}: {step}",
+    steps done, 3) through each component's quantize, check and store.
+    """
+
+    def stage(name: str, done: int, total: int) -> None:
+        if on_stage:
+            on_stage(name, done, total)
+
     if precision not in ACTIVATION_TYPES:
         raise InvalidRequest(
             f"precision must be one of {list(ACTIVATION_TYPES)}, not {precision!r}"
@@ -265,7 +330,14 @@ def quantize_model(
     start = time.perf_counter()
     prompts = prompts or default_prompts(manifest, calibration_prompts)
     pipeline = Pipeline.from_manifest(manifest, store, "cpu", threads=threads)
-    activations: Activations = record_activations(pipeline, prompts, steps=calibration_steps)
+    stage("calibration", 0, len(prompts))
+    activations: Activations = record_activations(
+        pipeline,
+        prompts,
+        steps=calibration_steps,
+        on_prompt=lambda done, total: stage("calibration", done, total),
+    )
+    del pipeline  # a real-size model's sessions hold gigabytes the quantizer needs
     components = {}
     reports = {}
     with tempfile.TemporaryDirectory(prefix="hexfleet-quantize-") as tmp:
@@ -274,9 +346,20 @@ def quantize_model(
             fp32 = store.component_path(manifest.components[role])
             target = workdir / f"{role}.{precision}.onnx"
             feeds = activations.feeds[role]
+            large = bool(external_tensors(load_onnx(fp32)))
+            stage(f"{role}: quantize", 0, 3)
             quantize_component(fp32, target, feeds, precision, workdir)
-            reports[role] = check_component(role, fp32, target, feeds, htp_arch, check_htp, threads)
+            stage(f"{role}: check", 1, 3)
+            # Each real-size UNet run takes seconds to minutes: check on fewer samples.
+            samples = _spread(feeds, 2 if large else ERROR_SAMPLES)
+            reports[role] = check_component(
+                role, fp32, target, samples, htp_arch, check_htp, threads
+            )
+            reports[role].samples = len(feeds)
+            stage(f"{role}: store", 2, 3)
             components[role] = store_component(store, target, role)
+            stage(f"{role}: store", 3, 3)
+            _remove_scratch(workdir)
     parent = manifest.thresholds.min_prompt_accuracy
     quantized = Manifest.model_validate(
         {

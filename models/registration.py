@@ -10,12 +10,15 @@ the model comes from (a symlink or an external-data location cannot pull in anot
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
+import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
+from onnx import external_data_helper
 
 from hexfleet.errors import ArtifactMismatch, InvalidRequest, ModelError, NotFound
 from hexfleet.manifest import (
@@ -130,24 +133,107 @@ def _plain_location(model_name: str, location: str) -> str:
     return parts[0]
 
 
+def _tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+    yield from graph.initializer
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                yield attribute.t
+            yield from attribute.tensors
+            if attribute.HasField("g"):
+                yield from _tensors(attribute.g)
+            for subgraph in attribute.graphs:
+                yield from _tensors(subgraph)
+
+
+def external_tensors(model: onnx.ModelProto) -> list[onnx.TensorProto]:
+    """The model's tensors whose bytes live in a file beside it (initializers and constants)."""
+    return [t for t in _tensors(model.graph) if t.data_location == onnx.TensorProto.EXTERNAL]
+
+
+def _extent(tensor: onnx.TensorProto, model_name: str) -> tuple[str, int, int]:
+    """(file name, offset, length) of an external tensor's bytes."""
+    info = external_data_helper.ExternalDataInfo(tensor)
+    location = _plain_location(model_name, info.location or "")
+    length = info.length
+    if length is None:
+        itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+        length = int(np.prod(tensor.dims, dtype=np.int64)) * itemsize
+    return location, int(info.offset or 0), int(length)
+
+
 def external_files(model: onnx.ModelProto, path: Path, root: Path) -> list[CheckedFile]:
     """Files next to the model at `path` that hold its external tensor data (large SD exports),
-    each resolved and inside `root`."""
-    names: set[str] = set()
-    for tensor in model.graph.initializer:
-        if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            names.update(
-                _plain_location(path.name, e.value)
-                for e in tensor.external_data
-                if e.key == "location"
-            )
-    files = [CheckedFile(inside(root, path.parent / name), name) for name in sorted(names)]
+    each resolved and inside `root`, present, and long enough for every tensor it holds."""
+    needed: dict[str, tuple[int, str]] = {}
+    for tensor in external_tensors(model):
+        name, offset, length = _extent(tensor, path.name)
+        if offset + length > needed.get(name, (0, ""))[0]:
+            needed[name] = (offset + length, tensor.name)
+    files = [CheckedFile(inside(root, path.parent / name), name) for name in sorted(needed)]
     missing = [f.name for f in files if not f.path.is_file()]
     if missing:
         raise ModelError(
-            f"external data files {missing} are missing next to the model in {path.parent}"
+            f"{path.parent.name}/{path.name}: its external data file {', '.join(missing)} is "
+            f"missing (it must sit next to the model in {path.parent})"
         )
+    for f in files:
+        size, tensor = f.path.stat().st_size, needed[f.name][1]
+        if size < needed[f.name][0]:
+            raise ModelError(
+                f"{path.parent.name}/{f.name} is truncated: {size} bytes, but tensor {tensor!r} "
+                f"of {path.name} needs {needed[f.name][0]}"
+            )
     return files
+
+
+def attach_external_data(model: onnx.ModelProto, path: Path) -> onnx.ModelProto:
+    """`model` (the graph read from `path` without its weights) with its external tensors read
+    into memory from the files beside `path`.
+
+    onnx.load refuses external data with several hard links, and the store materializes a
+    component's files as hard links to its blobs; so the bytes are read here, from files the
+    import checked (plain names next to the model, each tensor within its file).
+    """
+    handles: dict[str, Any] = {}
+    try:
+        for tensor in external_tensors(model):
+            name, offset, length = _extent(tensor, path.name)
+            if name not in handles:
+                handles[name] = (path.parent / name).open("rb")
+            handle = handles[name]
+            handle.seek(offset)
+            data = handle.read(length)
+            if len(data) != length:
+                raise ModelError(
+                    f"{path.parent.name}/{name} is truncated at tensor {tensor.name!r}"
+                )
+            tensor.raw_data = data
+            del tensor.external_data[:]
+            tensor.data_location = onnx.TensorProto.DEFAULT
+    except OSError as err:
+        raise ModelError(f"cannot read the external data of {path}: {err}") from err
+    finally:
+        for handle in handles.values():
+            handle.close()
+    return model
+
+
+def save_onnx(model: onnx.ModelProto, path: Path, external: bool) -> Path:
+    """Write a model; with `external`, its tensors over 1 KiB go to `<name>.data` beside it
+    (needed past protobuf's 2 GB, kept for any model that came with external data)."""
+    if external:
+        onnx.save_model(
+            model,
+            str(path),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=f"{path.name}.data",
+            size_threshold=1024,
+        )
+    else:
+        onnx.save_model(model, str(path))
+    return path
 
 
 def describe(
@@ -181,11 +267,15 @@ def check_component(path: Path, role: Role, root: Path | None = None) -> Checked
     )
 
 
-def put_component(store: ModelStore, checked: CheckedComponent) -> Component:
+def put_component(
+    store: ModelStore, checked: CheckedComponent, on_bytes: Callable[[int], None] | None = None
+) -> Component:
     """Put a checked component's files in the store."""
     return Component(
-        file=store.put_file(checked.file.path, name=checked.file.name),
-        extra_files=[store.put_file(f.path, name=f.name) for f in checked.extra_files],
+        file=store.put_file(checked.file.path, name=checked.file.name, on_bytes=on_bytes),
+        extra_files=[
+            store.put_file(f.path, name=f.name, on_bytes=on_bytes) for f in checked.extra_files
+        ],
         format="epcontext" if checked.epcontext else "onnx",
         inputs=checked.inputs,
         outputs=checked.outputs,

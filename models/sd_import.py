@@ -24,6 +24,7 @@ from hexfleet.models.registration import (
 )
 from hexfleet.models.schedulers import SchedulerConfig
 from hexfleet.models.store import ModelStore
+from hexfleet.progress import StageCallback
 
 SD_LATENT_SCALE = 0.18215
 SD_VAE_FACTOR = 8
@@ -71,8 +72,12 @@ def import_optimum_sd(
     folder: Path,
     name: str | None = None,
     version: str = "1",
+    on_stage: StageCallback | None = None,
 ) -> Manifest:
-    """Check and store an optimum SD export; the result is an FP32 manifest like tiny-sd's."""
+    """Check and store an optimum SD export; the result is an FP32 manifest like tiny-sd's.
+
+    Progress: on_stage("store", bytes copied, bytes to copy).
+    """
     if not folder.is_dir():
         raise NotFound(f"{folder} is not a folder")
     name = check_name("model name", name or default_name(folder))
@@ -118,8 +123,19 @@ def import_optimum_sd(
         raise ModelError(f"{folder}: a config.json holds an unusable number: {err}") from err
 
     # Every file is checked: only now does anything enter the store.
+    total = sum(
+        f.path.stat().st_size for c in checked.values() for f in (c.file, *c.extra_files)
+    )
+    copied = 0
+
+    def on_bytes(count: int) -> None:
+        nonlocal copied
+        copied += count
+        if on_stage:
+            on_stage("store", copied, total)
+
     components: dict[str, Component] = {
-        role: put_component(store, c) for role, c in checked.items()
+        role: put_component(store, c, on_bytes) for role, c in checked.items()
     }
     manifest = Manifest(
         name=name,

@@ -11,6 +11,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from hexfleet.errors import ArtifactMismatch, NotFound
@@ -51,8 +52,11 @@ class ModelStore:
 
     # files -------------------------------------------------------------------------------
 
-    def put_file(self, path: Path, name: str | None = None) -> FileRef:
-        """Copy a file in under its hash (a no-op if present) and return its reference."""
+    def put_file(
+        self, path: Path, name: str | None = None, on_bytes: Callable[[int], None] | None = None
+    ) -> FileRef:
+        """Copy a file in under its hash (a no-op if present) and return its reference;
+        `on_bytes(n)` after each chunk of n bytes (a real-size UNet is 3.4 GB)."""
         self.blobs.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256()
         size = 0
@@ -64,6 +68,8 @@ class ModelStore:
                 digest.update(chunk)
                 size += len(chunk)
                 tmp.write(chunk)
+                if on_bytes:
+                    on_bytes(len(chunk))
         sha = digest.hexdigest()
         target = self.blobs / sha
         if target.exists():

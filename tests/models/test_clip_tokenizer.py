@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hexfleet.errors import InvalidRequest, ModelError
+from hexfleet.errors import ModelError
 from hexfleet.models.clip_tokenizer import END, START, CLIPTokenizer, byte_to_unicode, pre_tokenize
 
 MERGES = ["r e", "re d</w>", "c i", "ci r", "cir c", "circ l", "circl e</w>", "l o", "lo w</w>"]
@@ -68,9 +68,9 @@ def test_pad_token_from_special_tokens_map(tmp_path: Path) -> None:
     assert tokenizer.encode("red")[-1] == tokenizer.vocab["!"]
 
 
-def test_too_long_prompt_is_invalid(tokenizer: CLIPTokenizer) -> None:
-    with pytest.raises(InvalidRequest, match="prompt is 11 tokens; this model takes at most 10"):
-        tokenizer.encode("red " * 11)
+def test_too_long_prompt_is_cut_to_fit_keeping_the_end_token(tokenizer: CLIPTokenizer) -> None:
+    v = tokenizer.vocab
+    assert tokenizer.encode("red " * 11).tolist() == [v[START]] + [v["red</w>"]] * 10 + [v[END]]
 
 
 def test_symbols_outside_an_incomplete_vocabulary_are_reported(tmp_path: Path) -> None:
