@@ -6,14 +6,21 @@ text states of real prompts, the VAE the final latents: no random tensors.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 from onnxruntime.quantization import CalibrationDataReader
+from onnxruntime.quantization.calibrate import CalibraterBase, CalibrationMethod, TensorsData
 
 from hexfleet.manifest import Manifest
 from hexfleet.models.pipeline import Graph, Pipeline
+from hexfleet.models.registration import load_onnx
 from hexfleet.models.runtime import TensorSpec
 
 GENERIC_PROMPTS = (
@@ -103,9 +110,115 @@ def record_activations(
     return Activations({role: r.feeds for role, r in recorders.items()}, list(prompts))
 
 
+def calibrated_tensors(model: onnx.ModelProto, op_types: Iterable[str] | None) -> list[str]:
+    """The tensors whose ranges the quantizer asks for (onnxruntime's own selection: float
+    inputs and outputs of the nodes it quantizes), in the order the graph computes them."""
+    graph = onnx.shape_inference.infer_shapes(model)
+    selector = SimpleNamespace(op_types_to_calibrate=list(op_types or []))
+    wanted, _ = CalibraterBase.select_tensors_to_calibrate(selector, graph)  # type: ignore[arg-type]
+    order = [i.name for i in graph.graph.input]
+    for node in graph.graph.node:
+        order.extend(node.output)
+    return [name for name in dict.fromkeys(order) if name in wanted]
+
+
+def _needed_nodes(model: onnx.ModelProto, outputs: set[str]) -> list[onnx.NodeProto]:
+    """The nodes that `outputs` depend on, in graph order (the rest are left out of a slice)."""
+    needed = set(outputs)
+    kept = []
+    for node in reversed(model.graph.node):
+        if needed.intersection(node.output):
+            kept.append(node)
+            needed.update(i for i in node.input if i)
+    return kept[::-1]
+
+
+def _range_graph(model: onnx.ModelProto, tensors: list[str]) -> onnx.ModelProto:
+    """`model` cut down to what computes `tensors`, whose only outputs are each tensor's min
+    and max (reduced in the graph, so a run returns two numbers per tensor, not the tensor)."""
+    sliced = onnx.ModelProto()
+    sliced.CopyFrom(model)
+    graph = sliced.graph
+    nodes = _needed_nodes(model, set(tensors))
+    used = {i for n in nodes for i in n.input} | set(tensors)
+    del graph.node[:]
+    del graph.output[:]
+    graph.node.extend(nodes)
+    kept = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    for k, name in enumerate(tensors):
+        for op in ("ReduceMin", "ReduceMax"):
+            out = f"hexfleet_range_{k}_{op}"
+            graph.node.append(onnx.helper.make_node(op, [name], [out], keepdims=0))
+            graph.output.append(onnx.helper.make_tensor_value_info(out, onnx.TensorProto.FLOAT, []))
+    return sliced
+
+
+def collect_ranges(
+    path: Path,
+    feeds: list[dict[str, np.ndarray]],
+    *,
+    op_types: Iterable[str] | None = None,
+    symmetric: bool = False,
+    slices: int = 1,
+    threads: int | None = None,
+    on_run: Callable[[int, int], None] | None = None,
+) -> TensorsData:
+    """Min/max of every tensor the quantizer calibrates, over `feeds` (onnxruntime's MinMax
+    calibration, to the number), without holding what makes MinMax blow up at SD 1.5's size.
+
+    onnxruntime's calibrator loads the weights into Python, writes a copy of the model, and runs
+    it with every activation alive at once: SD 1.5's UNet took 21.7 GB before the OOM killer
+    stopped it. Here the graph is read without its weights, each run's model refers to the
+    original external data, the reductions happen in the graph, and with `slices` > 1 the
+    tensors are taken a part of the graph at a time (each part's run computes only the nodes
+    that part needs). on_run(done, total) after each run.
+    """
+    model = load_onnx(path)
+    names = calibrated_tensors(model, op_types)
+    lowest = {name: np.inf for name in names}
+    highest = {name: -np.inf for name in names}
+    parts = [list(p) for p in np.array_split(np.array(names, dtype=object), slices) if len(p)]
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.enable_cpu_mem_arena = False  # the arena's power-of-two growth overshoots by GBs
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    done, total = 0, len(parts) * len(feeds)
+    for part in parts:
+        # Beside the model, so that its external data is found under the same relative name.
+        scratch = path.with_name(f".{path.stem}.ranges-{uuid.uuid4().hex}.onnx")
+        onnx.save_model(_range_graph(model, part), str(scratch))
+        try:
+            session = ort.InferenceSession(
+                str(scratch), options, providers=["CPUExecutionProvider"]
+            )
+        finally:
+            scratch.unlink()
+        wanted = {i.name for i in session.get_inputs()}
+        for feed in feeds:
+            values = session.run(None, {k: v for k, v in feed.items() if k in wanted})
+            for k, name in enumerate(part):
+                lowest[name] = min(lowest[name], float(values[2 * k]))
+                highest[name] = max(highest[name], float(values[2 * k + 1]))
+            done += 1
+            if on_run:
+                on_run(done, total)
+        del session
+    ranges = {}
+    for name in names:
+        low, high = lowest[name], highest[name]
+        if symmetric:
+            low, high = -max(abs(low), abs(high)), max(abs(low), abs(high))
+        ranges[name] = (np.array([low], dtype=np.float32), np.array([high], dtype=np.float32))
+    return TensorsData(CalibrationMethod.MinMax, ranges)
+
+
 class FeedsReader(CalibrationDataReader):
-    """onnxruntime's calibration reader over recorded feeds: rewindable, and windowed for
-    strided calibration (`set_range`), which bounds the calibrator's memory."""
+    """onnxruntime's calibration reader over recorded feeds, for its own calibrators (quantize
+    collects ranges with collect_ranges instead): rewindable, and windowed (`set_range`)."""
 
     def __init__(self, feeds: list[dict[str, np.ndarray]]) -> None:
         self._feeds = feeds
@@ -122,9 +235,3 @@ class FeedsReader(CalibrationDataReader):
 
     def __len__(self) -> int:
         return len(self._feeds)
-
-
-def calibration_stride(count: int, most: int = 16) -> int:
-    """The largest divisor of `count` up to `most`: onnxruntime's strided MinMax calibration
-    needs one, and collects ranges window by window instead of keeping every activation."""
-    return max(d for d in range(1, min(count, most) + 1) if count % d == 0)

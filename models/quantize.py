@@ -10,14 +10,15 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import onnx
-from onnxruntime.quantization import QuantType, quantize
+from onnxruntime.quantization import QuantType, quantize_static
+from onnxruntime.quantization.calibrate import save_tensors_data
 from onnxruntime.quantization.execution_providers.qnn import (
     get_qnn_qdq_config,
     qnn_preprocess_model,
@@ -28,8 +29,7 @@ from hexfleet.errors import InvalidRequest, ModelError
 from hexfleet.manifest import ROLES, Manifest, Precision, Thresholds
 from hexfleet.models.calibration import (
     Activations,
-    FeedsReader,
-    calibration_stride,
+    collect_ranges,
     default_prompts,
     record_activations,
 )
@@ -196,8 +196,13 @@ def quantize_component(
     feeds: list[dict[str, np.ndarray]],
     precision: Precision,
     workdir: Path,
+    *,
+    slices: int = 1,
+    threads: int | None = None,
+    on_run: Callable[[int, int], None] | None = None,
 ) -> Path:
-    """One ONNX file → its QDQ version for QNN, calibrated on `feeds`."""
+    """One ONNX file → its QDQ version for QNN, calibrated on `feeds` (ranges by
+    calibration.collect_ranges, `slices` parts of the graph at a time; on_run(done, total))."""
     if not feeds:
         raise ModelError(f"no calibration data for {source.name}")
     fixed = prepare_graph(source, workdir / f"{target.stem}.fixed.onnx", feeds[0])
@@ -223,15 +228,42 @@ def quantize_component(
         overrides = {t: [{"quant_type": QuantType.QUInt16}] for t in path} or None
     config = get_qnn_qdq_config(
         str(pre),
-        FeedsReader(feeds),
+        None,  # type: ignore[arg-type]  # the ranges come from collect_ranges, below
         activation_type=ACTIVATION_TYPES[precision],
         weight_type=QuantType.QUInt8,
         init_overrides=overrides,
-        # At real size one feed's activations are gigabytes: collect ranges feed by feed.
-        stride=1 if external else calibration_stride(len(feeds)),
     )
+    extra = dict(config.extra_options)
+    ranges = collect_ranges(
+        pre,
+        feeds,
+        op_types=config.op_types_to_quantize,
+        symmetric=bool(extra.get("CalibTensorRangeSymmetric", False)),
+        slices=slices,
+        threads=threads,
+        on_run=on_run,
+    )
+    cache = workdir / f"{target.stem}.ranges.json"
+    save_tensors_data(ranges, cache)
+    extra.pop("CalibStridedMinMax", None)
     with _quiet_root_logger():
-        quantize(str(pre), str(target), config)
+        quantize_static(
+            str(pre),
+            str(target),
+            None,
+            calibrate_method=config.calibrate_method,
+            quant_format=config.quant_format,
+            activation_type=config.activation_type,
+            weight_type=config.weight_type,
+            op_types_to_quantize=config.op_types_to_quantize,
+            nodes_to_quantize=config.nodes_to_quantize,
+            nodes_to_exclude=config.nodes_to_exclude,
+            per_channel=config.per_channel,
+            reduce_range=config.reduce_range,
+            use_external_data_format=config.use_external_data_format,
+            extra_options=extra,
+            calibration_cache_path=cache,
+        )
     return target
 
 

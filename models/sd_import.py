@@ -123,9 +123,7 @@ def import_optimum_sd(
         raise ModelError(f"{folder}: a config.json holds an unusable number: {err}") from err
 
     # Every file is checked: only now does anything enter the store.
-    total = sum(
-        f.path.stat().st_size for c in checked.values() for f in (c.file, *c.extra_files)
-    )
+    total = sum(f.path.stat().st_size for c in checked.values() for f in (c.file, *c.extra_files))
     copied = 0
 
     def on_bytes(count: int) -> None:
