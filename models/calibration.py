@@ -20,7 +20,7 @@ from onnxruntime.quantization.calibrate import CalibraterBase, CalibrationMethod
 
 from hexfleet.manifest import Manifest
 from hexfleet.models.pipeline import Graph, Pipeline
-from hexfleet.models.registration import load_onnx
+from hexfleet.models.registration import external_tensors, load_onnx
 from hexfleet.models.runtime import TensorSpec
 
 GENERIC_PROMPTS = (
@@ -155,6 +155,22 @@ def _range_graph(model: onnx.ModelProto, tensors: list[str]) -> onnx.ModelProto:
     return sliced
 
 
+def _range_session(
+    graph: onnx.ModelProto, beside: Path | None, options: ort.SessionOptions
+) -> ort.InferenceSession:
+    """A CPU session of a range graph; one with external data is written `beside` the model it
+    came from for the session's load (its weights are found under the same relative name)."""
+    providers = ["CPUExecutionProvider"]
+    if beside is None:
+        return ort.InferenceSession(graph.SerializeToString(), options, providers=providers)
+    scratch = beside.with_name(f".{beside.stem}.ranges-{uuid.uuid4().hex}.onnx")
+    onnx.save_model(graph, str(scratch))
+    try:
+        return ort.InferenceSession(str(scratch), options, providers=providers)
+    finally:
+        scratch.unlink()
+
+
 def collect_ranges(
     path: Path,
     feeds: list[dict[str, np.ndarray]],
@@ -187,16 +203,9 @@ def collect_ranges(
     if threads is not None:
         options.intra_op_num_threads = threads
     done, total = 0, len(parts) * len(feeds)
+    external = bool(external_tensors(model))
     for part in parts:
-        # Beside the model, so that its external data is found under the same relative name.
-        scratch = path.with_name(f".{path.stem}.ranges-{uuid.uuid4().hex}.onnx")
-        onnx.save_model(_range_graph(model, part), str(scratch))
-        try:
-            session = ort.InferenceSession(
-                str(scratch), options, providers=["CPUExecutionProvider"]
-            )
-        finally:
-            scratch.unlink()
+        session = _range_session(_range_graph(model, part), path if external else None, options)
         wanted = {i.name for i in session.get_inputs()}
         for feed in feeds:
             values = session.run(None, {k: v for k, v in feed.items() if k in wanted})

@@ -345,8 +345,9 @@ def quantize_model(
 ) -> QuantizationReport:
     """Quantize an FP32 manifest to `precision`, store the QDQ manifest, report per component.
 
-    Progress: on_stage("calibration", prompts run, prompts), then on_stage(f"{role}: {step}",
-    steps done, 3) through each component's quantize, check and store.
+    Progress: on_stage("calibration", prompts run, prompts), then per component
+    on_stage(f"{role}: ranges", runs done, runs) while its ranges are collected and
+    on_stage(f"{role}: {step}", steps done, 3) through its quantize, check and store.
     """
 
     def stage(name: str, done: int, total: int) -> None:
@@ -380,7 +381,15 @@ def quantize_model(
             feeds = activations.feeds[role]
             large = bool(external_tensors(load_onnx(fp32)))
             stage(f"{role}: quantize", 0, 3)
-            quantize_component(fp32, target, feeds, precision, workdir)
+            quantize_component(
+                fp32,
+                target,
+                feeds,
+                precision,
+                workdir,
+                threads=threads,
+                on_run=lambda done, total, role=role: stage(f"{role}: ranges", done, total),
+            )
             stage(f"{role}: check", 1, 3)
             # Each real-size UNet run takes seconds to minutes: check on fewer samples.
             samples = _spread(feeds, 2 if large else ERROR_SAMPLES)
