@@ -61,6 +61,8 @@ ERROR_SAMPLES = 8
 # inside, which protobuf cannot serialize past 2 GB (SD 1.5's real UNet): so the graph is
 # converted here, its weights left in their external file.
 QDQ_OPSET = 21
+# The activations whose ranges one calibration run collects (calibration.collect_ranges).
+CALIBRATION_PART_BYTES = 2 * 10**9
 WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 
 
@@ -197,12 +199,11 @@ def quantize_component(
     precision: Precision,
     workdir: Path,
     *,
-    slices: int = 1,
     threads: int | None = None,
     on_run: Callable[[int, int], None] | None = None,
 ) -> Path:
     """One ONNX file → its QDQ version for QNN, calibrated on `feeds` (ranges by
-    calibration.collect_ranges, `slices` parts of the graph at a time; on_run(done, total))."""
+    calibration.collect_ranges, in parts of the graph; on_run(done, total) per run)."""
     if not feeds:
         raise ModelError(f"no calibration data for {source.name}")
     fixed = prepare_graph(source, workdir / f"{target.stem}.fixed.onnx", feeds[0])
@@ -239,7 +240,7 @@ def quantize_component(
         feeds,
         op_types=config.op_types_to_quantize,
         symmetric=bool(extra.get("CalibTensorRangeSymmetric", False)),
-        slices=slices,
+        part_bytes=CALIBRATION_PART_BYTES,
         threads=threads,
         on_run=on_run,
     )

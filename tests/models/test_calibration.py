@@ -13,6 +13,7 @@ from hexfleet.manifest import Manifest
 from hexfleet.models.calibration import (
     FeedsReader,
     calibrated_tensors,
+    calibration_parts,
     collect_ranges,
     record_activations,
 )
@@ -41,7 +42,7 @@ def test_ranges_equal_onnxruntimes_minmax_in_one_part_or_several(
     expected = calibrator.compute_data()
     runs: list[tuple[int, int]] = []
     whole = collect_ranges(model, feeds, on_run=lambda *run: runs.append(run))
-    parts = collect_ranges(model, feeds, slices=5)
+    parts = collect_ranges(model, feeds, part_bytes=200_000)
     assert runs[-1] == (len(feeds), len(feeds))
     assert set(whole.keys()) == set(expected.keys()) == set(parts.keys())
     assert len(expected.keys()) > 50
@@ -59,8 +60,10 @@ def test_tensors_come_in_the_order_the_graph_computes_them(
 ) -> None:
     model = load_onnx(unet_and_feeds[0])
     names = calibrated_tensors(model, None)
+    assert len(calibration_parts(names, 200_000)) > 3
     produced = {o: i for i, n in enumerate(model.graph.node) for o in n.output}
     positions = [produced.get(n, -1) for n in names]
     assert positions == sorted(positions) and positions[0] == -1  # the inputs first
+    assert all(size > 0 for size in names.values())
     only_convs = calibrated_tensors(model, ["Conv"])
     assert 0 < len(only_convs) < len(names)
