@@ -22,7 +22,7 @@ from hexfleet.models.sd_import import import_optimum_sd
 from hexfleet.models.store import ModelStore
 from hexfleet.settings import Settings
 
-pytestmark = pytest.mark.real_size
+pytestmark = [pytest.mark.real_size, pytest.mark.timeout(3600)]
 
 pytest.importorskip("optimum.exporters.onnx", reason="needs the export extra")
 from hexfleet.models.sd15.config import REAL  # noqa: E402

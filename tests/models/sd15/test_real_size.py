@@ -16,7 +16,7 @@ from hexfleet.models.sd_import import import_optimum_sd
 from hexfleet.models.store import ModelStore
 from hexfleet.settings import Settings
 
-pytestmark = pytest.mark.real_size
+pytestmark = [pytest.mark.real_size, pytest.mark.timeout(7200)]
 
 pytest.importorskip("optimum.exporters.onnx", reason="needs the export extra")
 from hexfleet.models.sd15.config import PARAMETERS, REAL  # noqa: E402
