@@ -108,6 +108,7 @@ _SYNC_HEADER = struct.Struct("<4sI")
 # adbd's answer to a SEND that filled the disk: "write failed: " + strerror(ENOSPC).
 _NO_SPACE = "No space left on device"
 _DENT = struct.Struct("<4sIIII")  # LIST entry: id, mode, size, mtime, name length
+DD_BLOCK = 4 * 1024 * 1024  # dd's block size when the phone hashes a piece of a file
 
 
 def _recv_exactly(sock: socket.socket, size: int) -> bytes:
@@ -378,6 +379,42 @@ class Phone:
         code, out, _ = self.shell("sha256sum", device_path, timeout=300)
         digest = out.split()[0] if code == 0 and out.split() else ""
         return digest if SHA256.fullmatch(digest) else None
+
+    def piece_digests(
+        self, device_path: str, first: int, count: int, piece_bytes: int
+    ) -> tuple[list[str], int | None]:
+        """The sha256 of pieces `first`..`first + count - 1` of a file, `piece_bytes` each (a
+        multiple of DD_BLOCK; the last piece of the file may be shorter), hashed on the phone in
+        one shell: `dd if=PATH bs=4194304 skip=S count=N 2>/dev/null | sha256sum` per piece, then
+        `stat -c %s PATH`; with the file's size after hashing (None if it is gone). A piece the
+        phone could not read hashes as what dd gave it (nothing: the empty digest)."""
+        if not _inside_root(device_path):
+            raise InvalidRequest(f"refusing to hash {device_path!r} outside hexfleet's folder")
+        blocks, rest = divmod(piece_bytes, DD_BLOCK)
+        if rest or blocks < 1 or first < 0 or count < 1:
+            raise InvalidRequest(f"bad pieces: {first}+{count} of {piece_bytes} bytes")
+        source = shlex.quote(device_path)
+        command = "; ".join(
+            [
+                f"dd if={source} bs={DD_BLOCK} skip={index * blocks} count={blocks} 2>/dev/null"
+                " | sha256sum"
+                for index in range(first, first + count)
+            ]
+            + [f"stat -c %s {source}"]
+        )
+        _, out, err = self._shell(command, "dd", timeout=60.0 + 10.0 * count)
+        lines = out.split()
+        digests = lines[0 : 2 * count : 2]
+        if len(digests) != count or not all(map(SHA256.fullmatch, digests)):
+            raise DeviceLost(f"{self.serial}: hashing pieces failed: {err.strip()[:200]}")
+        size = lines[2 * count] if len(lines) > 2 * count else ""
+        return digests, int(size) if size.isdigit() else None
+
+    def file_size(self, device_path: str) -> int | None:
+        """A file's size in bytes (`stat -c %s`), None if it is not there."""
+        code, out, _ = self.shell("stat", "-c", "%s", device_path)
+        size = out.strip()
+        return int(size) if code == 0 and size.isdigit() else None
 
     def cache_entries(self) -> dict[str, tuple[int, int]]:
         """The phone's cached artifacts: sha256 → (size, mtime); empty if there is no cache."""

@@ -7,6 +7,7 @@ not found" + 127 for unknown commands); every path goes through the phone's conf
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import hashlib
 import os
@@ -17,7 +18,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 from hexfleet.virtual_phone.filesystem import PhoneFilesystem, Resolved, check_writable, fs_error
 from hexfleet.virtual_phone.health import Health
@@ -569,6 +570,208 @@ async def _cat(inv: Invocation, args: list[str]) -> int:
     return status
 
 
+# dd, as toybox's (toys/posix/dd.c): key=value operands, blocks of ibs in and obs out, a summary
+# on stderr unless status=none; of its conversions only notrunc.
+_DD_NUMBERS = {"bs": 1, "ibs": 1, "obs": 1, "count": 0, "skip": 0, "seek": 0}
+_DD_FLAGS = {"conv": ("fsync", "noerror", "notrunc", "sync"),
+             "iflag": ("count_bytes", "skip_bytes"), "oflag": ("seek_bytes",)}
+
+
+class _DdError(Exception):
+    """toybox's error_exit in dd: one line on stderr, status 1."""
+
+
+def _atolx(text: str) -> int:
+    """toybox's atolx: strtol's 0x and 0 prefixes, then k m g t p e for powers of 1024."""
+    body = text.strip()
+    shift = "kmgtpe".find(body[-1:].lower()) + 1 if body else 0
+    digits = body[:-1] if shift else body
+    try:
+        if digits[:2].lower() == "0x":
+            value = int(digits[2:], 16)
+        elif digits.startswith("0") and len(digits) > 1:
+            value = int(digits[1:], 8)
+        else:
+            value = int(digits, 10)
+    except ValueError:
+        raise _DdError(f"not integer: {text}") from None
+    return value << (10 * shift)
+
+
+def _dd_number(text: str, least: int) -> int:
+    """toybox's argxarg: a product like 2x512 of atolx numbers, at least `least`."""
+    value = 1
+    for factor in [text] if text.lower().startswith("0x") else text.split("x"):
+        value *= _atolx(factor)
+    if value < least or value >= 1 << 63:
+        raise _DdError(f"bad {text}")
+    return value
+
+
+def _dd_human(num: int) -> str:
+    """toybox's human_readable(HR_SPACE|HR_B): at most 3 digits, one decimal below 10."""
+    unit, snap = 0, 0
+    while len(str(num)) > 3:
+        snap, num, unit = num, (num + 512) // 1024, unit + 1
+    if unit and num < 10:
+        whole, rest = divmod(snap, 1024)
+        return f"{whole}.{(rest * 100 + 50) // 1024 // 10} {' KMGTPE'[unit]}"
+    return f"{num} {' KMGTPE'[unit] if unit else 'B'}"
+
+
+@dataclass
+class _DdCounts:
+    """What dd prints at exit: records (blocks) whole and partial, bytes, time."""
+
+    in_full: int = 0
+    in_part: int = 0
+    out_full: int = 0
+    out_part: int = 0
+    copied: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    def summary(self, status: str | None) -> str:
+        lines = []
+        if status != "none":
+            lines.append(f"{self.in_full}+{self.in_part} records in\n"
+                         f"{self.out_full}+{self.out_part} records out\n")
+        if status is None:
+            ms = max(int((time.monotonic() - self.started) * 1000), 1)
+            rate = self.copied * 1000 // ms
+            lines.append(f"{self.copied} bytes ({_dd_human(self.copied)}) copied, "
+                         f"{ms // 1000}.{ms % 1000:03d} s, {_dd_human(rate)}/s\n")
+        return "".join(lines)
+
+
+class _DdInput:
+    """dd's input: a file read block by block off the event loop, or stdin cut into blocks."""
+
+    def __init__(self, source: Input | BinaryIO) -> None:
+        self._source = source
+        self._left = b""
+
+    async def read(self, size: int) -> bytes:
+        if not isinstance(self._source, Input):
+            return await asyncio.to_thread(self._source.read, size)
+        if not self._left:
+            self._left = await self._source.read()
+        data, self._left = self._left[:size], self._left[size:]
+        return data
+
+    async def skip(self, size: int) -> bool:
+        """Skip `size` bytes (a file seeks, stdin is read); False when stdin ends first."""
+        if not isinstance(self._source, Input):
+            self._source.seek(size, os.SEEK_CUR)
+            return True
+        while size:
+            data = await self.read(min(size, 64 * 1024))
+            if not data:
+                return False
+            size -= len(data)
+        return True
+
+
+@command("dd")
+async def _dd(inv: Invocation, args: list[str]) -> int:
+    values: dict[str, str] = {}
+    for arg in args:
+        key, equals, value = arg.partition("=")
+        if not equals or key not in {*_DD_NUMBERS, *_DD_FLAGS, "if", "of", "status"}:
+            await inv.error(f"bad arg {arg}")
+            return 1
+        values[key] = value
+    try:
+        numbers = {key: _dd_number(values[key], least) for key, least in _DD_NUMBERS.items()
+                   if key in values}
+        flags: set[str] = set()
+        for key, known in _DD_FLAGS.items():
+            for flag in filter(None, values.get(key, "").split(",")):
+                if flag not in known:
+                    raise _DdError(f"bad {key}={values[key]}")
+                flags.add(flag)
+        status = values.get("status")
+        if status not in (None, "noxfer", "none"):
+            raise _DdError(f"unknown status '{status}'")
+    except _DdError as exc:
+        await inv.error(str(exc))
+        return 1
+    counts = _DdCounts()
+    try:
+        return await _dd_copy(inv, values, numbers, flags, counts)
+    finally:  # toybox prints its summary at exit, after an error too
+        await inv.io.stderr.write(counts.summary(status).encode())
+
+
+async def _dd_copy(
+    inv: Invocation, values: dict[str, str], numbers: dict[str, int], flags: set[str],
+    counts: _DdCounts,
+) -> int:
+    bs = numbers.get("bs", 0)
+    ibs, obs = (bs, bs) if bs else (numbers.get("ibs", 512), numbers.get("obs", 512))
+    with contextlib.ExitStack() as opened:
+        source, sink = _DdInput(inv.io.stdin), inv.io.stdout
+        name = values.get("if", "")
+        try:
+            if name:
+                resolved = inv.resolve(name)
+                if resolved.host.is_dir():
+                    raise fs_error(errno.EISDIR, name)
+                source = _DdInput(opened.enter_context(open(resolved.host, "rb", buffering=0)))
+            name = values.get("of", "")
+            if name == "/dev/null":
+                sink = NullOutput()
+            elif name:
+                seek = numbers.get("seek", 0) * (1 if "seek_bytes" in flags else obs)
+                sink = opened.enter_context(contextlib.closing(
+                    _dd_output(inv, name, seek, truncate="notrunc" not in flags)))
+        except OSError as exc:
+            await inv.path_error(exc, name)
+            return 1
+        skip = numbers.get("skip", 0) * (1 if "skip_bytes" in flags else ibs)
+        if skip and not await source.skip(skip):
+            await inv.out(f"{values.get('if', 'stdin')}: Can't skip\n")
+            return 0
+        left = numbers.get("count", -1)
+        if left > 0 and "count_bytes" not in flags:
+            left *= ibs
+        pending = b""
+        while left:
+            block = await source.read(ibs if left < 0 else min(ibs, left))
+            if not block:
+                break
+            counts.in_full += len(block) == ibs
+            counts.in_part += len(block) != ibs
+            left -= len(block) if left > 0 else 0
+            pending += block
+            while pending and (bs or len(pending) >= obs):
+                piece, pending = (pending, b"") if bs else (pending[:obs], pending[obs:])
+                await _dd_write(sink, piece, obs, counts)
+        if pending:
+            await _dd_write(sink, pending, obs, counts)
+    return 0
+
+
+async def _dd_write(sink: Output, block: bytes, obs: int, counts: _DdCounts) -> None:
+    await sink.write(block)
+    counts.out_full += len(block) == obs
+    counts.out_part += len(block) != obs
+    counts.copied += len(block)
+
+
+def _dd_output(inv: Invocation, path: str, seek: int, truncate: bool) -> FileOutput:
+    """dd's of=: created if missing, truncated at `seek` unless conv=notrunc."""
+    resolved = inv.resolve(path)
+    check_writable(resolved.device)
+    fd = os.open(resolved.host, os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if truncate and not seek
+                                                            else 0), 0o666)
+    handle = os.fdopen(fd, "wb")
+    if seek:
+        handle.seek(seek)
+        if truncate:
+            handle.truncate(seek)
+    return FileOutput(handle)
+
+
 def _symbolic_mode(spec: str, current: int) -> int:
     mode = current
     for clause in spec.split(","):
@@ -641,13 +844,24 @@ def _hash_file(path: Path, algorithm: str) -> str:
     return digest.hexdigest()
 
 
+async def _hash_input(source: Input, algorithm: str) -> str:
+    """The digest of everything `source` gives, hashed as it comes (a pipe may carry gigabytes);
+    large pieces off the event loop, so the phone's transfers go on meanwhile."""
+    digest = hashlib.new(algorithm)
+    while chunk := await source.read():
+        if len(chunk) >= 64 * 1024:
+            await asyncio.to_thread(digest.update, chunk)
+        else:
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 async def _checksum(inv: Invocation, args: list[str], algorithm: str) -> int:
     _, _, operands = parse_flags(args, "bc")
     status = 0
     for operand in operands or ["-"]:
         if operand == "-":
-            digest = hashlib.new(algorithm, await read_all(inv.io.stdin)).hexdigest()
-            await inv.out(f"{digest}  -\n")
+            await inv.out(f"{await _hash_input(inv.io.stdin, algorithm)}  -\n")
             continue
         try:
             resolved = inv.resolve(operand)
