@@ -1,5 +1,6 @@
 """A virtual phone's `/data` partition: its size, what the rest of the phone keeps there, the room
-left. `df` reports it and a sync push may fill it, and no further (ENOSPC, as on a phone).
+left. `df` reports it; a sync push, a shell's redirection, `dd of=`, `cp` and a `mv` between
+/data and /sdcard (two filesystems on a phone) fill it no further (ENOSPC, as on a phone).
 
 The size is the profile's marketed capacity less the system partitions, unless the phone's
 configuration gives its own `Capacity` (a nearly full phone, in tests).
@@ -67,3 +68,13 @@ class Storage:
         else:
             replaced = info.st_blocks * 512 if stat.S_ISREG(info.st_mode) else 0
         return self.usage().free + replaced
+
+    def copy_within(self, source: Path, target: Path) -> bool:
+        """Copy a file as far as the disk takes it (toybox's cp: what fits, and no error);
+        whether it was copied whole."""
+        room = self.room_for(target)
+        with open(source, "rb") as reader, open(target, "wb") as writer:
+            while room > 0 and (chunk := reader.read(min(room, 1024 * 1024))):
+                writer.write(chunk)
+                room -= len(chunk)
+            return not reader.read(1)

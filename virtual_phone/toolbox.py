@@ -29,6 +29,8 @@ from hexfleet.virtual_phone.programs import Programs
 from hexfleet.virtual_phone.shell import IO, SHELL_PATH, Interpreter, ShellExit, ShellState
 from hexfleet.virtual_phone.storage import Storage
 
+# Commands a phone's mksh runs itself (the rest are toybox's): they word their errors as mksh does.
+MKSH_BUILTINS = frozenset({"echo", "print", "pwd", "true", "false", "test", "["})
 PATH_DIRS = ("/product/bin", "/apex/com.android.runtime/bin", "/system/bin", "/system/xbin",
              "/vendor/bin")
 KERNEL_RELEASE = "5.15.153-android14-11-gd5b0c2b5e1a4"
@@ -155,13 +157,16 @@ class Toolbox:
         if path == "/dev/null":
             return Input() if mode == "rb" else NullOutput()
         resolved = self.phone.fs.resolve(path, state.cwd)
+        room = None
         if mode != "rb":
             check_writable(resolved.device)
+            storage = self.phone.storage
+            room = storage.room_for(resolved.host) if mode == "wb" else storage.usage().free
         try:
             handle = open(resolved.host, mode)  # noqa: SIM115 - the redirection closes it
         except OSError as exc:
             raise fs_error(exc.errno or errno.EIO, path) from exc
-        return FileInput(handle) if mode == "rb" else FileOutput(handle)
+        return FileInput(handle) if mode == "rb" else FileOutput(handle, room)
 
     def spawn(self, job: Callable[[], Awaitable[int]], description: str) -> int:
         """Run a background job (`cmd &`); it shows in `ps` as a shell and `kill` cancels it."""
@@ -226,6 +231,17 @@ async def _run(fn: CommandFn, invocation: Invocation, args: list[str]) -> int:
         return await fn(invocation, args)
     except Usage as exc:
         await invocation.error(f"{exc} (see \"{invocation.name} --help\")")
+        return 1
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        # Its output redirected to a full disk: toybox's xwrite fails, mksh's echo says `write`.
+        if invocation.name in MKSH_BUILTINS:
+            await invocation.io.stderr.write(
+                f"{SHELL_PATH}: {invocation.name}: write: {exc.strerror}\n".encode()
+            )
+        else:
+            await invocation.error(f"xwrite: {exc.strerror}")
         return 1
 
 
@@ -565,6 +581,8 @@ async def _cat(inv: Invocation, args: list[str]) -> int:
                 while chunk := handle.read(256 * 1024):
                     await inv.out(chunk)
         except OSError as exc:
+            if exc.errno == errno.ENOSPC:  # writing, not reading: toybox's xwrite exits
+                raise
             await inv.path_error(exc, operand)
             status = 1
     return status
@@ -735,19 +753,25 @@ async def _dd_copy(
         if left > 0 and "count_bytes" not in flags:
             left *= ibs
         pending = b""
-        while left:
-            block = await source.read(ibs if left < 0 else min(ibs, left))
-            if not block:
-                break
-            counts.in_full += len(block) == ibs
-            counts.in_part += len(block) != ibs
-            left -= len(block) if left > 0 else 0
-            pending += block
-            while pending and (bs or len(pending) >= obs):
-                piece, pending = (pending, b"") if bs else (pending[:obs], pending[obs:])
-                await _dd_write(sink, piece, obs, counts)
-        if pending:
-            await _dd_write(sink, pending, obs, counts)
+        try:
+            while left:
+                block = await source.read(ibs if left < 0 else min(ibs, left))
+                if not block:
+                    break
+                counts.in_full += len(block) == ibs
+                counts.in_part += len(block) != ibs
+                left -= len(block) if left > 0 else 0
+                pending += block
+                while pending and (bs or len(pending) >= obs):
+                    piece, pending = (pending, b"") if bs else (pending[:obs], pending[obs:])
+                    await _dd_write(sink, piece, obs, counts)
+            if pending:
+                await _dd_write(sink, pending, obs, counts)
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            await inv.error(f"{values.get('of', 'stdout')}: write error: {exc.strerror}")
+            return 1
     return 0
 
 
@@ -769,7 +793,9 @@ def _dd_output(inv: Invocation, path: str, seek: int, truncate: bool) -> FileOut
         handle.seek(seek)
         if truncate:
             handle.truncate(seek)
-    return FileOutput(handle)
+    # What it overwrites takes no new room: the free space plus the file's bytes past `seek`.
+    kept = os.fstat(fd).st_size
+    return FileOutput(handle, inv.phone.storage.usage().free + max(kept - seek, 0))
 
 
 def _symbolic_mode(spec: str, current: int) -> int:
@@ -1120,13 +1146,41 @@ async def _transfer(
     return status
 
 
+def _filesystem(device_path: str) -> str:
+    """The mount a path is on: /sdcard (/storage/emulated, a FUSE view) is not /data's."""
+    if device_path.startswith(("/sdcard", "/storage")):
+        return "/storage"
+    return "/data" if device_path == "/data" or device_path.startswith("/data/") else "/"
+
+
+async def _copy_bounded(storage: Storage, host: Path, final: Path) -> None:
+    """A file or a folder copied as far as the disk takes it, with no error when it does not
+    (toybox's cp ignores its copy's short write: measured with toybox 0.8.9 on a full tmpfs)."""
+    if host.is_dir():
+        await asyncio.to_thread(
+            shutil.copytree, host, final, symlinks=True, dirs_exist_ok=True,
+            copy_function=lambda src, dst: storage.copy_within(Path(src), Path(dst)),
+        )
+    else:
+        await asyncio.to_thread(storage.copy_within, host, final)
+
+
 @command("mv")
 async def _mv(inv: Invocation, args: list[str]) -> int:
     _, _, operands = parse_flags(args, "finv")
 
     async def rename(origin: Resolved, _source: str, final: Path) -> None:
         check_writable(origin.device)
-        os.replace(origin.host, final)
+        if _filesystem(origin.device) == _filesystem(inv.phone.fs.device_path(final)):
+            os.replace(origin.host, final)
+            return
+        # rename() across filesystems is EXDEV: toybox's mv copies, then removes the source,
+        # whether the copy was whole or not.
+        await _copy_bounded(inv.phone.storage, origin.host, final)
+        if origin.host.is_dir() and not origin.host.is_symlink():
+            await asyncio.to_thread(shutil.rmtree, origin.host)
+        else:
+            origin.host.unlink()
 
     return await _transfer(inv, operands, rename, follow=False)
 
@@ -1144,10 +1198,7 @@ async def _cp(inv: Invocation, args: list[str]) -> int:
                 await inv.error(f"Skipped dir '{source}'")
                 skipped = True
                 return
-            await asyncio.to_thread(shutil.copytree, host, final, symlinks=True,
-                                    dirs_exist_ok=True)
-        else:
-            await asyncio.to_thread(shutil.copyfile, host, final)
+        await _copy_bounded(inv.phone.storage, host, final)
 
     status = await _transfer(inv, operands, copy, follow=True)
     return 1 if skipped else status
