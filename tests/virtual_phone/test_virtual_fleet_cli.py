@@ -61,3 +61,25 @@ def test_non_loopback_bind_is_refused_with_the_reason(cli) -> None:
 def test_emulator_ports_are_refused(cli) -> None:
     result = cli("up", "--base-port", "5555")
     assert result.returncode == 2 and "emulator" in result.stderr
+
+
+def test_up_gives_the_phones_the_storage_asked_for(cli, adb_server: AdbServer) -> None:
+    """`--storage` is the capacity as marketed: /data is that less 8 GiB of system partitions."""
+    assert "--storage" in cli("up", "--help").stdout
+    port = free_port_pair()
+    up = cli("up", "--storage", "12GB", "--base-port", str(port), "--compute", "cpu", "--connect")
+    assert up.returncode == 0, up.stderr
+    df = adb_server.run("-s", f"127.0.0.1:{port}", "shell", "df -k /data")
+    assert df.stdout.splitlines()[1].split()[1] == str((12 * 10**9 - 8 * 1024**3) // 1024)
+
+
+@pytest.mark.parametrize(
+    ("storage", "says"),
+    [("12XB", "a size such as 128GB"), ("lots", "a size such as 128GB"), ("9GB", "no room")],
+)
+def test_a_bad_storage_size_is_refused_in_one_line(cli, storage: str, says: str) -> None:
+    result = cli("up", "--storage", storage, "--compute", "cpu")
+    assert result.returncode == 2
+    assert says in result.stderr and "--storage" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
