@@ -171,8 +171,14 @@ def main() -> None:
         adb(server_port, "start-server")
         data_dir = work / "data"
         try:
-            specs = fleet.plan(data_dir, [get_profile("sm8550")], 1, host="127.0.0.1",
-                               base_port=free_port(), compute="cpu")
+            specs = fleet.plan(
+                data_dir,
+                [get_profile("sm8550")],
+                1,
+                host="127.0.0.1",
+                base_port=free_port(),
+                compute="cpu",
+            )
             (record,) = fleet.start_processes(data_dir, specs)
             client = adbutils.AdbClient("127.0.0.1", server_port)
             client.connect(record.serial, timeout=10)
@@ -180,12 +186,16 @@ def main() -> None:
             phone = Phone(client.device(record.serial))
             serial = record.serial
             files = ", ".join(f"{r.name} {r.size / MB:.0f} MB" for r in refs)
-            print(f"model: {len(refs)} files, {total / MB:.0f} MB ({files}); {args.rounds} rounds "
-                  f"(who goes first turning round), medians; {os.cpu_count()} CPUs, load {load()}; "
-                  f"phone in its own "
-                  f"process, private adb server")
-            print(f"host cache: the agent hashed its {total / MB:.0f} MB in {host_hash_s:.1f} s "
-                  f"(once per agent process, not timed below)")
+            print(
+                f"model: {len(refs)} files, {total / MB:.0f} MB ({files}); {args.rounds} rounds "
+                f"(who goes first turning round), medians; {os.cpu_count()} CPUs, load {load()}; "
+                f"phone in its own "
+                f"process, private adb server"
+            )
+            print(
+                f"host cache: the agent hashed its {total / MB:.0f} MB in {host_hash_s:.1f} s "
+                f"(once per agent process, not timed below)"
+            )
             meter = Meter({"adb server": adb_server_pid(server_port), "phone": record.pid})
             runs: dict[str, list[Run]] = {name: [] for name in CONTENDERS}
             in_flight: list[int] = []
@@ -250,34 +260,52 @@ def main() -> None:
         )
 
     sends = [run.seconds - run.verify_s for run in runs["after"]]
-    print(f"\n{'':52}{'median':>11}{'vs adb':>8}{'paired':>8}   CPU s: adb server, phone, "
-          f"client (median)")
+    print(
+        f"\n{'':52}{'median':>11}{'vs adb':>8}{'paired':>8}   CPU s: adb server, phone, "
+        f"client (median)"
+    )
     rows = [
         ("adb push (the binary)", adb_s, "adb"),
         ("agent: SEND alone (the transfer, like for like)", sends, ""),
-        ("agent: verified after the transfer (previous way)", [r.seconds for r in runs["after"]],
-         "after"),
-        ("agent: verified during the transfer (ensure)", [r.seconds for r in runs["during"]],
-         "during"),
+        (
+            "agent: verified after the transfer (previous way)",
+            [r.seconds for r in runs["after"]],
+            "after",
+        ),
+        (
+            "agent: verified during the transfer (ensure)",
+            [r.seconds for r in runs["during"]],
+            "during",
+        ),
     ]
     for label, seconds, name in rows:
         ratios = ""
         if name != "adb":
             ratios = f"{rate(seconds) / rate(adb_s):8.3f}{paired(seconds):8.3f}"
         print(f"{label:52}{rate(seconds):6.1f} MB/s{ratios:16}   {cpu(name) if name else ''}")
-    print(f"  during: verifying left after the transfer, median "
-          f"{statistics.median(r.verify_s for r in runs['during']):.2f} s; verified while "
-          f"transferring {statistics.median(in_flight) / MB:.0f} MB of {total / MB:.0f} MB")
-    print(f"  after: sha256sum on the phone, median "
-          f"{statistics.median(r.verify_s for r in runs['after']):.2f} s")
+    print(
+        f"  during: verifying left after the transfer, median "
+        f"{statistics.median(r.verify_s for r in runs['during']):.2f} s; verified while "
+        f"transferring {statistics.median(in_flight) / MB:.0f} MB of {total / MB:.0f} MB"
+    )
+    print(
+        f"  after: sha256sum on the phone, median "
+        f"{statistics.median(r.verify_s for r in runs['after']):.2f} s"
+    )
     for name in CONTENDERS:
-        print(f"per round (s), {CONTENDERS[name]:8} "
-              + " ".join(f"{run.seconds:.2f}" for run in runs[name]))
+        print(
+            f"per round (s), {CONTENDERS[name]:8} "
+            + " ".join(f"{run.seconds:.2f}" for run in runs[name])
+        )
     others = [run.others for name in CONTENDERS for run in runs[name]]
-    print(f"other processes' CPU while pushing: median {statistics.median(others):.2f} of "
-          f"{os.cpu_count()} cores busy (max {max(others):.2f})")
-    print(f"second push: {second.pushed_bytes} bytes in {second.pushed_files} files pushed, "
-          f"{second.cached_files} cached, {second.seconds * 1000:.0f} ms (listing the phone)")
+    print(
+        f"other processes' CPU while pushing: median {statistics.median(others):.2f} of "
+        f"{os.cpu_count()} cores busy (max {max(others):.2f})"
+    )
+    print(
+        f"second push: {second.pushed_bytes} bytes in {second.pushed_files} files pushed, "
+        f"{second.cached_files} cached, {second.seconds * 1000:.0f} ms (listing the phone)"
+    )
     print(f"load at the end: {load()}")
 
 

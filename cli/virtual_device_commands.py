@@ -140,8 +140,16 @@ def up(
     fleet.check_bind_host(host, unsafe_bind=unsafe_bind)
     settings = Settings()
     specs = _plan(
-        settings, profile, count, host=host, base_port=base_port, compute=compute, abi=abi,
-        bandwidth_mb_s=bandwidth, faulty_npu=faulty_npu, storage=storage,
+        settings,
+        profile,
+        count,
+        host=host,
+        base_port=base_port,
+        compute=compute,
+        abi=abi,
+        bandwidth_mb_s=bandwidth,
+        faulty_npu=faulty_npu,
+        storage=storage,
     )
     if foreground:
         _serve_foreground(settings, specs, connect=connect)

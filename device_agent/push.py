@@ -108,11 +108,13 @@ class ArtifactPusher:
             return dict(self._known), False
         listing = self.phone.listing(CACHE_DIR)
         self._known = {
-            name: (size, float(mtime)) for name, (size, mtime) in listing.items()
+            name: (size, float(mtime))
+            for name, (size, mtime) in listing.items()
             if SHA256.fullmatch(name)
         }
         self._partials = {
-            name: size for name, (size, _) in listing.items()
+            name: size
+            for name, (size, _) in listing.items()
             if name.endswith(PART) and SHA256.fullmatch(name.removesuffix(PART))
         }
         self._listed_at = self.clock()
@@ -147,7 +149,11 @@ class ArtifactPusher:
             mark = time.perf_counter()
             for ref in missing:
                 push_verified(
-                    self.phone, self.host_cache, ref, cache_path(ref.sha256), report,
+                    self.phone,
+                    self.host_cache,
+                    ref,
+                    cache_path(ref.sha256),
+                    report,
                     reconnect_s=self.reconnect_s,
                 )
                 self._known[ref.sha256] = (ref.size, self.clock())

@@ -206,9 +206,7 @@ async def serve_phone(spec: PhoneSpec) -> None:
     """Run one phone until SIGTERM/SIGINT, publishing its record while it lives."""
     phone = VirtualPhone(phone_config(spec))
     await phone.start()
-    control = await asyncio.start_server(
-        lambda r, w: _handle_control(phone, r, w), "127.0.0.1", 0
-    )
+    control = await asyncio.start_server(lambda r, w: _handle_control(phone, r, w), "127.0.0.1", 0)
     record = PhoneRecord(
         pid=os.getpid(),
         serial=phone.serial,
@@ -385,8 +383,9 @@ class ThreadedFleet:
 
     def __init__(self) -> None:
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="virtual-phones",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="virtual-phones", daemon=True
+        )
         self._thread.start()
         self.phones: list[VirtualPhone] = []
 

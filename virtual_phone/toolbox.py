@@ -31,8 +31,13 @@ from hexfleet.virtual_phone.storage import Storage
 
 # Commands a phone's mksh runs itself (the rest are toybox's): they word their errors as mksh does.
 MKSH_BUILTINS = frozenset({"echo", "print", "pwd", "true", "false", "test", "["})
-PATH_DIRS = ("/product/bin", "/apex/com.android.runtime/bin", "/system/bin", "/system/xbin",
-             "/vendor/bin")
+PATH_DIRS = (
+    "/product/bin",
+    "/apex/com.android.runtime/bin",
+    "/system/bin",
+    "/system/xbin",
+    "/vendor/bin",
+)
 KERNEL_RELEASE = "5.15.153-android14-11-gd5b0c2b5e1a4"
 
 
@@ -141,7 +146,10 @@ class Toolbox:
 
     def interpreter(self, state: ShellState) -> Interpreter:
         return Interpreter(
-            state, execute=self.execute, open_file=self.open_file, glob=self.glob,
+            state,
+            execute=self.execute,
+            open_file=self.open_file,
+            glob=self.glob,
             spawn=self.spawn,
         )
 
@@ -208,8 +216,14 @@ class Toolbox:
             return await _run(COMMANDS[base], invocation, argv[1:])
         if resolved.host.is_file() and self._executable(resolved.device):
             return await self.phone.programs.run_executable(
-                resolved.device, argv[1:], env=state.command_env, stdin=io.stdin,
-                stdout=io.stdout, stderr=io.stderr, cwd=state.cwd, ppid=state.pid,
+                resolved.device,
+                argv[1:],
+                env=state.command_env,
+                stdin=io.stdin,
+                stdout=io.stdout,
+                stderr=io.stderr,
+                cwd=state.cwd,
+                ppid=state.pid,
             )
         if resolved.host.exists():
             await io.stderr.write(
@@ -230,7 +244,7 @@ async def _run(fn: CommandFn, invocation: Invocation, args: list[str]) -> int:
     try:
         return await fn(invocation, args)
     except Usage as exc:
-        await invocation.error(f"{exc} (see \"{invocation.name} --help\")")
+        await invocation.error(f'{exc} (see "{invocation.name} --help")')
         return 1
     except OSError as exc:
         if exc.errno != errno.ENOSPC:
@@ -424,8 +438,17 @@ def _long_rows(entries: list[tuple[str, Path, str]]) -> list[str]:
         name = shown
         if stat.S_ISLNK(info.st_mode):
             name += " -> " + os.readlink(host)
-        rows.append((stat.filemode(info.st_mode), str(info.st_nlink), owner, owner,
-                     str(info.st_size), when, name))
+        rows.append(
+            (
+                stat.filemode(info.st_mode),
+                str(info.st_nlink),
+                owner,
+                owner,
+                str(info.st_size),
+                when,
+                name,
+            )
+        )
     if not rows:
         return []
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
@@ -475,8 +498,10 @@ async def _ls(inv: Invocation, args: list[str]) -> int:
             names = [".", ".."] + names
         entries = []
         for name in names:
-            host = resolved.host if name == "." else (
-                resolved.host.parent if name == ".." else resolved.host / name
+            host = (
+                resolved.host
+                if name == "."
+                else (resolved.host.parent if name == ".." else resolved.host / name)
             )
             entries.append((name, host, f"{resolved.device.rstrip('/')}/{name}"))
         header = ""
@@ -591,8 +616,11 @@ async def _cat(inv: Invocation, args: list[str]) -> int:
 # dd, as toybox's (toys/posix/dd.c): key=value operands, blocks of ibs in and obs out, a summary
 # on stderr unless status=none; of its conversions only notrunc.
 _DD_NUMBERS = {"bs": 1, "ibs": 1, "obs": 1, "count": 0, "skip": 0, "seek": 0}
-_DD_FLAGS = {"conv": ("fsync", "noerror", "notrunc", "sync"),
-             "iflag": ("count_bytes", "skip_bytes"), "oflag": ("seek_bytes",)}
+_DD_FLAGS = {
+    "conv": ("fsync", "noerror", "notrunc", "sync"),
+    "iflag": ("count_bytes", "skip_bytes"),
+    "oflag": ("seek_bytes",),
+}
 
 
 class _DdError(Exception):
@@ -651,13 +679,17 @@ class _DdCounts:
     def summary(self, status: str | None) -> str:
         lines = []
         if status != "none":
-            lines.append(f"{self.in_full}+{self.in_part} records in\n"
-                         f"{self.out_full}+{self.out_part} records out\n")
+            lines.append(
+                f"{self.in_full}+{self.in_part} records in\n"
+                f"{self.out_full}+{self.out_part} records out\n"
+            )
         if status is None:
             ms = max(int((time.monotonic() - self.started) * 1000), 1)
             rate = self.copied * 1000 // ms
-            lines.append(f"{self.copied} bytes ({_dd_human(self.copied)}) copied, "
-                         f"{ms // 1000}.{ms % 1000:03d} s, {_dd_human(rate)}/s\n")
+            lines.append(
+                f"{self.copied} bytes ({_dd_human(self.copied)}) copied, "
+                f"{ms // 1000}.{ms % 1000:03d} s, {_dd_human(rate)}/s\n"
+            )
         return "".join(lines)
 
 
@@ -699,8 +731,11 @@ async def _dd(inv: Invocation, args: list[str]) -> int:
             return 1
         values[key] = value
     try:
-        numbers = {key: _dd_number(values[key], least) for key, least in _DD_NUMBERS.items()
-                   if key in values}
+        numbers = {
+            key: _dd_number(values[key], least)
+            for key, least in _DD_NUMBERS.items()
+            if key in values
+        }
         flags: set[str] = set()
         for key, known in _DD_FLAGS.items():
             for flag in filter(None, values.get(key, "").split(",")):
@@ -721,7 +756,10 @@ async def _dd(inv: Invocation, args: list[str]) -> int:
 
 
 async def _dd_copy(
-    inv: Invocation, values: dict[str, str], numbers: dict[str, int], flags: set[str],
+    inv: Invocation,
+    values: dict[str, str],
+    numbers: dict[str, int],
+    flags: set[str],
     counts: _DdCounts,
 ) -> int:
     bs = numbers.get("bs", 0)
@@ -740,8 +778,9 @@ async def _dd_copy(
                 sink = NullOutput()
             elif name:
                 seek = numbers.get("seek", 0) * (1 if "seek_bytes" in flags else obs)
-                sink = opened.enter_context(contextlib.closing(
-                    _dd_output(inv, name, seek, truncate="notrunc" not in flags)))
+                sink = opened.enter_context(
+                    contextlib.closing(_dd_output(inv, name, seek, truncate="notrunc" not in flags))
+                )
         except OSError as exc:
             await inv.path_error(exc, name)
             return 1
@@ -786,8 +825,11 @@ def _dd_output(inv: Invocation, path: str, seek: int, truncate: bool) -> FileOut
     """dd's of=: created if missing, truncated at `seek` unless conv=notrunc."""
     resolved = inv.resolve(path)
     check_writable(resolved.device)
-    fd = os.open(resolved.host, os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if truncate and not seek
-                                                            else 0), 0o666)
+    fd = os.open(
+        resolved.host,
+        os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if truncate and not seek else 0),
+        0o666,
+    )
     handle = os.fdopen(fd, "wb")
     if seek:
         handle.seek(seek)
@@ -817,8 +859,11 @@ def _symbolic_mode(spec: str, current: int) -> int:
                 for letter, value in (("r", 4), ("w", 2), ("x", 1), ("X", 1)):
                     if letter in perms:
                         bits |= value << shift
-        mask = sum(7 << shift for person, shift in (("u", 6), ("g", 3), ("o", 0))
-                   if person in who or "a" in who)
+        mask = sum(
+            7 << shift
+            for person, shift in (("u", 6), ("g", 3), ("o", 0))
+            if person in who or "a" in who
+        )
         if op == "+":
             mode |= bits
         elif op == "-":
@@ -842,8 +887,11 @@ async def _chmod(inv: Invocation, args: list[str]) -> int:
             check_writable(resolved.device)
             targets = [resolved.host]
             if recursive and resolved.host.is_dir():
-                targets += [Path(folder) / name for folder, dirs, names in
-                            os.walk(resolved.host) for name in dirs + names]
+                targets += [
+                    Path(folder) / name
+                    for folder, dirs, names in os.walk(resolved.host)
+                    for name in dirs + names
+                ]
             for target in targets:
                 if target.is_symlink():
                     continue
@@ -961,8 +1009,10 @@ async def _df(inv: Invocation, args: list[str]) -> int:
         source, size, used, free = mounts[mount]
         percent = f"{(used * 100 + size - 1) // size if size else 0}%"
         if "h" in flags:
-            lines.append(f"{source:<16} {_human(size):>5} {_human(used):>5} {_human(free):>5} "
-                         f"{percent:>4} {mount}")
+            lines.append(
+                f"{source:<16} {_human(size):>5} {_human(used):>5} {_human(free):>5} "
+                f"{percent:>4} {mount}"
+            )
         else:
             lines.append(f"{source:<16} {size:>9} {used:>8} {free:>9} {percent:>4} {mount}")
     await inv.out("\n".join(lines) + "\n")
@@ -1074,8 +1124,11 @@ async def _ps(inv: Invocation, args: list[str]) -> int:
 @command("pidof")
 async def _pidof(inv: Invocation, args: list[str]) -> int:
     _, _, names = parse_flags(args, "s")
-    pids = [str(row.pid) for row in inv.phone.processes.rows()
-            if row.name in names or row.args.split(" ")[0] in names]
+    pids = [
+        str(row.pid)
+        for row in inv.phone.processes.rows()
+        if row.name in names or row.args.split(" ")[0] in names
+    ]
     if not pids:
         return 1
     await inv.out(" ".join(pids) + "\n")
@@ -1138,8 +1191,9 @@ async def _transfer(
             if not (origin.host.exists() or origin.host.is_symlink()):
                 raise fs_error(errno.ENOENT, source)
             into = destination.host.is_dir()
-            await move(origin, source, destination.host / origin.host.name if into
-                       else destination.host)
+            await move(
+                origin, source, destination.host / origin.host.name if into else destination.host
+            )
         except OSError as exc:
             await inv.path_error(exc, source)
             status = 1
@@ -1158,7 +1212,11 @@ async def _copy_bounded(storage: Storage, host: Path, final: Path) -> None:
     (toybox's cp ignores its copy's short write: measured with toybox 0.8.9 on a full tmpfs)."""
     if host.is_dir():
         await asyncio.to_thread(
-            shutil.copytree, host, final, symlinks=True, dirs_exist_ok=True,
+            shutil.copytree,
+            host,
+            final,
+            symlinks=True,
+            dirs_exist_ok=True,
             copy_function=lambda src, dst: storage.copy_within(Path(src), Path(dst)),
         )
     else:
@@ -1259,8 +1317,14 @@ def _test(inv: Invocation, args: list[str]) -> bool:
             return left == right
         if op == "!=":
             return left != right
-        numeric = {"-eq": int.__eq__, "-ne": int.__ne__, "-lt": int.__lt__,
-                   "-gt": int.__gt__, "-le": int.__le__, "-ge": int.__ge__}
+        numeric = {
+            "-eq": int.__eq__,
+            "-ne": int.__ne__,
+            "-lt": int.__lt__,
+            "-gt": int.__gt__,
+            "-le": int.__le__,
+            "-ge": int.__ge__,
+        }
         if op in numeric:
             return bool(numeric[op](int(left), int(right)))
     raise Usage("only one expression is supported")
@@ -1337,10 +1401,15 @@ async def _wc(inv: Invocation, args: list[str]) -> int:
     if contents is None:
         return 1
     for name, data in contents:
-        counts = {"l": data.count(b"\n"), "w": len(data.split()), "c": len(data),
-                  "m": len(data.decode(errors="replace"))}
+        counts = {
+            "l": data.count(b"\n"),
+            "w": len(data.split()),
+            "c": len(data),
+            "m": len(data.decode(errors="replace")),
+        }
         shown = [str(counts[key]) for key in "lwcm" if key in flags] or [
-            str(counts[k]) for k in "lwc"]
+            str(counts[k]) for k in "lwc"
+        ]
         suffix = "" if name == "-" else f" {name}"
         await inv.out(" ".join(shown) + suffix + "\n")
     return 0
@@ -1358,20 +1427,35 @@ async def _stat(inv: Invocation, args: list[str]) -> int:
             await inv.path_error(exc, operand)
             status = 1
             continue
-        kind = ("directory" if stat.S_ISDIR(info.st_mode) else "symbolic link"
-                if stat.S_ISLNK(info.st_mode) else "regular file")
+        kind = (
+            "directory"
+            if stat.S_ISDIR(info.st_mode)
+            else "symbolic link"
+            if stat.S_ISLNK(info.st_mode)
+            else "regular file"
+        )
         owner = _owner(resolved.device)
         codes = {
-            "s": str(info.st_size), "n": operand, "a": f"{stat.S_IMODE(info.st_mode):o}",
-            "A": stat.filemode(info.st_mode), "F": kind, "Y": str(int(info.st_mtime)),
-            "U": owner, "G": owner, "i": str(info.st_ino), "h": str(info.st_nlink),
-            "u": "2000" if owner == "shell" else "0", "g": "2000" if owner == "shell" else "0",
+            "s": str(info.st_size),
+            "n": operand,
+            "a": f"{stat.S_IMODE(info.st_mode):o}",
+            "A": stat.filemode(info.st_mode),
+            "F": kind,
+            "Y": str(int(info.st_mtime)),
+            "U": owner,
+            "G": owner,
+            "i": str(info.st_ino),
+            "h": str(info.st_nlink),
+            "u": "2000" if owner == "shell" else "0",
+            "g": "2000" if owner == "shell" else "0",
             "%": "%",
         }
         form = values.get("c")
         if form is None:
-            form = ("  File: %n\n  Size: %s\t %F\nAccess: (%a/%A)\tUid: (%u/%U)\t"
-                    "Gid: (%g/%G)\nModify: %Y")
+            form = (
+                "  File: %n\n  Size: %s\t %F\nAccess: (%a/%A)\tUid: (%u/%U)\t"
+                "Gid: (%g/%G)\nModify: %Y"
+            )
         text, index = [], 0
         while index < len(form):
             if form[index] == "%" and index + 1 < len(form):
@@ -1387,8 +1471,14 @@ async def _stat(inv: Invocation, args: list[str]) -> int:
 @command("uname")
 async def _uname(inv: Invocation, args: list[str]) -> int:
     flags, _, _ = parse_flags(args, "asnrvmo")
-    parts = {"s": "Linux", "n": "localhost", "r": KERNEL_RELEASE,
-             "v": "#1 SMP PREEMPT Mon Jan 1 00:00:00 UTC 2024", "m": "aarch64", "o": "Toybox"}
+    parts = {
+        "s": "Linux",
+        "n": "localhost",
+        "r": KERNEL_RELEASE,
+        "v": "#1 SMP PREEMPT Mon Jan 1 00:00:00 UTC 2024",
+        "m": "aarch64",
+        "o": "Toybox",
+    }
     keys = "snrvmo" if "a" in flags else [k for k in "snrvmo" if k in flags] or ["s"]
     await inv.out(" ".join(parts[key] for key in keys) + "\n")
     return 0
@@ -1396,9 +1486,11 @@ async def _uname(inv: Invocation, args: list[str]) -> int:
 
 @command("id")
 async def _id(inv: Invocation, args: list[str]) -> int:
-    await inv.out("uid=2000(shell) gid=2000(shell) groups=2000(shell),1004(input),1007(log),"
-                  "1011(adb),1015(sdcard_rw),1028(sdcard_r),3001(net_bt_admin),3002(net_bt),"
-                  "3003(inet),3006(net_bw_stats) context=u:r:shell:s0\n")
+    await inv.out(
+        "uid=2000(shell) gid=2000(shell) groups=2000(shell),1004(input),1007(log),"
+        "1011(adb),1015(sdcard_rw),1028(sdcard_r),3001(net_bt_admin),3002(net_bt),"
+        "3003(inet),3006(net_bw_stats) context=u:r:shell:s0\n"
+    )
     return 0
 
 

@@ -24,7 +24,11 @@ def cli(tmp_path: Path, adb_server: AdbServer):
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(  # noqa: S603 - fixed argv, no shell
             [HEXFLEET, "virtual-devices", *args],
-            capture_output=True, text=True, timeout=120, env=env, check=False,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+            check=False,
         )
 
     yield run
@@ -33,8 +37,18 @@ def cli(tmp_path: Path, adb_server: AdbServer):
 
 def test_up_connect_list_fault_down(cli, adb_server: AdbServer, tmp_path: Path) -> None:
     port = free_port_pair()
-    up = cli("up", "--count", "2", "--profile", "sm8550,sm8750", "--base-port", str(port),
-             "--compute", "cpu", "--connect")
+    up = cli(
+        "up",
+        "--count",
+        "2",
+        "--profile",
+        "sm8550,sm8750",
+        "--base-port",
+        str(port),
+        "--compute",
+        "cpu",
+        "--connect",
+    )
     assert up.returncode == 0, up.stderr
     serials = [f"127.0.0.1:{port}", f"127.0.0.1:{port + 1}"]
     assert all(serial in up.stdout for serial in serials)

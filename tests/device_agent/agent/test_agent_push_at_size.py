@@ -83,8 +83,7 @@ def model(request: pytest.FixtureRequest, local_cache: HostCache) -> list[FileRe
 @pytest.fixture
 def ci_model(local_cache: HostCache) -> list[FileRef]:
     return [
-        write_random(local_cache.root, name, size // CI_SCALE)
-        for name, size in SD15_W8A16.items()
+        write_random(local_cache.root, name, size // CI_SCALE) for name, size in SD15_W8A16.items()
     ]
 
 
