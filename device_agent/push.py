@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hexfleet.device_agent.host_cache import PIECE_BYTES, HostCache
-from hexfleet.device_agent.phone import SHA256, Phone, cache_path
+from hexfleet.device_agent.phone import SHA256, Phone, ShellSession, cache_path
 from hexfleet.errors import ArtifactMismatch, DeviceFull, DeviceLost, InvalidRequest
 from hexfleet.manifest import FileRef
 from hexfleet.runner_spec import CACHE_DIR
@@ -286,13 +286,13 @@ def _push_checked(
         return digest == ref.sha256
     # A `.part` an earlier try left must not pass for this one's first pieces.
     phone.remove(partial)
-    check = PieceCheck(phone, partial, ref.size, host_cache.pieces(ref))
-    with check.following():
-        phone.push(local, partial, mode)
-    report.verified_in_flight_bytes += check.verified_bytes()
-    mark = time.perf_counter()
-    whole = check.finish()
-    report.verify_seconds += time.perf_counter() - mark
+    with PieceCheck(phone, partial, ref.size, host_cache.pieces(ref)) as check:
+        with check.following():
+            phone.push(local, partial, mode)
+        report.verified_in_flight_bytes += check.verified_bytes()
+        mark = time.perf_counter()
+        whole = check.finish()
+        report.verify_seconds += time.perf_counter() - mark
     return whole
 
 
@@ -300,11 +300,13 @@ class PieceCheck:
     """Checks on the phone, piece by piece, a file that a SEND is still writing.
 
     adbd writes a SEND's bytes in order, so every piece that ends within the `.part`'s current
-    size (`stat`) is final: it is hashed there (`dd ... | sha256sum`, Phone.piece_digests) and
+    size (`stat`) is final: it is hashed there (`dd ... | sha256sum`, piece_digests) and
     compared with the host's digest of that piece while later pieces are still on their way.
     When the SEND is done, `finish` checks the size and hashes the pieces left. The host's piece
     digests come from bytes that hashed to the file's name (HostCache.pieces), so every piece
-    matching and the size matching is the phone's copy being the file."""
+    matching and the size matching is the phone's copy being the file. Its commands go through
+    one shell session (opened on entering, closed on leaving): a few commands a second, each
+    without an adb connection of its own."""
 
     def __init__(self, phone: Phone, path: str, size: int, pieces: list[str]) -> None:
         self.phone = phone
@@ -314,6 +316,23 @@ class PieceCheck:
         self.matched = 0  # pieces hashed on the phone and found right, from the first
         self.wrong = False  # a piece hashed wrong: the push is bad, no need to look further
         self._stop = threading.Event()
+        self._sessions = contextlib.ExitStack()
+        self._shell: ShellSession | None = None
+        self._broken = False  # the follower's session failed: `finish` opens another
+
+    def __enter__(self) -> PieceCheck:
+        self._shell = self._sessions.enter_context(self.phone.session())
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._sessions.close()
+
+    @property
+    def shell(self) -> ShellSession:
+        if self._shell is None or self._broken:
+            self._shell = self._sessions.enter_context(self.phone.session())
+            self._broken = False
+        return self._shell
 
     def verified_bytes(self) -> int:
         return min(self.matched * PIECE_BYTES, self.size)
@@ -336,14 +355,14 @@ class PieceCheck:
         if self.matched < len(self.pieces):
             size = self._check(self.size)
         else:
-            size = self.phone.file_size(self.path)
+            size = self.shell.file_size(self.path)
         return not self.wrong and self.matched == len(self.pieces) and size == self.size
 
     def _follow(self) -> None:
         """Hash the pieces written so far, then look again when the next one should be there
         (from the rate the file grew at), until stopped or done."""
         try:
-            written, seen = self.phone.file_size(self.path) or 0, time.monotonic()
+            written, seen = self.shell.file_size(self.path) or 0, time.monotonic()
             rate = 0.0
             while not (self._stop.is_set() or self.wrong or self.matched == len(self.pieces)):
                 size = self._check(written)
@@ -352,13 +371,14 @@ class PieceCheck:
                     if rate > 0:
                         wait = (self._end(self.matched) - written) / rate
                     self._stop.wait(min(max(wait, PIECE_POLL_S / 5), PIECE_POLL_S * 5))
-                    size = self.phone.file_size(self.path) or 0
+                    size = self.shell.file_size(self.path) or 0
                 now = time.monotonic()
                 if size > written:
                     rate = (size - written) / max(now - seen, 1e-3)
                     written, seen = size, now
         except DeviceLost as exc:  # the SEND fails too, or `finish` hashes what is left
             log.debug("piece check of %s stopped: %s", self.path, exc)
+            self._broken = True
 
     def _end(self, index: int) -> int:
         return min((index + 1) * PIECE_BYTES, self.size)
@@ -372,7 +392,7 @@ class PieceCheck:
         if ready == self.matched:
             return None
         first = self.matched
-        digests, size = self.phone.piece_digests(self.path, first, ready - first, PIECE_BYTES)
+        digests, size = self.shell.piece_digests(self.path, first, ready - first, PIECE_BYTES)
         for expected, digest in zip(self.pieces[first:ready], digests, strict=True):
             if digest != expected:
                 self.wrong = True

@@ -497,21 +497,24 @@ class Interpreter:
             for index, command in enumerate(commands):
                 stdin = pipes[index - 1].reader if index else io.stdin
                 stdout = pipes[index].writer if index < len(pipes) else io.stdout
-                jobs.append(self._piped(command, IO(stdin, stdout, io.stderr)))
+                # A command closes the pipe ends it holds when it ends, not the shell's own
+                # stdin and stdout (a shell reading its script from stdin reads on after it).
+                ends = [end for end in (stdin, stdout) if end not in (io.stdin, io.stdout)]
+                jobs.append(self._piped(command, IO(stdin, stdout, io.stderr), ends))
             statuses = await asyncio.gather(*jobs)
             status = statuses[-1]
         if pipeline.negate:
             status = 0 if status else 1
         return status
 
-    async def _piped(self, command: Command, io: IO) -> int:
+    async def _piped(self, command: Command, io: IO, ends: list[Input | Output]) -> int:
         try:
             return await self._command(command, io)
         except BrokenPipeError:
             return 141
         finally:
-            io.stdout.close()
-            io.stdin.close()
+            for end in ends:
+                end.close()
 
     async def _command(self, command: Command, io: IO) -> int:
         opened: list[Input | Output] = []

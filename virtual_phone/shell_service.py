@@ -171,4 +171,5 @@ async def _interactive(
         text = line.decode(errors="replace").strip()
         if text in ("exit", "logout"):
             return status
+        log.info("sh %d reads: %s", interpreter.state.pid, text)
         status = await _run_killable(interpreter.run(text, io), toolbox, interpreter.state.pid)
