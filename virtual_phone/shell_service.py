@@ -150,9 +150,7 @@ def _cancelling() -> bool:
     return current is not None and current.cancelling() > 0
 
 
-async def _interactive(
-    toolbox: Toolbox, interpreter: Interpreter, io: IO, *, prompt: bool
-) -> int:
+async def _interactive(toolbox: Toolbox, interpreter: Interpreter, io: IO, *, prompt: bool) -> int:
     """A shell reading commands from stdin a line at a time until EOF or `exit`; it prompts
     (like mksh on a terminal) only when the host asked for one."""
     pending = b""
