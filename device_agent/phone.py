@@ -103,7 +103,7 @@ def lost_on_failure(serial: str, doing: str) -> Iterator[None]:
 
 SHELL_STDIN, SHELL_STDOUT, SHELL_STDERR, SHELL_EXIT = 0, 1, 2, 3
 # What a ShellSession's command lines echo last: the end of their output.
-_SESSION_MARK = "--hexfleet-session-done--"
+SESSION_MARK = "--hexfleet-session-done--"
 SYNC_DATA_MAX = 64 * 1024  # the largest DATA chunk adbd accepts (SYNC.TXT)
 SEND_BATCH = 16  # DATA chunks handed to the kernel at once: 1 MiB per send
 _SYNC_HEADER = struct.Struct("<4sI")
@@ -163,8 +163,8 @@ class ShellSession:
 
     def run(self, command: str, name: str, timeout: float = 30.0) -> tuple[str, str]:
         """Run one command line built from a fixed template; its (stdout, stderr)."""
-        line = f"{command}; echo {_SESSION_MARK}\n".encode()
-        mark = f"{_SESSION_MARK}\n".encode()
+        line = f"{command}; echo {SESSION_MARK}\n".encode()
+        mark = f"{SESSION_MARK}\n".encode()
         out, err = bytearray(), bytearray()
         with lost_on_failure(self.serial, f"running {name}"):
             self._sock.settimeout(timeout)
