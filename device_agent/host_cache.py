@@ -23,7 +23,7 @@ from hexfleet.manifest import FileRef
 log = logging.getLogger(__name__)
 
 
-PIECE_BYTES = 16 * 1024 * 1024  # the phone reads a piece with dd in blocks of 4 MiB (phone.py)
+PIECE_BYTES = 16 * 1024 * 1024  # the phone reads a piece with dd, a whole number of its blocks
 _READ_BYTES = 1024 * 1024
 
 # Pauses between tries while the orchestrator does not answer (the last one repeats).

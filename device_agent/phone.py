@@ -110,7 +110,9 @@ _SYNC_HEADER = struct.Struct("<4sI")
 # adbd's answer to a SEND that filled the disk: "write failed: " + strerror(ENOSPC).
 _NO_SPACE = "No space left on device"
 _DENT = struct.Struct("<4sIIII")  # LIST entry: id, mode, size, mtime, name length
-DD_BLOCK = 4 * 1024 * 1024  # dd's block size when the phone hashes a piece of a file
+# dd's block size when the phone hashes a piece of a file: one read and one hash per piece
+# (smaller blocks cost the phone more CPU for nothing); toybox allocates one such buffer.
+DD_BLOCK = 16 * 1024 * 1024
 
 
 def _recv_exactly(sock: socket.socket, size: int) -> bytes:
@@ -195,7 +197,7 @@ class ShellSession:
     ) -> tuple[list[str], int | None]:
         """The sha256 of pieces `first`..`first + count - 1` of a file, `piece_bytes` each (a
         multiple of DD_BLOCK; the last piece of the file may be shorter), hashed on the phone:
-        `dd if=PATH bs=4194304 skip=S count=N 2>/dev/null | sha256sum` per piece, then
+        `dd if=PATH bs=DD_BLOCK skip=S count=N 2>/dev/null | sha256sum` per piece, then
         `stat -c %s PATH`; with the file's size after hashing (None if it is gone). A piece the
         phone could not read hashes as what dd gave it (nothing: the empty digest)."""
         if not _inside_root(device_path):
