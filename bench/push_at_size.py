@@ -1,16 +1,18 @@
 """Pushing SD 1.5 at w8a16 (about a gigabyte) to a virtual phone: the agent's push path against the
 adb binary's `adb push`, side by side on the same phone, and what a second push moves.
 
-Run: `.venv/bin/python bench/push_at_size.py` (about six minutes). It writes the model's three
+Run: `.venv/bin/python bench/push_at_size.py` (about eight minutes). It writes the model's three
 files (random bytes: UNet data 860 MB, text encoder 123 MB, VAE decoder 49 MB; `--scale 4` for a
 quarter) to a temporary folder, starts a private adb server and one phone in its own process, then
-alternates `--rounds` times: `adb -s SERIAL push` of the three files into an empty folder, and the
-agent's `ArtifactPusher.ensure` into an empty cache (each file to `.part`, sha256 on the phone,
-renamed). It prints the medians in MB/s (1 MB = 10^6 bytes), the ratio agent/adb of those
-medians and the median of each round's ratio (its two pushes back to back, who goes first
-alternating, so a change in the machine's load hits both), for the transfer alone (the
-like-for-like figure) and for the whole verified push, and what a second `ensure` (a new agent,
-listing the phone) pushes.
+`--rounds` times, who goes first turning round: `adb -s SERIAL push` of the three files into an
+empty folder (verifies nothing); the agent's `ArtifactPusher.ensure` into an empty cache (each
+file to `.part`, verified on the phone, renamed: a file larger than a piece hashed there piece by
+piece during its transfer); and the previous way, each file SENT whole then `sha256sum` on the
+phone. It prints the medians in MB/s (1 MB = 10^6 bytes), their ratio to adb's and the median of
+each round's ratio (`paired`: pushes back to back, so a change in the machine's load hits all),
+the CPU seconds each push cost the adb server, the phone and the client (the agent, or the adb
+binary), how busy the rest of the machine was meanwhile, and what a second `ensure` (a new
+agent, listing the phone) pushes.
 """
 
 from __future__ import annotations
@@ -23,12 +25,15 @@ import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import adbutils
 
 from hexfleet.device_agent.host_cache import HostCache
-from hexfleet.device_agent.phone import Phone
+from hexfleet.device_agent.phone import Phone, cache_path
 from hexfleet.device_agent.push import ArtifactPusher
 from hexfleet.manifest import FileRef
 from hexfleet.runner_spec import CACHE_DIR, DEVICE_ROOT_DIR
@@ -80,6 +85,71 @@ def load() -> str:
     return " ".join(f"{value:.1f}" for value in os.getloadavg())
 
 
+CONTENDERS = {"adb": "adb", "after": "after", "during": "during"}
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process (its threads included)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def busy_cpu() -> float:
+    """CPU seconds the whole machine spent busy since boot (all cores)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / TICK  # less idle and iowait
+
+
+def adb_server_pid(port: int) -> int:
+    """The adb server `adb -P PORT start-server` forked (it runs `fork-server server`)."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"fork-server" in argv and f"tcp:{port}".encode() in argv:
+                return int(entry.name)
+    raise RuntimeError(f"no adb server on port {port}")
+
+
+@dataclass
+class Run:
+    """One push: wall seconds, CPU seconds by process, the rest of the machine's busy cores."""
+
+    seconds: float = 0.0
+    cpu: dict[str, float] = field(default_factory=dict)
+    others: float = 0.0
+    verify_s: float = 0.0
+
+
+class Meter:
+    """Times a push and the CPU that the adb server, the phone and this process (the agent, or
+    the adb client it runs) spent on it."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+
+    def _sample(self) -> dict[str, float]:
+        own = os.times()
+        sample = {name: process_cpu(pid) for name, pid in self.pids.items()}
+        sample["client"] = own.user + own.system + own.children_user + own.children_system
+        sample["busy"] = busy_cpu()
+        sample["wall"] = time.perf_counter()
+        return sample
+
+    @contextmanager
+    def measure(self) -> Iterator[Run]:
+        run = Run()
+        before = self._sample()
+        yield run
+        after = self._sample()
+        run.seconds = after["wall"] - before["wall"]
+        run.cpu = {name: after[name] - before[name] for name in (*self.pids, "client")}
+        run.others = (after["busy"] - before["busy"] - sum(run.cpu.values())) / run.seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=int, default=1, help="push 1/SCALE of the real size")
@@ -101,8 +171,14 @@ def main() -> None:
         adb(server_port, "start-server")
         data_dir = work / "data"
         try:
-            specs = fleet.plan(data_dir, [get_profile("sm8550")], 1, host="127.0.0.1",
-                               base_port=free_port(), compute="cpu")
+            specs = fleet.plan(
+                data_dir,
+                [get_profile("sm8550")],
+                1,
+                host="127.0.0.1",
+                base_port=free_port(),
+                compute="cpu",
+            )
             (record,) = fleet.start_processes(data_dir, specs)
             client = adbutils.AdbClient("127.0.0.1", server_port)
             client.connect(record.serial, timeout=10)
@@ -110,31 +186,57 @@ def main() -> None:
             phone = Phone(client.device(record.serial))
             serial = record.serial
             files = ", ".join(f"{r.name} {r.size / MB:.0f} MB" for r in refs)
-            print(f"model: {len(refs)} files, {total / MB:.0f} MB ({files}); {args.rounds} rounds "
-                  f"alternating, medians; {os.cpu_count()} CPUs, load {load()}; phone in its own "
-                  f"process, private adb server")
-            print(f"host cache: the agent hashed its {total / MB:.0f} MB in {host_hash_s:.1f} s "
-                  f"(once per agent process, not timed below)")
-            adb_s, transfer_s, ensure_s, verify_s = [], [], [], []
+            print(
+                f"model: {len(refs)} files, {total / MB:.0f} MB ({files}); {args.rounds} rounds "
+                f"(who goes first turning round), medians; {os.cpu_count()} CPUs, load {load()}; "
+                f"phone in its own "
+                f"process, private adb server"
+            )
+            print(
+                f"host cache: the agent hashed its {total / MB:.0f} MB in {host_hash_s:.1f} s "
+                f"(once per agent process, not timed below)"
+            )
+            meter = Meter({"adb server": adb_server_pid(server_port), "phone": record.pid})
+            runs: dict[str, list[Run]] = {name: [] for name in CONTENDERS}
+            in_flight: list[int] = []
 
-            def adb_push() -> None:
+            def adb_push() -> Run:
                 phone.checked("mkdir", "-p", ADB_FOLDER)
-                mark = time.perf_counter()
-                adb(server_port, "-s", serial, "push", *map(str, paths), ADB_FOLDER)
-                adb_s.append(time.perf_counter() - mark)
+                with meter.measure() as run:
+                    adb(server_port, "-s", serial, "push", *map(str, paths), ADB_FOLDER)
                 phone.remove(ADB_FOLDER)
+                return run
 
-            def agent_push() -> None:
-                report = ArtifactPusher(phone, cache).ensure(refs)
+            def agent_push() -> Run:
+                with meter.measure() as run:
+                    report = ArtifactPusher(phone, cache).ensure(refs)
                 assert report.pushed_bytes == total, report
-                ensure_s.append(report.seconds)
-                verify_s.append(report.verify_seconds)
-                transfer_s.append(report.push_seconds - report.verify_seconds)
+                run.verify_s = report.verify_seconds
+                in_flight.append(report.verified_in_flight_bytes)
                 phone.remove(CACHE_DIR)
+                return run
 
-            for index in range(args.rounds):  # adb first, then the agent first: load drifts
-                for push in (adb_push, agent_push) if index % 2 == 0 else (agent_push, adb_push):
-                    push()
+            def hashed_after() -> Run:
+                """The previous way: each file SENT whole, then `sha256sum` on the phone."""
+                phone.checked("mkdir", "-p", CACHE_DIR)
+                send_s = 0.0
+                with meter.measure() as run:
+                    for ref in refs:
+                        partial = f"{cache_path(ref.sha256)}.part"
+                        mark = time.perf_counter()
+                        phone.push(cache.path(ref), partial)
+                        send_s += time.perf_counter() - mark
+                        assert phone.sha256(partial) == ref.sha256
+                        phone.rename(partial, cache_path(ref.sha256))
+                run.verify_s = run.seconds - send_s
+                phone.remove(CACHE_DIR)
+                return run
+
+            pushes = {"adb": adb_push, "during": agent_push, "after": hashed_after}
+            for index in range(args.rounds):  # who goes first turns round: load drifts
+                order = list(CONTENDERS)[index % 3 :] + list(CONTENDERS)[: index % 3]
+                for name in order:
+                    runs[name].append(pushes[name]())
             ArtifactPusher(phone, cache).ensure(refs)
             second = ArtifactPusher(phone, cache).ensure(refs)  # a new agent: lists the phone
         finally:
@@ -145,24 +247,65 @@ def main() -> None:
     def rate(seconds: list[float]) -> float:
         return total / statistics.median(seconds) / MB
 
-    def paired(agent: list[float]) -> float:
-        """The median over rounds of agent/adb throughput, each pair measured back to back."""
-        return statistics.median(a / b for a, b in zip(adb_s, agent, strict=True))
+    adb_s = [run.seconds for run in runs["adb"]]
 
-    print(f"\n{'':46}{'median':>11}{'agent/adb':>11}{'paired':>8}")
-    print(f"{'adb push (the binary)':46}{rate(adb_s):6.1f} MB/s")
-    for label, seconds in (
-        ("agent push, transfer (SEND to .part, mv)", transfer_s),
-        ("agent push, verified (+ sha256 on the phone)", ensure_s),
-    ):
-        print(f"{label:46}{rate(seconds):6.1f} MB/s{rate(seconds) / rate(adb_s):11.3f}"
-              f"{paired(seconds):8.3f}")
-    print(f"{'  of which sha256 on the phone':46}{statistics.median(verify_s):6.1f} s   "
-          f"({rate(verify_s):.0f} MB/s)")
-    print(f"per round (s): adb {' '.join(f'{s:.1f}' for s in adb_s)} | "
-          f"agent transfer {' '.join(f'{s:.1f}' for s in transfer_s)}")
-    print(f"second push: {second.pushed_bytes} bytes in {second.pushed_files} files pushed, "
-          f"{second.cached_files} cached, {second.seconds * 1000:.0f} ms (listing the phone)")
+    def paired(seconds: list[float]) -> float:
+        """The median over rounds of agent/adb throughput, each round's pushes back to back."""
+        return statistics.median(a / b for a, b in zip(adb_s, seconds, strict=True))
+
+    def cpu(name: str) -> str:
+        return " ".join(
+            f"{statistics.median(run.cpu[part] for run in runs[name]):5.2f}"
+            for part in ("adb server", "phone", "client")
+        )
+
+    sends = [run.seconds - run.verify_s for run in runs["after"]]
+    print(
+        f"\n{'':52}{'median':>11}{'vs adb':>8}{'paired':>8}   CPU s: adb server, phone, "
+        f"client (median)"
+    )
+    rows = [
+        ("adb push (the binary)", adb_s, "adb"),
+        ("agent: SEND alone (the transfer, like for like)", sends, ""),
+        (
+            "agent: verified after the transfer (previous way)",
+            [r.seconds for r in runs["after"]],
+            "after",
+        ),
+        (
+            "agent: verified during the transfer (ensure)",
+            [r.seconds for r in runs["during"]],
+            "during",
+        ),
+    ]
+    for label, seconds, name in rows:
+        ratios = ""
+        if name != "adb":
+            ratios = f"{rate(seconds) / rate(adb_s):8.3f}{paired(seconds):8.3f}"
+        print(f"{label:52}{rate(seconds):6.1f} MB/s{ratios:16}   {cpu(name) if name else ''}")
+    print(
+        f"  during: verifying left after the transfer, median "
+        f"{statistics.median(r.verify_s for r in runs['during']):.2f} s; verified while "
+        f"transferring {statistics.median(in_flight) / MB:.0f} MB of {total / MB:.0f} MB"
+    )
+    print(
+        f"  after: sha256sum on the phone, median "
+        f"{statistics.median(r.verify_s for r in runs['after']):.2f} s"
+    )
+    for name in CONTENDERS:
+        print(
+            f"per round (s), {CONTENDERS[name]:8} "
+            + " ".join(f"{run.seconds:.2f}" for run in runs[name])
+        )
+    others = [run.others for name in CONTENDERS for run in runs[name]]
+    print(
+        f"other processes' CPU while pushing: median {statistics.median(others):.2f} of "
+        f"{os.cpu_count()} cores busy (max {max(others):.2f})"
+    )
+    print(
+        f"second push: {second.pushed_bytes} bytes in {second.pushed_files} files pushed, "
+        f"{second.cached_files} cached, {second.seconds * 1000:.0f} ms (listing the phone)"
+    )
     print(f"load at the end: {load()}")
 
 

@@ -21,6 +21,7 @@ from hexfleet.settings import Settings
 from hexfleet.virtual_phone import fleet
 from hexfleet.virtual_phone.faults import FaultCommand
 from hexfleet.virtual_phone.profiles import parse_profiles
+from hexfleet.virtual_phone.storage import parse_storage
 
 virtual_devices_app = typer.Typer(
     help="Start and stop emulated Snapdragon phones that speak the real ADB protocol.",
@@ -41,6 +42,7 @@ def _plan(
     abi: str = "x86_64",
     bandwidth_mb_s: float | None = None,
     faulty_npu: float = 0.0,
+    storage: str | None = None,
 ) -> list[fleet.PhoneSpec]:
     if compute not in ("htp", "cpu"):
         raise InvalidRequest(f"compute must be htp or cpu, not {compute!r}")
@@ -57,6 +59,7 @@ def _plan(
         abi=abi,  # type: ignore[arg-type]
         bandwidth_mb_s=bandwidth_mb_s,
         faulty_npu=faulty_npu,
+        storage_bytes=None if storage is None else parse_storage(storage),
     )
 
 
@@ -121,6 +124,14 @@ def up(
     faulty_npu: Annotated[
         float, typer.Option(help="Perturb model outputs by this relative magnitude.")
     ] = 0.0,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            help="Each phone's storage as marketed, e.g. 128GB or 1TB (default: its profile's). "
+            "/data gets this less 8 GiB of system partitions, 1.26 GB of which the phone's own "
+            "apps take: a small one (e.g. 12GB) shows how the farm copes with a full phone."
+        ),
+    ] = None,
     foreground: Annotated[
         bool, typer.Option(help="Serve in this process until Ctrl-C instead of detaching.")
     ] = False,
@@ -129,8 +140,16 @@ def up(
     fleet.check_bind_host(host, unsafe_bind=unsafe_bind)
     settings = Settings()
     specs = _plan(
-        settings, profile, count, host=host, base_port=base_port, compute=compute, abi=abi,
-        bandwidth_mb_s=bandwidth, faulty_npu=faulty_npu,
+        settings,
+        profile,
+        count,
+        host=host,
+        base_port=base_port,
+        compute=compute,
+        abi=abi,
+        bandwidth_mb_s=bandwidth,
+        faulty_npu=faulty_npu,
+        storage=storage,
     )
     if foreground:
         _serve_foreground(settings, specs, connect=connect)

@@ -1,7 +1,9 @@
 """The agent host's artifact cache: model files fetched once from the orchestrator, by sha256.
 
 Files live at `<data_dir>/agent-cache/<sha256>`, written to a temporary name and renamed only
-after their hash checked out, so a half-downloaded or corrupt file is never used.
+after their hash checked out, so a half-downloaded or corrupt file is never used. The pass that
+checks a file also hashes each PIECE_BYTES piece of it: a push verifies the phone's copy piece by
+piece while the rest is still on its way (push.py), against digests of bytes known good.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ import httpx
 
 from hexfleet.errors import ArtifactMismatch, NotFound, ServiceUnavailable
 from hexfleet.manifest import FileRef
-from hexfleet.models.store import sha256_file
 
 log = logging.getLogger(__name__)
 
+
+PIECE_BYTES = 16 * 1024 * 1024  # the phone reads a piece with dd, a whole number of its blocks
+_READ_BYTES = 1024 * 1024
 
 # Pauses between tries while the orchestrator does not answer (the last one repeats).
 OUTAGE_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
@@ -39,7 +43,8 @@ class HostCache:
         self.root.mkdir(parents=True, exist_ok=True)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(base_url=api_url.rstrip("/"), headers=headers, timeout=60)
-        self._verified: set[str] = set()
+        # sha256 → the sha256 of each piece, for the files checked by this process.
+        self._pieces: dict[str, list[str]] = {}
 
     def close(self) -> None:
         self.http.close()
@@ -52,12 +57,20 @@ class HostCache:
         """
         target = self.root / ref.sha256
         if target.is_file() and target.stat().st_size == ref.size:
-            if ref.sha256 in self._verified or sha256_file(target) == ref.sha256:
-                self._verified.add(ref.sha256)
+            if ref.sha256 in self._pieces:
+                return target
+            whole, pieces = _hash_file(target)
+            if whole == ref.sha256:
+                self._pieces[ref.sha256] = pieces
                 return target
         self._fetch(ref, target)
-        self._verified.add(ref.sha256)
         return target
+
+    def pieces(self, ref: FileRef) -> list[str]:
+        """The sha256 of each PIECE_BYTES piece of `ref` (the last one may be shorter), from the
+        bytes that hashed to `ref.sha256` on this host."""
+        self.path(ref)
+        return self._pieces[ref.sha256]
 
     def file_paths(self, refs: list[FileRef]) -> dict[str, Path]:
         """Verified local paths of `refs` by file name, fetched as needed (a tokenizer's files)."""
@@ -65,7 +78,7 @@ class HostCache:
 
     def forget(self, ref: FileRef) -> None:
         """Drop this host's copy of `ref` (the next `path` fetches it again)."""
-        self._verified.discard(ref.sha256)
+        self._pieces.pop(ref.sha256, None)
         (self.root / ref.sha256).unlink(missing_ok=True)
 
     def _fetch(self, ref: FileRef, target: Path) -> None:
@@ -84,7 +97,7 @@ class HostCache:
                 time.sleep(pause)
 
     def _fetch_once(self, ref: FileRef, target: Path) -> None:
-        digest = hashlib.sha256()
+        digest = PieceHashes()
         with tempfile.NamedTemporaryFile(dir=self.root, prefix=".fetch-", delete=False) as tmp:
             try:
                 with self.http.stream("GET", f"/api/v1/artifacts/{ref.sha256}") as response:
@@ -103,7 +116,47 @@ class HostCache:
             except BaseException:
                 os.unlink(tmp.name)
                 raise
-        if digest.hexdigest() != ref.sha256:
+        whole, pieces = digest.finish()
+        if whole != ref.sha256:
             os.unlink(tmp.name)
-            raise ArtifactMismatch(f"{ref.name}: downloaded bytes hash to {digest.hexdigest()}")
+            raise ArtifactMismatch(f"{ref.name}: downloaded bytes hash to {whole}")
         os.replace(tmp.name, target)
+        self._pieces[ref.sha256] = pieces
+
+
+class PieceHashes:
+    """The sha256 of a byte stream as a whole and of each PIECE_BYTES piece, fed in order."""
+
+    def __init__(self) -> None:
+        self._whole = hashlib.sha256()
+        self._piece = hashlib.sha256()
+        self._filled = 0
+        self._pieces: list[str] = []
+
+    def update(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        self._whole.update(view)
+        while view:
+            take = min(len(view), PIECE_BYTES - self._filled)
+            self._piece.update(view[:take])
+            self._filled += take
+            view = view[take:]
+            if self._filled == PIECE_BYTES:
+                self._pieces.append(self._piece.hexdigest())
+                self._piece, self._filled = hashlib.sha256(), 0
+
+    def finish(self) -> tuple[str, list[str]]:
+        """(the whole's digest, the pieces' digests); an empty stream is one empty piece."""
+        if self._filled or not self._pieces:
+            self._pieces.append(self._piece.hexdigest())
+        return self._whole.hexdigest(), self._pieces
+
+
+def _hash_file(path: Path) -> tuple[str, list[str]]:
+    hashes = PieceHashes()
+    buffer = bytearray(_READ_BYTES)
+    view = memoryview(buffer)
+    with path.open("rb", buffering=0) as handle:
+        while count := handle.readinto(buffer):
+            hashes.update(view[:count])
+    return hashes.finish()

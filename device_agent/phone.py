@@ -101,13 +101,18 @@ def lost_on_failure(serial: str, doing: str) -> Iterator[None]:
         raise DeviceLost(f"{serial}: lost while {doing}: {exc or type(exc).__name__}") from exc
 
 
-SHELL_STDOUT, SHELL_STDERR, SHELL_EXIT = 1, 2, 3
+SHELL_STDIN, SHELL_STDOUT, SHELL_STDERR, SHELL_EXIT = 0, 1, 2, 3
+# What a ShellSession's command lines echo last: the end of their output.
+SESSION_MARK = "--hexfleet-session-done--"
 SYNC_DATA_MAX = 64 * 1024  # the largest DATA chunk adbd accepts (SYNC.TXT)
 SEND_BATCH = 16  # DATA chunks handed to the kernel at once: 1 MiB per send
 _SYNC_HEADER = struct.Struct("<4sI")
 # adbd's answer to a SEND that filled the disk: "write failed: " + strerror(ENOSPC).
 _NO_SPACE = "No space left on device"
 _DENT = struct.Struct("<4sIIII")  # LIST entry: id, mode, size, mtime, name length
+# dd's block size when the phone hashes a piece of a file: one read and one hash per piece
+# (smaller blocks cost the phone more CPU for nothing); toybox allocates one such buffer.
+DD_BLOCK = 16 * 1024 * 1024
 
 
 def _recv_exactly(sock: socket.socket, size: int) -> bytes:
@@ -145,6 +150,77 @@ def _shell_packets(buffer: bytearray) -> Iterator[tuple[int, bytes]]:
         kind, data = buffer[0], bytes(buffer[5 : 5 + size])
         del buffer[: 5 + size]
         yield kind, data
+
+
+class ShellSession:
+    """One shell on the phone (shell v2 with no command: the phone's sh reading its stdin) that
+    runs fixed command lines one after another, so a caller running many in a row (a PieceCheck,
+    a few a second) pays for one adb connection rather than one per command. Each line ends with
+    `echo` of a marker, which tells where its output ends. Not for use by two threads at once."""
+
+    def __init__(self, serial: str, sock: socket.socket) -> None:
+        self.serial = serial
+        self._sock = sock
+        self._buffer = bytearray()
+
+    def run(self, command: str, name: str, timeout: float = 30.0) -> tuple[str, str]:
+        """Run one command line built from a fixed template; its (stdout, stderr)."""
+        line = f"{command}; echo {SESSION_MARK}\n".encode()
+        mark = f"{SESSION_MARK}\n".encode()
+        out, err = bytearray(), bytearray()
+        with lost_on_failure(self.serial, f"running {name}"):
+            self._sock.settimeout(timeout)
+            self._sock.sendall(bytes([SHELL_STDIN]) + len(line).to_bytes(4, "little") + line)
+            while True:
+                for kind, data in _shell_packets(self._buffer):
+                    if kind == SHELL_STDOUT:
+                        out.extend(data)
+                    elif kind == SHELL_STDERR:
+                        err.extend(data)
+                    elif kind == SHELL_EXIT:
+                        raise EOFError(f"the phone's shell exited while running {name}")
+                if out.endswith(mark):
+                    return out[: -len(mark)].decode(errors="replace"), err.decode(errors="replace")
+                chunk = self._sock.recv(1 << 16)
+                if not chunk:
+                    raise EOFError(f"the phone hung up while running {name}")
+                self._buffer.extend(chunk)
+
+    def file_size(self, device_path: str) -> int | None:
+        """A file's size in bytes (`stat -c %s`), None if it is not there."""
+        out, _ = self.run(f"stat -c %s {shlex.quote(device_path)}", "stat")
+        size = out.strip()
+        return int(size) if size.isdigit() else None
+
+    def piece_digests(
+        self, device_path: str, first: int, count: int, piece_bytes: int
+    ) -> tuple[list[str], int | None]:
+        """The sha256 of pieces `first`..`first + count - 1` of a file, `piece_bytes` each (a
+        multiple of DD_BLOCK; the last piece of the file may be shorter), hashed on the phone:
+        `dd if=PATH bs=DD_BLOCK skip=S count=N 2>/dev/null | sha256sum` per piece, then
+        `stat -c %s PATH`; with the file's size after hashing (None if it is gone). A piece the
+        phone could not read hashes as what dd gave it (nothing: the empty digest)."""
+        if not _inside_root(device_path):
+            raise InvalidRequest(f"refusing to hash {device_path!r} outside hexfleet's folder")
+        blocks, rest = divmod(piece_bytes, DD_BLOCK)
+        if rest or blocks < 1 or first < 0 or count < 1:
+            raise InvalidRequest(f"bad pieces: {first}+{count} of {piece_bytes} bytes")
+        source = shlex.quote(device_path)
+        command = "; ".join(
+            [
+                f"dd if={source} bs={DD_BLOCK} skip={index * blocks} count={blocks} 2>/dev/null"
+                " | sha256sum"
+                for index in range(first, first + count)
+            ]
+            + [f"stat -c %s {source}"]
+        )
+        out, err = self.run(command, "dd", timeout=60.0 + 10.0 * count)
+        lines = out.split()
+        digests = lines[0 : 2 * count : 2]
+        if len(digests) != count or not all(map(SHA256.fullmatch, digests)):
+            raise DeviceLost(f"{self.serial}: hashing pieces failed: {err.strip()[:200]}")
+        size = lines[2 * count] if len(lines) > 2 * count else ""
+        return digests, int(size) if size.isdigit() else None
 
 
 @dataclass
@@ -378,6 +454,14 @@ class Phone:
         code, out, _ = self.shell("sha256sum", device_path, timeout=300)
         digest = out.split()[0] if code == 0 and out.split() else ""
         return digest if SHA256.fullmatch(digest) else None
+
+    @contextmanager
+    def session(self) -> Iterator[ShellSession]:
+        """A shell that runs fixed command lines one after another on one connection."""
+        with lost_on_failure(self.serial, "starting a shell"):
+            sock = self._open("shell,v2,raw:", timeout=30)
+        with closing(sock):
+            yield ShellSession(self.serial, sock)
 
     def cache_entries(self) -> dict[str, tuple[int, int]]:
         """The phone's cached artifacts: sha256 → (size, mtime); empty if there is no cache."""

@@ -1,11 +1,13 @@
 """Artifacts by content on a phone: push a file only if the phone lacks it, verify, evict LRU.
 
 The phone's cache is `/data/local/tmp/hexfleet/cache/<sha256>`. A push goes to `<sha256>.part`,
-is checked with `sha256sum` on the phone, then renamed; a file's mtime is its last use (touched on
-every hit, in the background when the agent gives a `background` runner: a run need not wait for
-it), and the least recently used files go first when the cache would exceed its quota. With the
-phone's connections cheap (see phone.py), a hit costs at most one listing and one `touch`; the
-sync push creates the cache folder.
+is checked on the phone, then renamed: a file larger than a piece (host_cache.PIECE_BYTES) is
+hashed there piece by piece while the SEND still writes the rest (PieceCheck), so the check costs
+little more than its last piece once the transfer ends; a smaller one with `sha256sum`. A file's
+mtime is its last use (touched on every hit, in the background when the agent gives a
+`background` runner: a run need not wait for it), and the least recently used files go first
+when the cache would exceed its quota. With the phone's connections cheap (see phone.py), a hit
+costs at most one listing and one `touch`; the sync push creates the cache folder.
 
 The agent is the only writer of its phones' caches, so a listing is trusted for
 `listing_trust_s` (a hit then costs no adb round trip before the run), and a file is touched only
@@ -26,12 +28,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from hexfleet.device_agent.host_cache import HostCache
-from hexfleet.device_agent.phone import SHA256, Phone, cache_path
+from hexfleet.device_agent.host_cache import PIECE_BYTES, HostCache
+from hexfleet.device_agent.phone import SHA256, Phone, ShellSession, cache_path
 from hexfleet.errors import ArtifactMismatch, DeviceFull, DeviceLost, InvalidRequest
 from hexfleet.manifest import FileRef
 from hexfleet.runner_spec import CACHE_DIR
@@ -48,6 +52,8 @@ RESERVE_BYTES = 256 * MB
 LISTING_TRUST_S = 30.0
 TOUCH_AFTER_S = 60.0
 PART = ".part"
+# How long a PieceCheck waits before looking again at a `.part` whose next piece is not written.
+PIECE_POLL_S = 0.05
 
 
 @dataclass
@@ -57,7 +63,8 @@ class PushReport:
     cached_files: int = 0
     evicted: list[str] = field(default_factory=list)
     push_seconds: float = 0.0  # pushing and verifying
-    verify_seconds: float = 0.0  # of which hashing on the phone
+    verify_seconds: float = 0.0  # of which verifying on the phone once the transfer had ended
+    verified_in_flight_bytes: int = 0  # bytes verified on the phone while still transferring
     link_retries: int = 0  # files pushed again after a dropped link
     seconds: float = 0.0
     listed: bool = True  # the phone's cache was listed (not taken from the trusted listing)
@@ -101,11 +108,13 @@ class ArtifactPusher:
             return dict(self._known), False
         listing = self.phone.listing(CACHE_DIR)
         self._known = {
-            name: (size, float(mtime)) for name, (size, mtime) in listing.items()
+            name: (size, float(mtime))
+            for name, (size, mtime) in listing.items()
             if SHA256.fullmatch(name)
         }
         self._partials = {
-            name: size for name, (size, _) in listing.items()
+            name: size
+            for name, (size, _) in listing.items()
             if name.endswith(PART) and SHA256.fullmatch(name.removesuffix(PART))
         }
         self._listed_at = self.clock()
@@ -140,7 +149,11 @@ class ArtifactPusher:
             mark = time.perf_counter()
             for ref in missing:
                 push_verified(
-                    self.phone, self.host_cache, ref, cache_path(ref.sha256), report,
+                    self.phone,
+                    self.host_cache,
+                    ref,
+                    cache_path(ref.sha256),
+                    report,
                     reconnect_s=self.reconnect_s,
                 )
                 self._known[ref.sha256] = (ref.size, self.clock())
@@ -216,7 +229,8 @@ def push_verified(
     mode: int = 0o644,
     reconnect_s: float = RECONNECT_S,
 ) -> None:
-    """Push to `<final>.part`, hash it on the phone, rename it.
+    """Push to `<final>.part`, hash it on the phone (piece by piece during the transfer when it
+    is larger than a piece), rename it.
 
     Bytes that hash wrong are pushed once more. A link dropped on the way is waited out (up to
     `reconnect_s`) and the file pushed again from its start, at most LINK_RETRIES times; the
@@ -227,11 +241,7 @@ def push_verified(
     drops = mismatches = 0
     while True:
         try:
-            phone.push(local, partial, mode)
-            mark = time.perf_counter()
-            digest = phone.sha256(partial)
-            report.verify_seconds += time.perf_counter() - mark
-            if digest == ref.sha256:
+            if _push_checked(phone, host_cache, ref, local, partial, mode, report):
                 phone.rename(partial, final)
                 return
             phone.remove(partial)
@@ -256,3 +266,136 @@ def push_verified(
                 f"{phone.serial}: {ref.name} ({ref.sha256[:12]}) did not hash correctly "
                 f"on the phone after {PUSH_ATTEMPTS} pushes"
             )
+
+
+def _push_checked(
+    phone: Phone,
+    host_cache: HostCache,
+    ref: FileRef,
+    local: Path,
+    partial: str,
+    mode: int,
+    report: PushReport,
+) -> bool:
+    """Push `local` to `partial`; whether the phone's copy hashes to `ref.sha256`."""
+    if ref.size <= PIECE_BYTES:
+        phone.push(local, partial, mode)
+        mark = time.perf_counter()
+        digest = phone.sha256(partial)
+        report.verify_seconds += time.perf_counter() - mark
+        return digest == ref.sha256
+    # A `.part` an earlier try left must not pass for this one's first pieces.
+    phone.remove(partial)
+    with PieceCheck(phone, partial, ref.size, host_cache.pieces(ref)) as check:
+        with check.following():
+            phone.push(local, partial, mode)
+        report.verified_in_flight_bytes += check.verified_bytes()
+        mark = time.perf_counter()
+        whole = check.finish()
+        report.verify_seconds += time.perf_counter() - mark
+    return whole
+
+
+class PieceCheck:
+    """Checks on the phone, piece by piece, a file that a SEND is still writing.
+
+    adbd writes a SEND's bytes in order, so every piece that ends within the `.part`'s current
+    size (`stat`) is final: it is hashed there (`dd ... | sha256sum`, piece_digests) and
+    compared with the host's digest of that piece while later pieces are still on their way.
+    When the SEND is done, `finish` checks the size and hashes the pieces left. The host's piece
+    digests come from bytes that hashed to the file's name (HostCache.pieces), so every piece
+    matching and the size matching is the phone's copy being the file. Its commands go through
+    one shell session (opened on entering, closed on leaving): a few commands a second, each
+    without an adb connection of its own."""
+
+    def __init__(self, phone: Phone, path: str, size: int, pieces: list[str]) -> None:
+        self.phone = phone
+        self.path = path
+        self.size = size
+        self.pieces = pieces
+        self.matched = 0  # pieces hashed on the phone and found right, from the first
+        self.wrong = False  # a piece hashed wrong: the push is bad, no need to look further
+        self._stop = threading.Event()
+        self._sessions = contextlib.ExitStack()
+        self._shell: ShellSession | None = None
+        self._broken = False  # the follower's session failed: `finish` opens another
+
+    def __enter__(self) -> PieceCheck:
+        self._shell = self._sessions.enter_context(self.phone.session())
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._sessions.close()
+
+    @property
+    def shell(self) -> ShellSession:
+        if self._shell is None or self._broken:
+            self._shell = self._sessions.enter_context(self.phone.session())
+            self._broken = False
+        return self._shell
+
+    def verified_bytes(self) -> int:
+        return min(self.matched * PIECE_BYTES, self.size)
+
+    @contextlib.contextmanager
+    def following(self) -> Iterator[None]:
+        """Hash pieces as they are written while the body runs (the SEND); stop after it."""
+        thread = threading.Thread(target=self._follow, name=f"piece-check-{self.phone.serial}")
+        thread.start()
+        try:
+            yield
+        finally:
+            self._stop.set()
+            thread.join()
+
+    def finish(self) -> bool:
+        """After the SEND: whether the whole file is right (hashing the pieces still unchecked)."""
+        if self.wrong:
+            return False
+        if self.matched < len(self.pieces):
+            size = self._check(self.size)
+        else:
+            size = self.shell.file_size(self.path)
+        return not self.wrong and self.matched == len(self.pieces) and size == self.size
+
+    def _follow(self) -> None:
+        """Hash the pieces written so far, then look again when the next one should be there
+        (from the rate the file grew at), until stopped or done."""
+        try:
+            written, seen = self.shell.file_size(self.path) or 0, time.monotonic()
+            rate = 0.0
+            while not (self._stop.is_set() or self.wrong or self.matched == len(self.pieces)):
+                size = self._check(written)
+                if size is None:
+                    wait = PIECE_POLL_S
+                    if rate > 0:
+                        wait = (self._end(self.matched) - written) / rate
+                    self._stop.wait(min(max(wait, PIECE_POLL_S / 5), PIECE_POLL_S * 5))
+                    size = self.shell.file_size(self.path) or 0
+                now = time.monotonic()
+                if size > written:
+                    rate = (size - written) / max(now - seen, 1e-3)
+                    written, seen = size, now
+        except DeviceLost as exc:  # the SEND fails too, or `finish` hashes what is left
+            log.debug("piece check of %s stopped: %s", self.path, exc)
+            self._broken = True
+
+    def _end(self, index: int) -> int:
+        return min((index + 1) * PIECE_BYTES, self.size)
+
+    def _check(self, written: int) -> int | None:
+        """Hash the unchecked pieces that end within the first `written` bytes; the file's size
+        after hashing them, None if no piece was ready (or the file is gone)."""
+        ready = self.matched
+        while ready < len(self.pieces) and self._end(ready) <= written:
+            ready += 1
+        if ready == self.matched:
+            return None
+        first = self.matched
+        digests, size = self.shell.piece_digests(self.path, first, ready - first, PIECE_BYTES)
+        for expected, digest in zip(self.pieces[first:ready], digests, strict=True):
+            if digest != expected:
+                self.wrong = True
+                break
+            self.matched += 1
+        return size

@@ -31,6 +31,7 @@ from hexfleet.runner_env import ComputeMode
 from hexfleet.virtual_phone.faults import FaultCommand
 from hexfleet.virtual_phone.phone import PhoneConfig, VirtualPhone
 from hexfleet.virtual_phone.profiles import Profile, get_profile
+from hexfleet.virtual_phone.storage import Capacity
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ class PhoneSpec(BaseModel):
     abi: Abi = "x86_64"
     bandwidth_mb_s: float | None = None
     faulty_npu: float = 0.0
+    storage_bytes: int | None = Field(default=None, gt=0)  # as marketed; None: the profile's
 
 
 class PhoneRecord(BaseModel):
@@ -128,6 +130,7 @@ def phone_config(spec: PhoneSpec) -> PhoneConfig:
         abi=spec.abi,
         bandwidth_mb_s=spec.bandwidth_mb_s,
         faulty_npu=spec.faulty_npu,
+        capacity=None if spec.storage_bytes is None else Capacity.marketed(spec.storage_bytes),
     )
 
 
@@ -142,10 +145,14 @@ def plan(
     abi: Abi = "x86_64",
     bandwidth_mb_s: float | None = None,
     faulty_npu: float = 0.0,
+    storage_bytes: int | None = None,
 ) -> list[PhoneSpec]:
-    """Specs for `count` phones on consecutive ports, cycling through `profiles`."""
+    """Specs for `count` phones on consecutive ports, cycling through `profiles`;
+    `storage_bytes`: every phone's storage as marketed (None: its profile's)."""
     if count < 1:
         raise InvalidRequest("--count must be at least 1")
+    if storage_bytes is not None:
+        Capacity.marketed(storage_bytes)  # refused here, before any process starts
     specs = []
     for index in range(count):
         port = base_port + index
@@ -168,6 +175,7 @@ def plan(
                 abi=abi,
                 bandwidth_mb_s=bandwidth_mb_s,
                 faulty_npu=faulty_npu,
+                storage_bytes=storage_bytes,
             )
         )
     return specs
@@ -198,9 +206,7 @@ async def serve_phone(spec: PhoneSpec) -> None:
     """Run one phone until SIGTERM/SIGINT, publishing its record while it lives."""
     phone = VirtualPhone(phone_config(spec))
     await phone.start()
-    control = await asyncio.start_server(
-        lambda r, w: _handle_control(phone, r, w), "127.0.0.1", 0
-    )
+    control = await asyncio.start_server(lambda r, w: _handle_control(phone, r, w), "127.0.0.1", 0)
     record = PhoneRecord(
         pid=os.getpid(),
         serial=phone.serial,
@@ -377,8 +383,9 @@ class ThreadedFleet:
 
     def __init__(self) -> None:
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="virtual-phones",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="virtual-phones", daemon=True
+        )
         self._thread.start()
         self.phones: list[VirtualPhone] = []
 

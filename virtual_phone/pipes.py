@@ -7,6 +7,8 @@ the ADB stream, redirections supply files, and `a | b` a bounded in-memory pipe.
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 from collections import deque
 from typing import BinaryIO
 
@@ -41,12 +43,23 @@ class BufferOutput(Output):
 
 
 class FileOutput(Output):
-    """A redirection to a file on the phone (already resolved to its host path and opened)."""
+    """A redirection to a file on the phone (already resolved to its host path and opened).
 
-    def __init__(self, handle: BinaryIO) -> None:
+    `room`: how many more bytes the phone's disk takes (None: no limit). Past it, what fits is
+    written and the write fails with ENOSPC, as a kernel's write on a full partition does."""
+
+    def __init__(self, handle: BinaryIO, room: int | None = None) -> None:
         self._handle = handle
+        self._room = room
 
     async def write(self, data: bytes) -> None:
+        if self._room is not None and len(data) > self._room:
+            self._handle.write(data[: self._room])
+            self._handle.flush()
+            self._room = 0
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        if self._room is not None:
+            self._room -= len(data)
         self._handle.write(data)
 
     def close(self) -> None:

@@ -20,8 +20,27 @@ from hexfleet.virtual_phone.pipes import BufferOutput, Input, NullOutput, Output
 
 SHELL_PATH = "/system/bin/sh"
 UNSUPPORTED_KEYWORDS = frozenset(
-    {"if", "then", "else", "elif", "fi", "for", "while", "until", "do", "done", "case", "esac",
-     "function", "select", "{", "}", "[[", "]]", "time"}
+    {
+        "if",
+        "then",
+        "else",
+        "elif",
+        "fi",
+        "for",
+        "while",
+        "until",
+        "do",
+        "done",
+        "case",
+        "esac",
+        "function",
+        "select",
+        "{",
+        "}",
+        "[[",
+        "]]",
+        "time",
+    }
 )
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _REDIRECT = re.compile(r"(\d?)(>>|>&|<&|&>|>\||>|<)")
@@ -343,7 +362,7 @@ def parse(text: str) -> Script:
                 and not first.quoted
                 and (assign := _ASSIGNMENT.match(first.text))
             ):
-                rest = [Segment("lit", first.text[assign.end():], False)] + token.segments[1:]
+                rest = [Segment("lit", first.text[assign.end() :], False)] + token.segments[1:]
                 command.assignments.append((assign.group(1), Word(rest)))
                 continue
             command.words.append(token)
@@ -497,21 +516,24 @@ class Interpreter:
             for index, command in enumerate(commands):
                 stdin = pipes[index - 1].reader if index else io.stdin
                 stdout = pipes[index].writer if index < len(pipes) else io.stdout
-                jobs.append(self._piped(command, IO(stdin, stdout, io.stderr)))
+                # A command closes the pipe ends it holds when it ends, not the shell's own
+                # stdin and stdout (a shell reading its script from stdin reads on after it).
+                ends = [end for end in (stdin, stdout) if end not in (io.stdin, io.stdout)]
+                jobs.append(self._piped(command, IO(stdin, stdout, io.stderr), ends))
             statuses = await asyncio.gather(*jobs)
             status = statuses[-1]
         if pipeline.negate:
             status = 0 if status else 1
         return status
 
-    async def _piped(self, command: Command, io: IO) -> int:
+    async def _piped(self, command: Command, io: IO, ends: list[Input | Output]) -> int:
         try:
             return await self._command(command, io)
         except BrokenPipeError:
             return 141
         finally:
-            io.stdout.close()
-            io.stdin.close()
+            for end in ends:
+                end.close()
 
     async def _command(self, command: Command, io: IO) -> int:
         opened: list[Input | Output] = []
@@ -519,13 +541,12 @@ class Interpreter:
             argv: list[str] = []
             for word in command.words:
                 argv.extend(await self.expand(word, io))
-            values = [(name, await self.expand_single(word, io))
-                      for name, word in command.assignments]
+            values = [
+                (name, await self.expand_single(word, io)) for name, word in command.assignments
+            ]
             if argv and argv[0] in UNSUPPORTED_KEYWORDS and command.words[0].literal():
-                await io.stderr.write(
-                    f"{SHELL_PATH}: {argv[0]}: not supported by this virtual phone's shell\n"
-                    .encode()
-                )
+                message = f"{SHELL_PATH}: {argv[0]}: not supported by this virtual phone's shell\n"
+                await io.stderr.write(message.encode())
                 return 2
             io = await self._redirect(command.redirects, io, opened)
         except ShellSyntaxError as exc:
@@ -638,8 +659,9 @@ class Interpreter:
             text = "".join(value for value, _ in parts)
             globbing = any(not quoted and _GLOB_CHARS.search(value) for value, quoted in parts)
             if globbing:
-                pattern = "".join(value if not quoted else _glob_escape(value)
-                                  for value, quoted in parts)
+                pattern = "".join(
+                    value if not quoted else _glob_escape(value) for value, quoted in parts
+                )
                 matches = self._glob(pattern, self.state)
                 if matches:
                     results.extend(matches)

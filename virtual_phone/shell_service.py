@@ -150,9 +150,7 @@ def _cancelling() -> bool:
     return current is not None and current.cancelling() > 0
 
 
-async def _interactive(
-    toolbox: Toolbox, interpreter: Interpreter, io: IO, *, prompt: bool
-) -> int:
+async def _interactive(toolbox: Toolbox, interpreter: Interpreter, io: IO, *, prompt: bool) -> int:
     """A shell reading commands from stdin a line at a time until EOF or `exit`; it prompts
     (like mksh on a terminal) only when the host asked for one."""
     pending = b""
@@ -171,4 +169,5 @@ async def _interactive(
         text = line.decode(errors="replace").strip()
         if text in ("exit", "logout"):
             return status
+        log.info("sh %d reads: %s", interpreter.state.pid, text)
         status = await _run_killable(interpreter.run(text, io), toolbox, interpreter.state.pid)

@@ -7,6 +7,7 @@ not found" + 127 for unknown commands); every path goes through the phone's conf
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import hashlib
 import os
@@ -17,7 +18,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 from hexfleet.virtual_phone.filesystem import PhoneFilesystem, Resolved, check_writable, fs_error
 from hexfleet.virtual_phone.health import Health
@@ -28,8 +29,15 @@ from hexfleet.virtual_phone.programs import Programs
 from hexfleet.virtual_phone.shell import IO, SHELL_PATH, Interpreter, ShellExit, ShellState
 from hexfleet.virtual_phone.storage import Storage
 
-PATH_DIRS = ("/product/bin", "/apex/com.android.runtime/bin", "/system/bin", "/system/xbin",
-             "/vendor/bin")
+# Commands a phone's mksh runs itself (the rest are toybox's): they word their errors as mksh does.
+MKSH_BUILTINS = frozenset({"echo", "print", "pwd", "true", "false", "test", "["})
+PATH_DIRS = (
+    "/product/bin",
+    "/apex/com.android.runtime/bin",
+    "/system/bin",
+    "/system/xbin",
+    "/vendor/bin",
+)
 KERNEL_RELEASE = "5.15.153-android14-11-gd5b0c2b5e1a4"
 
 
@@ -138,7 +146,10 @@ class Toolbox:
 
     def interpreter(self, state: ShellState) -> Interpreter:
         return Interpreter(
-            state, execute=self.execute, open_file=self.open_file, glob=self.glob,
+            state,
+            execute=self.execute,
+            open_file=self.open_file,
+            glob=self.glob,
             spawn=self.spawn,
         )
 
@@ -154,13 +165,16 @@ class Toolbox:
         if path == "/dev/null":
             return Input() if mode == "rb" else NullOutput()
         resolved = self.phone.fs.resolve(path, state.cwd)
+        room = None
         if mode != "rb":
             check_writable(resolved.device)
+            storage = self.phone.storage
+            room = storage.room_for(resolved.host) if mode == "wb" else storage.usage().free
         try:
             handle = open(resolved.host, mode)  # noqa: SIM115 - the redirection closes it
         except OSError as exc:
             raise fs_error(exc.errno or errno.EIO, path) from exc
-        return FileInput(handle) if mode == "rb" else FileOutput(handle)
+        return FileInput(handle) if mode == "rb" else FileOutput(handle, room)
 
     def spawn(self, job: Callable[[], Awaitable[int]], description: str) -> int:
         """Run a background job (`cmd &`); it shows in `ps` as a shell and `kill` cancels it."""
@@ -202,8 +216,14 @@ class Toolbox:
             return await _run(COMMANDS[base], invocation, argv[1:])
         if resolved.host.is_file() and self._executable(resolved.device):
             return await self.phone.programs.run_executable(
-                resolved.device, argv[1:], env=state.command_env, stdin=io.stdin,
-                stdout=io.stdout, stderr=io.stderr, cwd=state.cwd, ppid=state.pid,
+                resolved.device,
+                argv[1:],
+                env=state.command_env,
+                stdin=io.stdin,
+                stdout=io.stdout,
+                stderr=io.stderr,
+                cwd=state.cwd,
+                ppid=state.pid,
             )
         if resolved.host.exists():
             await io.stderr.write(
@@ -224,7 +244,18 @@ async def _run(fn: CommandFn, invocation: Invocation, args: list[str]) -> int:
     try:
         return await fn(invocation, args)
     except Usage as exc:
-        await invocation.error(f"{exc} (see \"{invocation.name} --help\")")
+        await invocation.error(f'{exc} (see "{invocation.name} --help")')
+        return 1
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        # Its output redirected to a full disk: toybox's xwrite fails, mksh's echo says `write`.
+        if invocation.name in MKSH_BUILTINS:
+            await invocation.io.stderr.write(
+                f"{SHELL_PATH}: {invocation.name}: write: {exc.strerror}\n".encode()
+            )
+        else:
+            await invocation.error(f"xwrite: {exc.strerror}")
         return 1
 
 
@@ -407,8 +438,17 @@ def _long_rows(entries: list[tuple[str, Path, str]]) -> list[str]:
         name = shown
         if stat.S_ISLNK(info.st_mode):
             name += " -> " + os.readlink(host)
-        rows.append((stat.filemode(info.st_mode), str(info.st_nlink), owner, owner,
-                     str(info.st_size), when, name))
+        rows.append(
+            (
+                stat.filemode(info.st_mode),
+                str(info.st_nlink),
+                owner,
+                owner,
+                str(info.st_size),
+                when,
+                name,
+            )
+        )
     if not rows:
         return []
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
@@ -458,8 +498,10 @@ async def _ls(inv: Invocation, args: list[str]) -> int:
             names = [".", ".."] + names
         entries = []
         for name in names:
-            host = resolved.host if name == "." else (
-                resolved.host.parent if name == ".." else resolved.host / name
+            host = (
+                resolved.host
+                if name == "."
+                else (resolved.host.parent if name == ".." else resolved.host / name)
             )
             entries.append((name, host, f"{resolved.device.rstrip('/')}/{name}"))
         header = ""
@@ -564,9 +606,238 @@ async def _cat(inv: Invocation, args: list[str]) -> int:
                 while chunk := handle.read(256 * 1024):
                     await inv.out(chunk)
         except OSError as exc:
+            if exc.errno == errno.ENOSPC:  # writing, not reading: toybox's xwrite exits
+                raise
             await inv.path_error(exc, operand)
             status = 1
     return status
+
+
+# dd, as toybox's (toys/posix/dd.c): key=value operands, blocks of ibs in and obs out, a summary
+# on stderr unless status=none; of its conversions only notrunc.
+_DD_NUMBERS = {"bs": 1, "ibs": 1, "obs": 1, "count": 0, "skip": 0, "seek": 0}
+_DD_FLAGS = {
+    "conv": ("fsync", "noerror", "notrunc", "sync"),
+    "iflag": ("count_bytes", "skip_bytes"),
+    "oflag": ("seek_bytes",),
+}
+
+
+class _DdError(Exception):
+    """toybox's error_exit in dd: one line on stderr, status 1."""
+
+
+def _atolx(text: str) -> int:
+    """toybox's atolx: strtol's 0x and 0 prefixes, then k m g t p e for powers of 1024."""
+    body = text.strip()
+    shift = "kmgtpe".find(body[-1:].lower()) + 1 if body else 0
+    digits = body[:-1] if shift else body
+    try:
+        if digits[:2].lower() == "0x":
+            value = int(digits[2:], 16)
+        elif digits.startswith("0") and len(digits) > 1:
+            value = int(digits[1:], 8)
+        else:
+            value = int(digits, 10)
+    except ValueError:
+        raise _DdError(f"not integer: {text}") from None
+    return value << (10 * shift)
+
+
+def _dd_number(text: str, least: int) -> int:
+    """toybox's argxarg: a product like 2x512 of atolx numbers, at least `least`."""
+    value = 1
+    for factor in [text] if text.lower().startswith("0x") else text.split("x"):
+        value *= _atolx(factor)
+    if value < least or value >= 1 << 63:
+        raise _DdError(f"bad {text}")
+    return value
+
+
+def _dd_human(num: int) -> str:
+    """toybox's human_readable(HR_SPACE|HR_B): at most 3 digits, one decimal below 10."""
+    unit, snap = 0, 0
+    while len(str(num)) > 3:
+        snap, num, unit = num, (num + 512) // 1024, unit + 1
+    if unit and num < 10:
+        whole, rest = divmod(snap, 1024)
+        return f"{whole}.{(rest * 100 + 50) // 1024 // 10} {' KMGTPE'[unit]}"
+    return f"{num} {' KMGTPE'[unit] if unit else 'B'}"
+
+
+@dataclass
+class _DdCounts:
+    """What dd prints at exit: records (blocks) whole and partial, bytes, time."""
+
+    in_full: int = 0
+    in_part: int = 0
+    out_full: int = 0
+    out_part: int = 0
+    copied: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    def summary(self, status: str | None) -> str:
+        lines = []
+        if status != "none":
+            lines.append(
+                f"{self.in_full}+{self.in_part} records in\n"
+                f"{self.out_full}+{self.out_part} records out\n"
+            )
+        if status is None:
+            ms = max(int((time.monotonic() - self.started) * 1000), 1)
+            rate = self.copied * 1000 // ms
+            lines.append(
+                f"{self.copied} bytes ({_dd_human(self.copied)}) copied, "
+                f"{ms // 1000}.{ms % 1000:03d} s, {_dd_human(rate)}/s\n"
+            )
+        return "".join(lines)
+
+
+class _DdInput:
+    """dd's input: a file read block by block off the event loop, or stdin cut into blocks."""
+
+    def __init__(self, source: Input | BinaryIO) -> None:
+        self._source = source
+        self._left = b""
+
+    async def read(self, size: int) -> bytes:
+        if not isinstance(self._source, Input):
+            return await asyncio.to_thread(self._source.read, size)
+        if not self._left:
+            self._left = await self._source.read()
+        data, self._left = self._left[:size], self._left[size:]
+        return data
+
+    async def skip(self, size: int) -> bool:
+        """Skip `size` bytes (a file seeks, stdin is read); False when stdin ends first."""
+        if not isinstance(self._source, Input):
+            self._source.seek(size, os.SEEK_CUR)
+            return True
+        while size:
+            data = await self.read(min(size, 64 * 1024))
+            if not data:
+                return False
+            size -= len(data)
+        return True
+
+
+@command("dd")
+async def _dd(inv: Invocation, args: list[str]) -> int:
+    values: dict[str, str] = {}
+    for arg in args:
+        key, equals, value = arg.partition("=")
+        if not equals or key not in {*_DD_NUMBERS, *_DD_FLAGS, "if", "of", "status"}:
+            await inv.error(f"bad arg {arg}")
+            return 1
+        values[key] = value
+    try:
+        numbers = {
+            key: _dd_number(values[key], least)
+            for key, least in _DD_NUMBERS.items()
+            if key in values
+        }
+        flags: set[str] = set()
+        for key, known in _DD_FLAGS.items():
+            for flag in filter(None, values.get(key, "").split(",")):
+                if flag not in known:
+                    raise _DdError(f"bad {key}={values[key]}")
+                flags.add(flag)
+        status = values.get("status")
+        if status not in (None, "noxfer", "none"):
+            raise _DdError(f"unknown status '{status}'")
+    except _DdError as exc:
+        await inv.error(str(exc))
+        return 1
+    counts = _DdCounts()
+    try:
+        return await _dd_copy(inv, values, numbers, flags, counts)
+    finally:  # toybox prints its summary at exit, after an error too
+        await inv.io.stderr.write(counts.summary(status).encode())
+
+
+async def _dd_copy(
+    inv: Invocation,
+    values: dict[str, str],
+    numbers: dict[str, int],
+    flags: set[str],
+    counts: _DdCounts,
+) -> int:
+    bs = numbers.get("bs", 0)
+    ibs, obs = (bs, bs) if bs else (numbers.get("ibs", 512), numbers.get("obs", 512))
+    with contextlib.ExitStack() as opened:
+        source, sink = _DdInput(inv.io.stdin), inv.io.stdout
+        name = values.get("if", "")
+        try:
+            if name:
+                resolved = inv.resolve(name)
+                if resolved.host.is_dir():
+                    raise fs_error(errno.EISDIR, name)
+                source = _DdInput(opened.enter_context(open(resolved.host, "rb", buffering=0)))
+            name = values.get("of", "")
+            if name == "/dev/null":
+                sink = NullOutput()
+            elif name:
+                seek = numbers.get("seek", 0) * (1 if "seek_bytes" in flags else obs)
+                sink = opened.enter_context(
+                    contextlib.closing(_dd_output(inv, name, seek, truncate="notrunc" not in flags))
+                )
+        except OSError as exc:
+            await inv.path_error(exc, name)
+            return 1
+        skip = numbers.get("skip", 0) * (1 if "skip_bytes" in flags else ibs)
+        if skip and not await source.skip(skip):
+            await inv.out(f"{values.get('if', 'stdin')}: Can't skip\n")
+            return 0
+        left = numbers.get("count", -1)
+        if left > 0 and "count_bytes" not in flags:
+            left *= ibs
+        pending = b""
+        try:
+            while left:
+                block = await source.read(ibs if left < 0 else min(ibs, left))
+                if not block:
+                    break
+                counts.in_full += len(block) == ibs
+                counts.in_part += len(block) != ibs
+                left -= len(block) if left > 0 else 0
+                pending += block
+                while pending and (bs or len(pending) >= obs):
+                    piece, pending = (pending, b"") if bs else (pending[:obs], pending[obs:])
+                    await _dd_write(sink, piece, obs, counts)
+            if pending:
+                await _dd_write(sink, pending, obs, counts)
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            await inv.error(f"{values.get('of', 'stdout')}: write error: {exc.strerror}")
+            return 1
+    return 0
+
+
+async def _dd_write(sink: Output, block: bytes, obs: int, counts: _DdCounts) -> None:
+    await sink.write(block)
+    counts.out_full += len(block) == obs
+    counts.out_part += len(block) != obs
+    counts.copied += len(block)
+
+
+def _dd_output(inv: Invocation, path: str, seek: int, truncate: bool) -> FileOutput:
+    """dd's of=: created if missing, truncated at `seek` unless conv=notrunc."""
+    resolved = inv.resolve(path)
+    check_writable(resolved.device)
+    fd = os.open(
+        resolved.host,
+        os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if truncate and not seek else 0),
+        0o666,
+    )
+    handle = os.fdopen(fd, "wb")
+    if seek:
+        handle.seek(seek)
+        if truncate:
+            handle.truncate(seek)
+    # What it overwrites takes no new room: the free space plus the file's bytes past `seek`.
+    kept = os.fstat(fd).st_size
+    return FileOutput(handle, inv.phone.storage.usage().free + max(kept - seek, 0))
 
 
 def _symbolic_mode(spec: str, current: int) -> int:
@@ -588,8 +859,11 @@ def _symbolic_mode(spec: str, current: int) -> int:
                 for letter, value in (("r", 4), ("w", 2), ("x", 1), ("X", 1)):
                     if letter in perms:
                         bits |= value << shift
-        mask = sum(7 << shift for person, shift in (("u", 6), ("g", 3), ("o", 0))
-                   if person in who or "a" in who)
+        mask = sum(
+            7 << shift
+            for person, shift in (("u", 6), ("g", 3), ("o", 0))
+            if person in who or "a" in who
+        )
         if op == "+":
             mode |= bits
         elif op == "-":
@@ -613,8 +887,11 @@ async def _chmod(inv: Invocation, args: list[str]) -> int:
             check_writable(resolved.device)
             targets = [resolved.host]
             if recursive and resolved.host.is_dir():
-                targets += [Path(folder) / name for folder, dirs, names in
-                            os.walk(resolved.host) for name in dirs + names]
+                targets += [
+                    Path(folder) / name
+                    for folder, dirs, names in os.walk(resolved.host)
+                    for name in dirs + names
+                ]
             for target in targets:
                 if target.is_symlink():
                     continue
@@ -641,13 +918,24 @@ def _hash_file(path: Path, algorithm: str) -> str:
     return digest.hexdigest()
 
 
+async def _hash_input(source: Input, algorithm: str) -> str:
+    """The digest of everything `source` gives, hashed as it comes (a pipe may carry gigabytes);
+    large pieces off the event loop, so the phone's transfers go on meanwhile."""
+    digest = hashlib.new(algorithm)
+    while chunk := await source.read():
+        if len(chunk) >= 64 * 1024:
+            await asyncio.to_thread(digest.update, chunk)
+        else:
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 async def _checksum(inv: Invocation, args: list[str], algorithm: str) -> int:
     _, _, operands = parse_flags(args, "bc")
     status = 0
     for operand in operands or ["-"]:
         if operand == "-":
-            digest = hashlib.new(algorithm, await read_all(inv.io.stdin)).hexdigest()
-            await inv.out(f"{digest}  -\n")
+            await inv.out(f"{await _hash_input(inv.io.stdin, algorithm)}  -\n")
             continue
         try:
             resolved = inv.resolve(operand)
@@ -721,8 +1009,10 @@ async def _df(inv: Invocation, args: list[str]) -> int:
         source, size, used, free = mounts[mount]
         percent = f"{(used * 100 + size - 1) // size if size else 0}%"
         if "h" in flags:
-            lines.append(f"{source:<16} {_human(size):>5} {_human(used):>5} {_human(free):>5} "
-                         f"{percent:>4} {mount}")
+            lines.append(
+                f"{source:<16} {_human(size):>5} {_human(used):>5} {_human(free):>5} "
+                f"{percent:>4} {mount}"
+            )
         else:
             lines.append(f"{source:<16} {size:>9} {used:>8} {free:>9} {percent:>4} {mount}")
     await inv.out("\n".join(lines) + "\n")
@@ -834,8 +1124,11 @@ async def _ps(inv: Invocation, args: list[str]) -> int:
 @command("pidof")
 async def _pidof(inv: Invocation, args: list[str]) -> int:
     _, _, names = parse_flags(args, "s")
-    pids = [str(row.pid) for row in inv.phone.processes.rows()
-            if row.name in names or row.args.split(" ")[0] in names]
+    pids = [
+        str(row.pid)
+        for row in inv.phone.processes.rows()
+        if row.name in names or row.args.split(" ")[0] in names
+    ]
     if not pids:
         return 1
     await inv.out(" ".join(pids) + "\n")
@@ -898,12 +1191,36 @@ async def _transfer(
             if not (origin.host.exists() or origin.host.is_symlink()):
                 raise fs_error(errno.ENOENT, source)
             into = destination.host.is_dir()
-            await move(origin, source, destination.host / origin.host.name if into
-                       else destination.host)
+            await move(
+                origin, source, destination.host / origin.host.name if into else destination.host
+            )
         except OSError as exc:
             await inv.path_error(exc, source)
             status = 1
     return status
+
+
+def _filesystem(device_path: str) -> str:
+    """The mount a path is on: /sdcard (/storage/emulated, a FUSE view) is not /data's."""
+    if device_path.startswith(("/sdcard", "/storage")):
+        return "/storage"
+    return "/data" if device_path == "/data" or device_path.startswith("/data/") else "/"
+
+
+async def _copy_bounded(storage: Storage, host: Path, final: Path) -> None:
+    """A file or a folder copied as far as the disk takes it, with no error when it does not
+    (toybox's cp ignores its copy's short write: measured with toybox 0.8.9 on a full tmpfs)."""
+    if host.is_dir():
+        await asyncio.to_thread(
+            shutil.copytree,
+            host,
+            final,
+            symlinks=True,
+            dirs_exist_ok=True,
+            copy_function=lambda src, dst: storage.copy_within(Path(src), Path(dst)),
+        )
+    else:
+        await asyncio.to_thread(storage.copy_within, host, final)
 
 
 @command("mv")
@@ -912,7 +1229,16 @@ async def _mv(inv: Invocation, args: list[str]) -> int:
 
     async def rename(origin: Resolved, _source: str, final: Path) -> None:
         check_writable(origin.device)
-        os.replace(origin.host, final)
+        if _filesystem(origin.device) == _filesystem(inv.phone.fs.device_path(final)):
+            os.replace(origin.host, final)
+            return
+        # rename() across filesystems is EXDEV: toybox's mv copies, then removes the source,
+        # whether the copy was whole or not.
+        await _copy_bounded(inv.phone.storage, origin.host, final)
+        if origin.host.is_dir() and not origin.host.is_symlink():
+            await asyncio.to_thread(shutil.rmtree, origin.host)
+        else:
+            origin.host.unlink()
 
     return await _transfer(inv, operands, rename, follow=False)
 
@@ -930,10 +1256,7 @@ async def _cp(inv: Invocation, args: list[str]) -> int:
                 await inv.error(f"Skipped dir '{source}'")
                 skipped = True
                 return
-            await asyncio.to_thread(shutil.copytree, host, final, symlinks=True,
-                                    dirs_exist_ok=True)
-        else:
-            await asyncio.to_thread(shutil.copyfile, host, final)
+        await _copy_bounded(inv.phone.storage, host, final)
 
     status = await _transfer(inv, operands, copy, follow=True)
     return 1 if skipped else status
@@ -994,8 +1317,14 @@ def _test(inv: Invocation, args: list[str]) -> bool:
             return left == right
         if op == "!=":
             return left != right
-        numeric = {"-eq": int.__eq__, "-ne": int.__ne__, "-lt": int.__lt__,
-                   "-gt": int.__gt__, "-le": int.__le__, "-ge": int.__ge__}
+        numeric = {
+            "-eq": int.__eq__,
+            "-ne": int.__ne__,
+            "-lt": int.__lt__,
+            "-gt": int.__gt__,
+            "-le": int.__le__,
+            "-ge": int.__ge__,
+        }
         if op in numeric:
             return bool(numeric[op](int(left), int(right)))
     raise Usage("only one expression is supported")
@@ -1072,10 +1401,15 @@ async def _wc(inv: Invocation, args: list[str]) -> int:
     if contents is None:
         return 1
     for name, data in contents:
-        counts = {"l": data.count(b"\n"), "w": len(data.split()), "c": len(data),
-                  "m": len(data.decode(errors="replace"))}
+        counts = {
+            "l": data.count(b"\n"),
+            "w": len(data.split()),
+            "c": len(data),
+            "m": len(data.decode(errors="replace")),
+        }
         shown = [str(counts[key]) for key in "lwcm" if key in flags] or [
-            str(counts[k]) for k in "lwc"]
+            str(counts[k]) for k in "lwc"
+        ]
         suffix = "" if name == "-" else f" {name}"
         await inv.out(" ".join(shown) + suffix + "\n")
     return 0
@@ -1093,20 +1427,35 @@ async def _stat(inv: Invocation, args: list[str]) -> int:
             await inv.path_error(exc, operand)
             status = 1
             continue
-        kind = ("directory" if stat.S_ISDIR(info.st_mode) else "symbolic link"
-                if stat.S_ISLNK(info.st_mode) else "regular file")
+        kind = (
+            "directory"
+            if stat.S_ISDIR(info.st_mode)
+            else "symbolic link"
+            if stat.S_ISLNK(info.st_mode)
+            else "regular file"
+        )
         owner = _owner(resolved.device)
         codes = {
-            "s": str(info.st_size), "n": operand, "a": f"{stat.S_IMODE(info.st_mode):o}",
-            "A": stat.filemode(info.st_mode), "F": kind, "Y": str(int(info.st_mtime)),
-            "U": owner, "G": owner, "i": str(info.st_ino), "h": str(info.st_nlink),
-            "u": "2000" if owner == "shell" else "0", "g": "2000" if owner == "shell" else "0",
+            "s": str(info.st_size),
+            "n": operand,
+            "a": f"{stat.S_IMODE(info.st_mode):o}",
+            "A": stat.filemode(info.st_mode),
+            "F": kind,
+            "Y": str(int(info.st_mtime)),
+            "U": owner,
+            "G": owner,
+            "i": str(info.st_ino),
+            "h": str(info.st_nlink),
+            "u": "2000" if owner == "shell" else "0",
+            "g": "2000" if owner == "shell" else "0",
             "%": "%",
         }
         form = values.get("c")
         if form is None:
-            form = ("  File: %n\n  Size: %s\t %F\nAccess: (%a/%A)\tUid: (%u/%U)\t"
-                    "Gid: (%g/%G)\nModify: %Y")
+            form = (
+                "  File: %n\n  Size: %s\t %F\nAccess: (%a/%A)\tUid: (%u/%U)\t"
+                "Gid: (%g/%G)\nModify: %Y"
+            )
         text, index = [], 0
         while index < len(form):
             if form[index] == "%" and index + 1 < len(form):
@@ -1122,8 +1471,14 @@ async def _stat(inv: Invocation, args: list[str]) -> int:
 @command("uname")
 async def _uname(inv: Invocation, args: list[str]) -> int:
     flags, _, _ = parse_flags(args, "asnrvmo")
-    parts = {"s": "Linux", "n": "localhost", "r": KERNEL_RELEASE,
-             "v": "#1 SMP PREEMPT Mon Jan 1 00:00:00 UTC 2024", "m": "aarch64", "o": "Toybox"}
+    parts = {
+        "s": "Linux",
+        "n": "localhost",
+        "r": KERNEL_RELEASE,
+        "v": "#1 SMP PREEMPT Mon Jan 1 00:00:00 UTC 2024",
+        "m": "aarch64",
+        "o": "Toybox",
+    }
     keys = "snrvmo" if "a" in flags else [k for k in "snrvmo" if k in flags] or ["s"]
     await inv.out(" ".join(parts[key] for key in keys) + "\n")
     return 0
@@ -1131,9 +1486,11 @@ async def _uname(inv: Invocation, args: list[str]) -> int:
 
 @command("id")
 async def _id(inv: Invocation, args: list[str]) -> int:
-    await inv.out("uid=2000(shell) gid=2000(shell) groups=2000(shell),1004(input),1007(log),"
-                  "1011(adb),1015(sdcard_rw),1028(sdcard_r),3001(net_bt_admin),3002(net_bt),"
-                  "3003(inet),3006(net_bw_stats) context=u:r:shell:s0\n")
+    await inv.out(
+        "uid=2000(shell) gid=2000(shell) groups=2000(shell),1004(input),1007(log),"
+        "1011(adb),1015(sdcard_rw),1028(sdcard_r),3001(net_bt_admin),3002(net_bt),"
+        "3003(inet),3006(net_bw_stats) context=u:r:shell:s0\n"
+    )
     return 0
 
 

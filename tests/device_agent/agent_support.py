@@ -30,6 +30,7 @@ PROMPT = "a red circle on the left in a blue background"
 LONG_RUN = {"steps": 150, "prompts": [PROMPT] * 16, "images_per_prompt": 8}
 ADBD_LOGGER = "hexfleet.virtual_phone.adbd"
 SYNC_LOGGER = "hexfleet.virtual_phone.sync"
+SHELL_LOGGER = "hexfleet.virtual_phone.shell_service"
 RUNNER_NAME = "hexfleet-runner"
 
 
@@ -117,8 +118,10 @@ def jobs_left(phone: VirtualPhone) -> list[str]:
 
 
 def watch_phone(caplog: pytest.LogCaptureFixture) -> None:
-    """Record every service the phone opens and every path its sync service touches."""
+    """Record every service the phone opens, every line a shell without a command reads and
+    every path its sync service touches."""
     caplog.set_level(logging.INFO, logger=ADBD_LOGGER)
+    caplog.set_level(logging.INFO, logger=SHELL_LOGGER)
     caplog.set_level(logging.DEBUG, logger=SYNC_LOGGER)
 
 
@@ -145,5 +148,14 @@ def synced(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str]]:
 
 
 def shell_commands(caplog: pytest.LogCaptureFixture) -> list[str]:
-    """The command lines of every shell the phone ran."""
-    return [d.partition(":")[2] for d in opened(caplog) if d.startswith(("shell", "exec"))]
+    """The command lines the phone's shells ran, in order: each shell's command, and the lines
+    a shell opened without one (a session) read from its stdin."""
+    commands = []
+    for record in caplog.records:
+        if record.name == ADBD_LOGGER and record.msg.startswith("%s: OPEN"):
+            destination = str(record.args[1])
+            if destination.startswith(("shell", "exec")) and destination.partition(":")[2]:
+                commands.append(destination.partition(":")[2])
+        elif record.name == SHELL_LOGGER and record.msg.startswith("sh %d reads"):
+            commands.append(str(record.args[1]))
+    return commands

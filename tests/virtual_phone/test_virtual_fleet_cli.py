@@ -24,7 +24,11 @@ def cli(tmp_path: Path, adb_server: AdbServer):
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(  # noqa: S603 - fixed argv, no shell
             [HEXFLEET, "virtual-devices", *args],
-            capture_output=True, text=True, timeout=120, env=env, check=False,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+            check=False,
         )
 
     yield run
@@ -33,8 +37,18 @@ def cli(tmp_path: Path, adb_server: AdbServer):
 
 def test_up_connect_list_fault_down(cli, adb_server: AdbServer, tmp_path: Path) -> None:
     port = free_port_pair()
-    up = cli("up", "--count", "2", "--profile", "sm8550,sm8750", "--base-port", str(port),
-             "--compute", "cpu", "--connect")
+    up = cli(
+        "up",
+        "--count",
+        "2",
+        "--profile",
+        "sm8550,sm8750",
+        "--base-port",
+        str(port),
+        "--compute",
+        "cpu",
+        "--connect",
+    )
     assert up.returncode == 0, up.stderr
     serials = [f"127.0.0.1:{port}", f"127.0.0.1:{port + 1}"]
     assert all(serial in up.stdout for serial in serials)
@@ -61,3 +75,25 @@ def test_non_loopback_bind_is_refused_with_the_reason(cli) -> None:
 def test_emulator_ports_are_refused(cli) -> None:
     result = cli("up", "--base-port", "5555")
     assert result.returncode == 2 and "emulator" in result.stderr
+
+
+def test_up_gives_the_phones_the_storage_asked_for(cli, adb_server: AdbServer) -> None:
+    """`--storage` is the capacity as marketed: /data is that less 8 GiB of system partitions."""
+    assert "--storage" in cli("up", "--help").stdout
+    port = free_port_pair()
+    up = cli("up", "--storage", "12GB", "--base-port", str(port), "--compute", "cpu", "--connect")
+    assert up.returncode == 0, up.stderr
+    df = adb_server.run("-s", f"127.0.0.1:{port}", "shell", "df -k /data")
+    assert df.stdout.splitlines()[1].split()[1] == str((12 * 10**9 - 8 * 1024**3) // 1024)
+
+
+@pytest.mark.parametrize(
+    ("storage", "says"),
+    [("12XB", "a size such as 128GB"), ("lots", "a size such as 128GB"), ("9GB", "no room")],
+)
+def test_a_bad_storage_size_is_refused_in_one_line(cli, storage: str, says: str) -> None:
+    result = cli("up", "--storage", storage, "--compute", "cpu")
+    assert result.returncode == 2
+    assert says in result.stderr and "--storage" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr

@@ -105,6 +105,55 @@ def test_files_commands(offline_phone: VirtualPhone) -> None:
     assert sh(offline_phone, "cat /system/bin")[2] == "cat: /system/bin: Is a directory\n"
 
 
+def test_dd_copies_blocks_skips_counts_and_summarises_as_toybox(
+    offline_phone: VirtualPhone,
+) -> None:
+    """toybox's dd (toys/posix/dd.c): skip/count in input blocks, bs passing short reads along,
+    ibs/obs re-cut, its records summary on stderr (none with status=none or 2>/dev/null)."""
+    data = bytes(range(256)) * 40_000  # 10 240 000 bytes: two whole MiB blocks, then a short one
+    (offline_phone.fs.root / "data/local/tmp/f").write_bytes(data)
+    mib = 1024 * 1024
+    status, out, err = sh(
+        offline_phone, f"dd if=/data/local/tmp/f bs={mib} skip=1 count=2 2>/dev/null | sha256sum"
+    )
+    assert (status, out, err) == (0, f"{hashlib.sha256(data[mib : 3 * mib]).hexdigest()}  -\n", "")
+    status, out, err = sh(offline_phone, "dd if=/data/local/tmp/f bs=4M skip=2 | sha256sum")
+    assert out == f"{hashlib.sha256(data[8 * mib :]).hexdigest()}  -\n"
+    assert err.startswith("0+1 records in\n0+1 records out\n1851392 bytes (1.7 M) copied, ")
+    # Past the end of a file there is nothing to read: an empty output, no error.
+    assert sh(offline_phone, "dd if=/data/local/tmp/f bs=4M skip=9 status=none | wc -c") == (
+        0,
+        "0\n",
+        "",
+    )
+    status, out, err = sh(offline_phone, "echo hello | dd ibs=1 obs=4 skip=1 status=noxfer")
+    assert (status, out, err) == (0, "ello\n", "5+0 records in\n1+1 records out\n")
+    status, _, err = sh(
+        offline_phone,
+        "dd if=/data/local/tmp/f of=/data/local/tmp/g bs=1000 count=3 status=none && "
+        "dd if=/data/local/tmp/f of=/data/local/tmp/g bs=1000 skip=5 seek=1 count=1 "
+        "conv=notrunc status=none",
+    )
+    assert (status, err) == (0, "")
+    written = (offline_phone.fs.root / "data/local/tmp/g").read_bytes()
+    assert written == data[:1000] + data[5000:6000] + data[2000:3000]
+    status, _, err = sh(offline_phone, "dd if=/data/local/tmp/nope bs=1M")
+    assert status == 1  # and the summary all the same: toybox prints it at exit
+    assert err.startswith(
+        "dd: /data/local/tmp/nope: No such file or directory\n0+0 records in\n0+0 records out\n"
+        "0 bytes (0 B) copied, "
+    )
+    for bad, message in [
+        ("bs=0", "bad 0"),
+        ("count", "bad arg count"),
+        ("skip=1q", "not integer: 1q"),
+        ("status=loud", "unknown status 'loud'"),
+        ("conv=ucase", "bad conv=ucase"),
+    ]:
+        assert sh(offline_phone, f"dd {bad}") == (1, "", f"dd: {message}\n")
+    assert sh(offline_phone, "dd if=/data/local/tmp/f of=/system/bin/f")[0] == 1
+
+
 def test_writes_outside_data_are_refused_and_paths_never_escape(
     offline_phone: VirtualPhone,
 ) -> None:

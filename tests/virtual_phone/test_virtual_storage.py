@@ -78,3 +78,57 @@ def test_a_push_past_the_free_space_fails_as_on_a_full_phone_and_leaves_no_file(
         pushed = adb_server.run("-s", small_phone.serial, "push", str(fits), "/data/local/tmp/f")
         assert pushed.returncode == 0, pushed.stderr
     assert (small_phone.fs.root / "data/local/tmp/f").read_bytes() == fits.read_bytes()
+
+
+def test_shell_writes_stop_at_the_free_space_worded_as_toybox_and_mksh(
+    adb_server: AdbServer, small_phone: VirtualPhone
+) -> None:
+    """Redirections and `dd of=` fail with ENOSPC once /data is full, keeping what fitted; toybox's
+    `cp`, and its `mv` from /data to /sdcard (another filesystem: a copy, then an unlink), copy what
+    fits and say nothing (toybox 0.8.9 on a full tmpfs does just that); `mv` within /data needs no
+    room."""
+    tmp = small_phone.fs.root / "data/local/tmp"
+    big = tmp / "big"
+    big.write_bytes(os.urandom(small_phone.storage.usage().free // 2 + 2 * MB))
+    room = small_phone.storage.usage().free  # less than big: no copy of it fits
+    copy = tmp / "copy"
+
+    def sh(command: str) -> tuple[int, str, str]:
+        done = adb_server.run("-s", small_phone.serial, "shell", command)
+        return done.returncode, done.stdout, done.stderr
+
+    assert sh("cat /data/local/tmp/big > /data/local/tmp/copy") == (
+        1,
+        "",
+        "cat: xwrite: No space left on device\n",
+    )
+    assert copy.read_bytes() == big.read_bytes()[:room]
+    assert small_phone.storage.usage().free == 0
+    assert sh("echo more >> /data/local/tmp/copy") == (
+        1,
+        "",
+        "/system/bin/sh: echo: write: No space left on device\n",
+    )
+    assert copy.stat().st_size == room
+
+    copy.unlink()
+    status, _, err = sh("dd if=/data/local/tmp/big of=/data/local/tmp/copy bs=1048576")
+    assert status == 1
+    assert err.startswith("dd: /data/local/tmp/copy: write error: No space left on device\n")
+    assert "records in\n" in err
+    assert copy.read_bytes() == big.read_bytes()[:room]
+
+    copy.unlink()
+    assert sh("cp /data/local/tmp/big /data/local/tmp/copy") == (0, "", "")
+    assert copy.read_bytes() == big.read_bytes()[:room]
+
+    # Within /data a move is a rename: it needs no room, even on a full disk.
+    assert small_phone.storage.usage().free == 0
+    assert sh("mv /data/local/tmp/copy /data/local/tmp/moved") == (0, "", "")
+    assert (tmp / "moved").stat().st_size == room
+
+    (tmp / "moved").unlink()
+    content = big.read_bytes()
+    assert sh("mv /data/local/tmp/big /sdcard/big") == (0, "", "")
+    assert not big.exists(), "toybox's mv removes the source after its copy, whole or not"
+    assert (small_phone.fs.root / "sdcard/big").read_bytes() == content[:room]

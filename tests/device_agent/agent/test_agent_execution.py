@@ -27,8 +27,8 @@ from PIL import Image
 from waiting import wait_until
 
 from hexfleet.bundle import RunnerBundle
+from hexfleet.device_agent.phone import SESSION_MARK, job_dir, runner_dir
 from hexfleet.device_agent.phone import Phone as AgentPhone
-from hexfleet.device_agent.phone import job_dir, runner_dir
 from hexfleet.device_agent.push import ArtifactPusher
 from hexfleet.manifest import Manifest
 from hexfleet.messages import RunTask
@@ -50,9 +50,11 @@ FIXED_WORD = re.compile(
     "|".join(
         [
             r"mkdir|rm|touch|sha256sum|mv|ps|kill|dumpsys|df|/data|-[a-zA-Z0-9]+|PID,ARGS|[0-9]+|cd|&&",
-            rf"{re.escape(CACHE_DIR)}/[0-9a-f]{{64}}(\.part)?",
+            # A file verified piece by piece: dd, stat and a session's end marker.
+            rf"dd|stat|%s|echo|{SESSION_MARK}|;|\||>|/dev/null|(bs|skip|count)=[0-9]+",
+            rf"(if=)?{re.escape(CACHE_DIR)}/[0-9a-f]{{64}}(\.part)?",
             rf"{re.escape(JOBS_DIR)}/{UUID}(/spec\.json)?",
-            rf"{re.escape(RUNNERS_DIR)}/[0-9a-f]{{64}}/[A-Za-z0-9._+-]+",
+            rf"(if=)?{re.escape(RUNNERS_DIR)}/[0-9a-f]{{64}}/[A-Za-z0-9._+-]+",
             rf"LD_LIBRARY_PATH={re.escape(RUNNERS_DIR)}/[0-9a-f]{{64}}",
             rf"ADSP_LIBRARY_PATH={re.escape(RUNNERS_DIR)}/[0-9a-f]{{64}}"
             r";/system/lib/rfsa/adsp;/system/vendor/lib/rfsa/adsp;/dsp",
@@ -98,7 +100,9 @@ def test_hostile_prompts_travel_in_the_spec_and_never_reach_a_shell(
     runner = f"{runner_dir(bundle.sha256)}/hexfleet-runner"
     assert any(runner in command for command in commands)
     for command in commands:
-        assert all(FIXED_WORD.fullmatch(word) for word in shlex.split(command)), command
+        words = shlex.shlex(command, posix=True, punctuation_chars=";|>&")
+        words.whitespace_split = True
+        assert all(FIXED_WORD.fullmatch(word) for word in words), command
     for seen in commands + [path for _request, path in synced(caplog)]:
         assert not any(word in seen for word in USER_WORDS), seen
     assert (phone.fs.root / runner.lstrip("/")).stat().st_mode & 0o777 == 0o755

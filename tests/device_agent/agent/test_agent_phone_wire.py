@@ -1,5 +1,6 @@
 """The agent's own ADB client (device_agent.phone) against the real adb server and a virtual phone:
-sync SEND/RECV/LIST at chunk boundaries, shell v2 exit codes and stderr, failures as DeviceLost.
+sync SEND/RECV/LIST at chunk boundaries, shell v2 exit codes and stderr, failures as DeviceLost,
+pieces of a file hashed on the phone.
 """
 
 from __future__ import annotations
@@ -9,11 +10,11 @@ import os
 from pathlib import Path
 
 import pytest
-from agent_support import shell_commands, watch_phone
+from agent_support import opened, shell_commands, watch_phone
 
-from hexfleet.device_agent.phone import SEND_BATCH, SYNC_DATA_MAX
+from hexfleet.device_agent.phone import DD_BLOCK, SEND_BATCH, SYNC_DATA_MAX
 from hexfleet.device_agent.phone import Phone as AgentPhone
-from hexfleet.errors import DeviceLost
+from hexfleet.errors import DeviceLost, InvalidRequest
 from hexfleet.runner_spec import DEVICE_ROOT_DIR
 from hexfleet.virtual_phone.phone import VirtualPhone
 
@@ -74,3 +75,42 @@ def test_a_missing_file_or_cache_is_reported_and_the_connection_stays_usable(
     with pytest.raises(DeviceLost, match="pushing a file"):
         agent_phone.push_bytes(b"x", "/system/bin/not-writable")
     assert agent_phone.shell("echo", "still here")[1] == "still here\n"
+
+
+def test_a_shell_session_runs_command_lines_one_after_another_on_one_connection(
+    agent_phone: AgentPhone, caplog: pytest.LogCaptureFixture
+) -> None:
+    watch_phone(caplog)
+    with agent_phone.session() as shell:
+        assert shell.run("echo one; echo two >&2", "echo") == ("one\n", "two\n")
+        assert shell.run("false", "false") == ("", "")
+        assert shell.run("echo piped | cat", "cat") == ("piped\n", "")  # and the shell reads on
+        assert shell.run("echo -n three", "echo") == ("three", "")
+    assert [o for o in opened(caplog) if o.startswith("shell")] == ["shell,v2,raw:"]
+
+
+def test_pieces_of_a_file_are_hashed_on_the_phone_with_dd_and_its_size_read_after(
+    agent_phone: AgentPhone, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Pieces of a whole number of dd blocks, the last one short; with the file's size after."""
+    piece = 2 * DD_BLOCK
+    data = os.urandom(2 * piece + 12345)
+    local = tmp_path / "pieces"
+    local.write_bytes(data)
+    remote = f"{DEVICE_ROOT_DIR}/wire/pieces"
+    agent_phone.push(local, remote)
+    starts = range(0, len(data), piece)
+    expected = [hashlib.sha256(data[i : i + piece]).hexdigest() for i in starts]
+    empty = hashlib.sha256(b"").hexdigest()
+    with agent_phone.session() as shell:
+        assert shell.piece_digests(remote, 0, 3, piece) == (expected, len(data))
+        assert shell.piece_digests(remote, 2, 1, piece) == (expected[2:], len(data))
+        # Past the end, dd reads nothing: the empty input's digest; a missing file has no size.
+        assert shell.piece_digests(remote, 3, 1, piece) == ([empty], len(data))
+        assert shell.piece_digests(f"{remote}-gone", 0, 1, piece) == ([empty], None)
+        assert shell.file_size(remote) == len(data)
+        assert shell.file_size(f"{remote}-gone") is None
+        with pytest.raises(InvalidRequest, match="refusing"):
+            shell.piece_digests("/data/local/tmp/elsewhere", 0, 1, piece)
+        with pytest.raises(InvalidRequest, match="bad pieces"):
+            shell.piece_digests(remote, 0, 1, DD_BLOCK + 1)

@@ -1,6 +1,8 @@
 """Pushing a model at SD 1.5's size (w8a16: about a gigabyte) to a virtual phone: pushed once and
-verified on the phone, nothing pushed the second time, a link dropped mid-file retried without a
-partial file left in the cache, and a phone whose disk has no room refused in one line.
+verified on the phone (a file larger than a piece piece by piece, while it is still arriving),
+nothing pushed the second time, a link dropped mid-file retried without a partial file left in
+the cache, bytes that hash wrong never cached, and a phone whose disk has no room refused in one
+line.
 
 CI pushes a twelfth of the real size through the same code; `--real-size` adds the real one. The
 model's bytes are random, generated here, and sit in the agent's host cache as a fetch from the
@@ -21,11 +23,11 @@ from agent_support import shell_commands, synced, watch_phone
 from virtual_phone_support import AdbServer
 from waiting import free_port, wait_until
 
-from hexfleet.device_agent.host_cache import HostCache
+from hexfleet.device_agent.host_cache import PIECE_BYTES, HostCache
+from hexfleet.device_agent.phone import DD_BLOCK, cache_path
 from hexfleet.device_agent.phone import Phone as AgentPhone
-from hexfleet.device_agent.phone import cache_path
-from hexfleet.device_agent.push import RESERVE_BYTES, ArtifactPusher
-from hexfleet.errors import DeviceFull, DeviceLost
+from hexfleet.device_agent.push import PUSH_ATTEMPTS, RESERVE_BYTES, ArtifactPusher
+from hexfleet.errors import ArtifactMismatch, DeviceFull, DeviceLost
 from hexfleet.manifest import FileRef
 from hexfleet.models.store import sha256_file
 from hexfleet.runner_spec import CACHE_DIR
@@ -81,8 +83,7 @@ def model(request: pytest.FixtureRequest, local_cache: HostCache) -> list[FileRe
 @pytest.fixture
 def ci_model(local_cache: HostCache) -> list[FileRef]:
     return [
-        write_random(local_cache.root, name, size // CI_SCALE)
-        for name, size in SD15_W8A16.items()
+        write_random(local_cache.root, name, size // CI_SCALE) for name, size in SD15_W8A16.items()
     ]
 
 
@@ -102,6 +103,21 @@ def assert_cached_whole(phone: VirtualPhone, agent_phone: AgentPhone, refs: list
         assert agent_phone.sha256(cache_path(ref.sha256)) == ref.sha256
 
 
+def hashed_pieces(caplog: pytest.LogCaptureFixture) -> dict[str, list[int]]:
+    """The pieces the phone hashed with `dd ... | sha256sum`, by file name: their first blocks."""
+    found: dict[str, list[int]] = {}
+    for command in shell_commands(caplog):
+        for part in command.split("; "):
+            if part.startswith("dd "):
+                words = dict(word.split("=", 1) for word in part.split() if "=" in word)
+                found.setdefault(words["if"].split("/")[-1], []).append(int(words["skip"]))
+    return found
+
+
+def every_piece(ref: FileRef) -> list[int]:
+    return [index * PIECE_BYTES // DD_BLOCK for index in range(-(-ref.size // PIECE_BYTES))]
+
+
 def test_a_model_at_size_is_pushed_verified_on_the_phone_and_then_pushes_nothing(
     agent_phone: AgentPhone,
     local_cache: HostCache,
@@ -114,8 +130,15 @@ def test_a_model_at_size_is_pushed_verified_on_the_phone_and_then_pushes_nothing
     first = ArtifactPusher(agent_phone, local_cache).ensure(model)
     assert (first.pushed_files, first.pushed_bytes, first.link_retries) == (3, total, 0)
     assert 0 < first.verify_seconds < first.push_seconds
+    # Files larger than a piece are hashed on the phone piece by piece, each piece once; the
+    # others whole, with sha256sum.
+    large = [ref for ref in model if ref.size > PIECE_BYTES]
+    assert large[0] == model[0], "the UNet's data is hashed piece by piece"
+    assert hashed_pieces(caplog) == {f"{ref.sha256}.part": every_piece(ref) for ref in large}
     hashed = [c for c in shell_commands(caplog) if c.startswith("sha256sum ")]
-    assert [c.split("/")[-1] for c in hashed] == [f"{ref.sha256}.part" for ref in model]
+    assert [c.split("/")[-1] for c in hashed] == [
+        f"{ref.sha256}.part" for ref in model if ref not in large
+    ]
     assert_cached_whole(phone, agent_phone, model)
 
     # A new agent (its listing not trusted yet) lists the phone and pushes nothing.
@@ -141,6 +164,46 @@ def test_a_link_dropped_mid_push_of_the_large_file_is_retried_without_a_partial_
         f"{ref.sha256}.part" for ref in [unet, *ci_model]
     ], "the UNet pushed twice, from its start, then the others once"
     assert_cached_whole(phone, agent_phone, ci_model)
+
+
+def test_the_large_file_is_verified_on_the_phone_while_it_is_still_arriving(
+    agent_phone: AgentPhone, local_cache: HostCache, phone: VirtualPhone, ci_model: list[FileRef]
+) -> None:
+    """With the link at 40 MB/s the UNet's data takes about two seconds: its first pieces are
+    hashed on the phone and found right before the transfer ends, so little is left after."""
+    unet = ci_model[0]
+    phone.faults.limit_bandwidth(40.0)
+    report = ArtifactPusher(agent_phone, local_cache).ensure([unet])
+    assert report.pushed_files == 1
+    assert report.verified_in_flight_bytes >= 2 * PIECE_BYTES, report
+    assert report.verify_seconds < report.push_seconds / 4, report
+    assert_cached_whole(phone, agent_phone, [unet])
+
+
+def test_a_large_file_whose_pieces_hash_wrong_is_pushed_again_then_refused_and_never_cached(
+    agent_phone: AgentPhone,
+    local_cache: HostCache,
+    phone: VirtualPhone,
+    ci_model: list[FileRef],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The host's copy goes bad after the host checked it (its piece digests are of the good
+    bytes): the phone's pieces do not match them, the file is pushed once more, then refused;
+    no `.part` stays and the host forgets its copy."""
+    unet = ci_model[0]
+    local = local_cache.path(unet)
+    with local.open("r+b") as handle:  # one byte in the third piece, same size
+        handle.seek(2 * PIECE_BYTES + 5)
+        byte = handle.read(1)
+        handle.seek(2 * PIECE_BYTES + 5)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    watch_phone(caplog)
+    with pytest.raises(ArtifactMismatch, match=unet.sha256[:12]):
+        ArtifactPusher(agent_phone, local_cache).ensure([unet])
+    sends = [path for request, path in synced(caplog) if request == "SEND"]
+    assert len(sends) == PUSH_ATTEMPTS, "pushed again once, then given up"
+    assert cache_listing(phone) == [], "neither the file nor a .part is in the cache"
+    assert not local.exists(), "the host's bad copy is dropped, to be fetched again"
 
 
 def test_a_phone_gone_for_longer_than_the_wait_is_device_lost_and_keeps_no_partial(
