@@ -134,15 +134,16 @@ def compile_model(
                 raise ModelError(f"{target.name} was compiled for v{found[1]}, not v{arch}")
             if on_stage:
                 on_stage(f"{role}: load", 1, 3)
-            context = open_session(target, "htp", htp_arch=arch, threads=threads)
-            from_qdq = open_session(qdq, "htp", htp_arch=arch, threads=threads)
+            # One session at a time: at SD 1.5's size each holds gigabytes.
+            context_s = open_session(target, "htp", htp_arch=arch, threads=threads).create_seconds
+            qdq_s = open_session(qdq, "htp", htp_arch=arch, threads=threads).create_seconds
             if on_stage:
                 on_stage(f"{role}: store", 2, 3)
             report.components[role] = CompiledComponent(
                 role,
                 seconds,
-                context.create_seconds,
-                from_qdq.create_seconds,
+                context_s,
+                qdq_s,
                 target.stat().st_size,
                 None if found is None else found[0],
             )
