@@ -277,6 +277,13 @@ def compile_cmd(
     htp_arch: Annotated[str, typer.Option(help=f"Hexagon arch: {', '.join(HTP_ARCHS)}.")] = "73",
     precision: Precision = "w8a16",
     version: Version = None,
+    finalization_mode: Annotated[
+        str | None,
+        typer.Option(
+            help="QNN graph finalization: 1 prepares fastest (SD 1.5's VAE decoder needs it on "
+            "24 GB), 2 and 3 optimize more; default: QNN's."
+        ),
+    ] = None,
     threads: Threads = None,
     as_json: JsonFlag = False,
 ) -> None:
@@ -287,7 +294,14 @@ def compile_cmd(
     check_htp_arch(htp_arch)
     quantized = _load(store, model, version, precision)
     with _progress("compile: {task.description}") as bar, _measured("compile"):
-        report = compile_model(store, quantized, htp_arch, threads, on_stage=_stage_bars(bar))
+        report = compile_model(
+            store,
+            quantized,
+            htp_arch,
+            threads,
+            on_stage=_stage_bars(bar),
+            finalization=finalization_mode,
+        )
     summary = report.to_dict()
     if as_json:
         _print_json(summary)

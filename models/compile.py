@@ -20,6 +20,7 @@ from hexfleet.manifest import ROLES, Manifest
 from hexfleet.models.registration import store_component
 from hexfleet.models.runtime import (
     ORT_ERRORS,
+    check_finalization,
     check_htp_arch,
     native_stdout_to_stderr,
     open_session,
@@ -84,13 +85,15 @@ def binary_target(path: Path) -> tuple[str, str] | None:
     return None if match is None else (match.group(1).decode(), match.group(2).decode())
 
 
-def compile_context(qdq: Path, target: Path, htp_arch: str) -> float:
+def compile_context(
+    qdq: Path, target: Path, htp_arch: str, finalization: str | None = None
+) -> float:
     """Compile a QDQ model for one arch into an EPContext model; returns the seconds it took.
 
     Basic graph optimizations run first, as in a session, so static Shape nodes fold away
     (the QNN EP does not take Shape, and CPU fallback is disabled).
     """
-    options = session_options("htp", htp_arch=htp_arch)
+    options = session_options("htp", htp_arch=htp_arch, finalization=finalization)
     start = time.perf_counter()
     try:
         compiler = ort.ModelCompiler(
@@ -112,12 +115,15 @@ def compile_model(
     htp_arch: str,
     threads: int | None = None,
     on_stage: StageCallback | None = None,
+    finalization: str | None = None,
 ) -> CompileReport:
     """Compile a quantized manifest for one Hexagon arch and store the context manifest.
 
     Progress: on_stage(f"{role}: {step}", steps done, 3): compile, load both ways, store.
     """
     arch = check_htp_arch(htp_arch)
+    if finalization is not None:
+        check_finalization(finalization)
     if manifest.precision == "fp32" or manifest.htp_arch is not None:
         raise InvalidRequest(f"compile a quantized QDQ model (w8a8/w8a16), not {manifest.ref}")
     report = CompileReport(manifest)
@@ -128,7 +134,7 @@ def compile_model(
             target = Path(tmp) / f"{role}.{manifest.precision}.v{arch}.onnx"
             if on_stage:
                 on_stage(f"{role}: compile", 0, 3)
-            seconds = compile_context(qdq, target, arch)
+            seconds = compile_context(qdq, target, arch, finalization)
             found = binary_target(target)
             if found is not None and found[1] != arch:
                 raise ModelError(f"{target.name} was compiled for v{found[1]}, not v{arch}")
@@ -136,7 +142,9 @@ def compile_model(
                 on_stage(f"{role}: load", 1, 3)
             # One session at a time: at SD 1.5's size each holds gigabytes.
             context_s = open_session(target, "htp", htp_arch=arch, threads=threads).create_seconds
-            qdq_s = open_session(qdq, "htp", htp_arch=arch, threads=threads).create_seconds
+            qdq_s = open_session(
+                qdq, "htp", htp_arch=arch, threads=threads, finalization=finalization
+            ).create_seconds
             if on_stage:
                 on_stage(f"{role}: store", 2, 3)
             report.components[role] = CompiledComponent(
@@ -156,7 +164,8 @@ def compile_model(
             "htp_arch": arch,
             "components": components,
             "parent": manifest.ref,
-            "source": f"QNN context binaries for v{arch} ({SOC_FOR_ARCH[arch]}) of {manifest.ref}",
+            "source": f"QNN context binaries for v{arch} ({SOC_FOR_ARCH[arch]}) of {manifest.ref}"
+            + ("" if finalization is None else f", finalization mode {finalization}"),
         }
     )
     store.save(compiled)

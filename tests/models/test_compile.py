@@ -52,3 +52,17 @@ def test_compile_needs_a_quantized_model_and_a_known_arch(
         compile_model(store, tiny_manifest, "73")
     with pytest.raises(InvalidRequest, match="unknown Hexagon arch '72'"):
         compile_model(store, tiny_manifest, "72")
+
+
+def test_fastest_finalization_compiles_a_model_that_runs_and_says_so(
+    tiny_manifest: Manifest, store: ModelStore
+) -> None:
+    qdq = quantize_model(
+        store, tiny_manifest, "w8a16", calibration_prompts=2, calibration_steps=2, check_htp=False
+    ).manifest
+    with pytest.raises(InvalidRequest, match="finalization mode must be one of 1, 2, 3, not '9'"):
+        compile_model(store, qdq, "73", finalization="9")
+    compiled = compile_model(store, qdq, "73", finalization="1").manifest
+    assert compiled.source.endswith(", finalization mode 1")
+    image = Pipeline.from_manifest(compiled, store, "htp").generate("a red circle", steps=2).image
+    assert image.shape == (16, 16, 3) and image.std() > 0
