@@ -5,7 +5,8 @@ Run: `.venv/bin/python bench/sd15_real_size.py [--skip-real] [--skip-compile] [-
 directory). Per model:
 - each model step is one `hexfleet models ...` process; its wall time and peak resident memory
   (the child's own rusage, from os.wait4) are printed: build (SD 1.5 only, cached after the first
-  run), import, quantize w8a16 (calibrated on real prompts, no HTP check), compile for v73;
+  run), import, quantize w8a16 (calibrated on real prompts, no HTP check), compile for v73
+  (QNN finalization mode 1);
 - then `hexfleet up` starts the farm (one virtual phone, CPU EP) and `hexfleet generate` runs
   the w8a16 model at 2 steps through it, twice: the first run pushes the model (time, bytes, the
   agent's peak memory), both generate (load, one UNet step, VAE, the runner's peak memory), and
