@@ -43,6 +43,7 @@ def test_real_size_import_quantize_compile(store: ModelStore, real_export: Path)
         store, manifest, "w8a16", calibration_prompts=2, calibration_steps=2, check_htp=False
     ).manifest
     assert quantized.components["unet"].inputs[0].shape == [2, 4, 64, 64]
-    compiled = compile_model(store, quantized, "73").manifest
+    # QNN's default finalization does not finish the VAE decoder in 24 GB (docs/measurements.md).
+    compiled = compile_model(store, quantized, "73", finalization="1").manifest
     assert compiled.htp_arch == "73"
     assert all(c.format == "epcontext" for c in compiled.components.values())
