@@ -7,7 +7,7 @@ text states of real prompts, the VAE the final latents: no random tensors.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,7 +15,6 @@ from types import SimpleNamespace
 import numpy as np
 import onnx
 import onnxruntime as ort
-from onnxruntime.quantization import CalibrationDataReader
 from onnxruntime.quantization.calibrate import CalibraterBase, CalibrationMethod, TensorsData
 
 from hexfleet.manifest import Manifest
@@ -261,24 +260,3 @@ def collect_ranges(
             low, high = -max(abs(low), abs(high)), max(abs(low), abs(high))
         ranges[name] = (np.array([low], dtype=np.float32), np.array([high], dtype=np.float32))
     return TensorsData(CalibrationMethod.MinMax, ranges)
-
-
-class FeedsReader(CalibrationDataReader):
-    """onnxruntime's calibration reader over recorded feeds, for its own calibrators (quantize
-    collects ranges with collect_ranges instead): rewindable, and windowed (`set_range`)."""
-
-    def __init__(self, feeds: list[dict[str, np.ndarray]]) -> None:
-        self._feeds = feeds
-        self._iter: Iterator[dict[str, np.ndarray]] = iter(feeds)
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self._iter, None)
-
-    def rewind(self) -> None:
-        self._iter = iter(self._feeds)
-
-    def set_range(self, start_index: int, end_index: int) -> None:
-        self._iter = iter(self._feeds[start_index:end_index])
-
-    def __len__(self) -> int:
-        return len(self._feeds)

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from calibration_feeds import FeedsReader
 from onnxruntime.quantization.calibrate import create_calibrator
 
 from hexfleet.manifest import Manifest
 from hexfleet.models.calibration import (
-    FeedsReader,
     calibrated_tensors,
     calibration_parts,
     collect_ranges,

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from calibration_feeds import FeedsReader
 from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.quantization import QuantType, quantize
 from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config
 
-from hexfleet.models.calibration import FeedsReader
 from hexfleet.models.htp_rewrites import (
     constants_to_initializers,
     drop_unused_initializers,

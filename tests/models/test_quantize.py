@@ -7,11 +7,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from calibration_feeds import FeedsReader
 from onnx import TensorProto, helper, numpy_helper
 
 from hexfleet.errors import InvalidRequest
 from hexfleet.manifest import Manifest
-from hexfleet.models.calibration import FeedsReader, default_prompts, record_activations
+from hexfleet.models.calibration import default_prompts, record_activations
 from hexfleet.models.pipeline import Pipeline
 from hexfleet.models.quantize import check_component, quantize_component, quantize_model
 from hexfleet.models.registration import register_tiny_sd

@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from calibration_feeds import FeedsReader
 from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.quantization import quantize
 from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config
 
 from hexfleet.errors import InvalidRequest, ModelError, NotFound
-from hexfleet.models.calibration import FeedsReader
 from hexfleet.models.runtime import node_placement, open_session, qnn_device
 
 
